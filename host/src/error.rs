@@ -1,0 +1,136 @@
+//! The one error type the HTTP layer answers with, and its mapping to
+//! status codes and JSON bodies `{"detail": ..., "code": ...}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::plugins::PluginError;
+
+/// Every way a request can be refused or fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No credentials were presented (401).
+    #[error("{0}")]
+    NotAuthenticated(String),
+    /// Credentials were presented and are not acceptable (401, with
+    /// `error="invalid_token"` when `invalid_token`).
+    #[error("{detail}")]
+    InvalidCredentials {
+        /// Reason shown to the client.
+        detail: String,
+        /// Whether a bearer token was the credential.
+        invalid_token: bool,
+    },
+    /// Authenticated but not allowed (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many attempts (429 with `Retry-After`).
+    #[error("{detail}")]
+    TooManyRequests {
+        /// Reason shown to the client.
+        detail: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// No such route (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is too large (413).
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// A plugin failed; the request fails closed (503).
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// No `agent` upstream is configured (503).
+    #[error("no agent upstream is configured: set \"agent\" in agentflow.json")]
+    NoUpstream,
+    /// The upstream could not be reached (502).
+    #[error("the agent upstream is unreachable")]
+    UpstreamUnavailable,
+    /// Something failed inside the server (500); details go to the log only.
+    #[error("internal server error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotAuthenticated(_) | ApiError::InvalidCredentials { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Plugin(_) | ApiError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotAuthenticated(_) => "not_authenticated",
+            ApiError::InvalidCredentials { invalid_token: true, .. } => "invalid_token",
+            ApiError::InvalidCredentials { .. } => "invalid_credentials",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Plugin(_) => "plugin_failed",
+            ApiError::NoUpstream => "no_upstream",
+            ApiError::UpstreamUnavailable => "upstream_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The text shown to the client: plugin failures name the plugin but
+    /// keep trap details in the log.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Plugin(PluginError::Call { plugin, .. }) => {
+                format!("auth plugin {plugin:?} failed; the request was refused")
+            }
+            ApiError::Plugin(_) => "auth plugin unavailable".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Plugin(e) => tracing::error!(error = %e, "plugin failure, request refused (503)"),
+            ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            _ => {}
+        }
+        let body = serde_json::json!({ "detail": self.detail(), "code": self.code() });
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::NotAuthenticated(_) | ApiError::InvalidCredentials { invalid_token: false, .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidCredentials { invalid_token: true, detail } => {
+                // RFC 6750 §3: the description is a quoted-string; keep it to
+                // safe characters.
+                let safe: String = detail.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ').collect();
+                let value = format!("Bearer error=\"invalid_token\", error_description=\"{safe}\"");
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        response
+    }
+}

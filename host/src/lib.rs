@@ -1,0 +1,15 @@
+//! agentflow: authentication and authorization in front of an agent API.
+//!
+//! `main.rs` only parses the command line; [`cli`] runs commands, [`server`]
+//! assembles a running server from a [`config::Config`], and [`routes::app`]
+//! is the router tests can serve on their own port.
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod jwt;
+pub mod pipeline;
+pub mod plugins;
+pub mod proxy;
+pub mod routes;
+pub mod server;

@@ -1,0 +1,179 @@
+//! The gate every request passes: the authentication chain, then the
+//! authorizer. Built once from the config; shared by all requests.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::config::{AuthMethodConfig, Config};
+use crate::error::ApiError;
+use crate::identity::Identity;
+use crate::jwt::{JwtConfigError, JwtVerifier, TokenError};
+use crate::plugins::{Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Slot};
+
+/// Why the gate cannot be built (the server refuses to start).
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// JWT settings are missing or wrong.
+    #[error("{file}: `env:{}`: {}", .source.key, .source.reason)]
+    Jwt {
+        /// The config file.
+        file: String,
+        /// What is wrong.
+        source: JwtConfigError,
+    },
+    /// A plugin could not be loaded.
+    #[error("{file}: `{key}`: {source}")]
+    Plugin {
+        /// The config file.
+        file: String,
+        /// The config key naming the plugin.
+        key: String,
+        /// Why it failed.
+        source: PluginError,
+    },
+}
+
+/// One way of proving identity, tried in order.
+pub enum AuthMethod {
+    /// The built-in JWT verifier.
+    Jwt(JwtVerifier),
+    /// An authenticator plugin.
+    Plugin(Arc<Plugin>),
+}
+
+/// Authentication chain plus optional authorizer.
+pub struct Gate {
+    methods: Vec<AuthMethod>,
+    authorizer: Option<Arc<Plugin>>,
+}
+
+impl Gate {
+    /// Builds the gate, loading every plugin the config names.
+    pub fn build(cfg: &Config, runtime: &PluginRuntime) -> Result<Gate, GateError> {
+        let file = cfg.file.display().to_string();
+        let list = cfg.auth.len() > 1;
+        let mut methods = Vec::new();
+        for (i, method) in cfg.auth.iter().enumerate() {
+            let key = if list { format!("auth[{i}]") } else { "auth".to_owned() };
+            methods.push(match method {
+                AuthMethodConfig::Jwt(opts) => AuthMethod::Jwt(
+                    JwtVerifier::from_env(&cfg.env, &cfg.dir(), opts)
+                        .map_err(|source| GateError::Jwt { file: file.clone(), source })?,
+                ),
+                AuthMethodConfig::Plugin(p) => AuthMethod::Plugin(Arc::new(
+                    runtime
+                        .load(p, Slot::Authenticator, &cfg.env)
+                        .map_err(|source| GateError::Plugin { file: file.clone(), key: format!("{key}.path"), source })?,
+                )),
+            });
+        }
+        let authorizer = match &cfg.authorization {
+            None => None,
+            Some(p) => Some(Arc::new(runtime.load(p, Slot::Authorizer, &cfg.env).map_err(|source| {
+                GateError::Plugin { file: file.clone(), key: "authorization.path".into(), source }
+            })?)),
+        };
+        Ok(Gate { methods, authorizer })
+    }
+
+    /// Whether requests pass without credentials (`"auth": null`).
+    pub fn is_open(&self) -> bool {
+        self.methods.is_empty()
+    }
+
+    /// Whether any plugin needs the plugin view of requests.
+    pub fn uses_plugins(&self) -> bool {
+        self.authorizer.is_some() || self.methods.iter().any(|m| matches!(m, AuthMethod::Plugin(_)))
+    }
+
+    /// Every loaded plugin, authenticators first.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.methods
+            .iter()
+            .filter_map(|m| match m {
+                AuthMethod::Plugin(p) => Some(p),
+                AuthMethod::Jwt(_) => None,
+            })
+            .chain(self.authorizer.iter())
+    }
+
+    /// Runs the chain: the first method that authenticates wins, a method
+    /// without credentials passes to the next, a refusal stops.
+    pub async fn authenticate(&self, headers: &HeaderMap, req: Option<&PluginRequest>) -> Result<Identity, ApiError> {
+        if self.is_open() {
+            return Ok(anonymous());
+        }
+        for method in &self.methods {
+            match method {
+                AuthMethod::Jwt(verifier) => match bearer_jwt(headers) {
+                    None => continue,
+                    Some(token) => {
+                        return verifier.verify(token).map_err(|e| ApiError::InvalidCredentials {
+                            detail: match e {
+                                TokenError::Expired => "token has expired".into(),
+                                TokenError::Invalid(why) => format!("invalid token: {why}"),
+                            },
+                            invalid_token: true,
+                        });
+                    }
+                },
+                AuthMethod::Plugin(plugin) => {
+                    let req = req.expect("the plugin view is built whenever a plugin is configured");
+                    match plugin.authenticate(req).await? {
+                        AuthnOutcome::Authenticated { who, .. } => return Ok(who),
+                        AuthnOutcome::NoCredentials => continue,
+                        AuthnOutcome::Refused { status, detail } => return Err(refusal(status, detail, true)),
+                    }
+                }
+            }
+        }
+        // A bearer token nobody understood is still a token that was sent.
+        if self.methods.iter().any(|m| matches!(m, AuthMethod::Jwt(_))) && has_bearer(headers) {
+            return Err(ApiError::InvalidCredentials { detail: "invalid token: malformed token".into(), invalid_token: true });
+        }
+        Err(ApiError::NotAuthenticated("Not authenticated".into()))
+    }
+
+    /// Asks the authorizer; without one, every authenticated caller may.
+    pub async fn authorize(&self, who: &Identity, access: &Access, req: Option<&PluginRequest>) -> Result<(), ApiError> {
+        let Some(plugin) = &self.authorizer else { return Ok(()) };
+        let req = req.expect("the plugin view is built whenever a plugin is configured");
+        match plugin.authorize(who, access, req).await? {
+            AuthzOutcome::Allow => Ok(()),
+            AuthzOutcome::Deny { status, detail } => Err(refusal(status, detail, false)),
+        }
+    }
+}
+
+/// The caller when auth is off.
+fn anonymous() -> Identity {
+    Identity { user_id: "anonymous".into(), roles: Vec::new(), claims: Default::default() }
+}
+
+fn refusal(status: u16, detail: String, authenticating: bool) -> ApiError {
+    match status {
+        429 => ApiError::TooManyRequests { detail, retry_after: 1 },
+        401 => ApiError::InvalidCredentials { detail, invalid_token: false },
+        403 => ApiError::Forbidden(detail),
+        _ if authenticating => ApiError::InvalidCredentials { detail, invalid_token: false },
+        _ => ApiError::Forbidden(detail),
+    }
+}
+
+fn has_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer ")))
+}
+
+/// The bearer token when it is shaped like a JWT (three dot-separated
+/// parts); other bearer strings are left for the next method (e.g. an API
+/// key sent as a bearer token).
+fn bearer_jwt(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && token.split('.').count() == 3).then_some(token)
+}

@@ -1,0 +1,121 @@
+//! WebAssembly auth plugins: compiling, sandboxing and calling them.
+//!
+//! The rest of the server sees only the types in this file and
+//! [`Plugin`]/[`PluginRuntime`]; wasmtime stays inside this module.
+
+mod bindings;
+mod error;
+mod plugin;
+mod runtime;
+mod state;
+
+pub use error::{CallFailure, PluginError};
+pub use plugin::{Plugin, PluginStatus};
+pub use runtime::PluginRuntime;
+
+use crate::identity::Identity;
+
+/// Which interface a plugin must export for the place it is used in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// An entry of `auth`: exports `agentflow:auth/authenticate`.
+    Authenticator,
+    /// The `authorization` plugin: exports `agentflow:auth/authorize`.
+    Authorizer,
+}
+
+impl Slot {
+    /// The WIT export the slot needs.
+    pub fn export(self) -> &'static str {
+        match self {
+            Slot::Authenticator => "agentflow:auth/authenticate@0.1.0",
+            Slot::Authorizer => "agentflow:auth/authorize@0.1.0",
+        }
+    }
+
+    /// The function called in that export.
+    pub fn function(self) -> &'static str {
+        match self {
+            Slot::Authenticator => "authenticate",
+            Slot::Authorizer => "authorize",
+        }
+    }
+}
+
+/// The request as plugins see it (built once per request, shared by every
+/// plugin in the chain).
+#[derive(Debug, Clone)]
+pub struct PluginRequest(pub(crate) bindings::wit::Request);
+
+impl PluginRequest {
+    /// Builds the plugin view of a request; header names must be lower-case.
+    pub fn new(
+        method: String,
+        path: String,
+        query: String,
+        headers: Vec<(String, String)>,
+        client_ip: Option<String>,
+    ) -> Self {
+        PluginRequest(bindings::wit::Request { method, path, query, headers, client_ip })
+    }
+
+    /// The value of the first header called `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.0.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Permission to reuse an authentication answer for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheHint {
+    /// How long the answer stays valid, in milliseconds.
+    pub ttl_ms: u32,
+    /// Lower-case header names the answer depends on.
+    pub vary: Vec<String>,
+}
+
+/// What an authenticator plugin concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthnOutcome {
+    /// Valid credentials.
+    Authenticated {
+        /// The caller.
+        who: Identity,
+        /// Optional permission to reuse the answer.
+        cache: Option<CacheHint>,
+    },
+    /// No credentials the plugin understands.
+    NoCredentials,
+    /// Credentials refused, with the status (401/403/429) and the reason.
+    Refused {
+        /// HTTP status to answer with.
+        status: u16,
+        /// Reason shown to the client.
+        detail: String,
+    },
+}
+
+/// The operation being authorized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// `graph`, `checkpointer` or `store`.
+    pub resource: &'static str,
+    /// The action on it.
+    pub action: &'static str,
+    /// The thread or memory id named by the route.
+    pub resource_id: Option<String>,
+}
+
+/// What an authorizer plugin concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthzOutcome {
+    /// Let the request through.
+    Allow,
+    /// Refuse it.
+    Deny {
+        /// HTTP status to answer with (403 unless the plugin said 401/429).
+        status: u16,
+        /// Reason shown to the client.
+        detail: String,
+    },
+}

@@ -1,0 +1,255 @@
+//! One loaded plugin: its current compiled version and the calls into it,
+//! each in a fresh sandbox with memory and time limits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Map, Value};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+
+use super::bindings::{authn, authz, wit};
+use super::state::{PluginShared, PluginState, truncate};
+use super::{Access, AuthnOutcome, AuthzOutcome, CacheHint, CallFailure, PluginError, PluginRequest, Slot};
+use crate::config::PluginConfig;
+use crate::identity::Identity;
+
+/// Limits on what a plugin may hand back, so a hostile answer cannot bloat
+/// headers or logs.
+const MAX_USER_ID: usize = 1024;
+const MAX_ROLES: usize = 64;
+const MAX_ROLE: usize = 256;
+const MAX_CLAIMS: usize = 64 * 1024;
+const MAX_DETAIL: usize = 1024;
+
+/// The pre-linked exports of one compiled version.
+pub(crate) enum Exports {
+    Authenticate(authn::AuthenticatorPre<PluginState>),
+    Authorize(authz::AuthorizerPre<PluginState>),
+}
+
+/// One compiled version of a plugin file.
+pub(crate) struct LoadedVersion {
+    exports: Exports,
+    sha256: String,
+    loaded_at: SystemTime,
+}
+
+impl LoadedVersion {
+    pub(crate) fn new(exports: Exports, sha256: String) -> Self {
+        LoadedVersion { exports, sha256, loaded_at: SystemTime::now() }
+    }
+}
+
+/// A plugin as the server uses it; cheap to share behind an `Arc`.
+pub struct Plugin {
+    cfg: PluginConfig,
+    slot: Slot,
+    shared: Arc<PluginShared>,
+    current: RwLock<Arc<LoadedVersion>>,
+    engine: Engine,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    denials: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// A snapshot of a plugin for status listings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    /// The plugin's name.
+    pub name: String,
+    /// `authenticator` or `authorizer`.
+    pub slot: &'static str,
+    /// The file it was loaded from.
+    pub path: String,
+    /// SHA-256 of the running version.
+    pub sha256: String,
+    /// When the running version was loaded (unix seconds).
+    pub loaded_at: u64,
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that refused or denied.
+    pub denials: u64,
+    /// Calls that failed (503).
+    pub failures: u64,
+}
+
+impl Plugin {
+    pub(crate) fn new(cfg: PluginConfig, slot: Slot, shared: Arc<PluginShared>, version: LoadedVersion, engine: Engine) -> Self {
+        Plugin { cfg, slot, shared, current: RwLock::new(Arc::new(version)), engine, counters: Counters::default() }
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// The configuration it was loaded with.
+    pub fn config(&self) -> &PluginConfig {
+        &self.cfg
+    }
+
+    /// The slot it serves.
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    fn version(&self) -> Arc<LoadedVersion> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Status for listings.
+    pub fn status(&self) -> PluginStatus {
+        let v = self.version();
+        PluginStatus {
+            name: self.cfg.name.clone(),
+            slot: match self.slot {
+                Slot::Authenticator => "authenticator",
+                Slot::Authorizer => "authorizer",
+            },
+            path: self.cfg.path.display().to_string(),
+            sha256: v.sha256.clone(),
+            loaded_at: v.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            calls: self.counters.calls.load(Ordering::Relaxed),
+            denials: self.counters.denials.load(Ordering::Relaxed),
+            failures: self.counters.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A fresh sandbox with this plugin's limits; the deadline starts now.
+    fn new_store(&self) -> Store<PluginState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.cfg.memory_mb as usize * 1024 * 1024)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, PluginState::new(self.shared.clone(), limits));
+        store.limiter(|s| &mut s.limits);
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.timeout_ms.into());
+        // Check the clock every epoch tick and yield to the async runtime in
+        // between, so a looping plugin never stalls other requests.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store
+    }
+
+    /// Asks the plugin who sent `req`.
+    pub async fn authenticate(&self, req: &PluginRequest) -> Result<AuthnOutcome, PluginError> {
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let version = self.version();
+        let Exports::Authenticate(pre) = &version.exports else {
+            return Err(self.failure(CallFailure::BadOutput("plugin is not an authenticator".into())));
+        };
+        let mut store = self.new_store();
+        let result = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.agentflow_auth_authenticate().call_authenticate(&mut store, &req.0).await
+        }
+        .await;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => return Err(self.failure(self.classify(e, &store))),
+        };
+        let outcome = convert_authn(outcome).map_err(|m| self.failure(CallFailure::BadOutput(m)))?;
+        if matches!(outcome, AuthnOutcome::Refused { .. }) {
+            self.counters.denials.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(outcome)
+    }
+
+    /// Asks the plugin whether `who` may perform `access`.
+    pub async fn authorize(&self, who: &Identity, access: &Access, req: &PluginRequest) -> Result<AuthzOutcome, PluginError> {
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let version = self.version();
+        let Exports::Authorize(pre) = &version.exports else {
+            return Err(self.failure(CallFailure::BadOutput("plugin is not an authorizer".into())));
+        };
+        let who = wit::Identity {
+            user_id: who.user_id.clone(),
+            roles: who.roles.clone(),
+            claims: Value::Object(who.claims.clone()).to_string(),
+        };
+        let what = wit::Access {
+            resource: access.resource.to_owned(),
+            action: access.action.to_owned(),
+            resource_id: access.resource_id.clone(),
+        };
+        let mut store = self.new_store();
+        let result = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.agentflow_auth_authorize().call_authorize(&mut store, &who, &what, &req.0).await
+        }
+        .await;
+        match result {
+            Ok(wit::AuthzOutcome::Allow) => Ok(AuthzOutcome::Allow),
+            Ok(wit::AuthzOutcome::Deny(r)) => {
+                self.counters.denials.fetch_add(1, Ordering::Relaxed);
+                let status = if matches!(r.status, 401 | 403 | 429) { r.status } else { 403 };
+                Ok(AuthzOutcome::Deny { status, detail: truncate(&r.detail, MAX_DETAIL).to_owned() })
+            }
+            Err(e) => Err(self.failure(self.classify(e, &store))),
+        }
+    }
+
+    fn failure(&self, cause: CallFailure) -> PluginError {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        PluginError::Call { plugin: self.cfg.name.clone(), export: self.slot.function(), cause }
+    }
+
+    /// Turns a wasmtime error into the reason a developer needs.
+    fn classify(&self, e: wasmtime::Error, store: &Store<PluginState>) -> CallFailure {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallFailure::Timeout(self.cfg.timeout_ms),
+            Some(Trap::StackOverflow) => CallFailure::StackOverflow,
+            Some(Trap::AllocationTooLarge) => CallFailure::MemoryLimit(self.cfg.memory_mb),
+            _ if format!("{e:#}").contains("memory") && format!("{e:#}").contains("grow") => {
+                CallFailure::MemoryLimit(self.cfg.memory_mb)
+            }
+            _ => {
+                let stderr = store.data().stderr.contents();
+                let stderr = String::from_utf8_lossy(&stderr);
+                let said = stderr.lines().filter(|l| !l.trim().is_empty()).take(3).collect::<Vec<_>>().join(" | ");
+                let trap = e.to_string();
+                CallFailure::Trap(if said.is_empty() { trap } else { format!("{trap} ({said})") })
+            }
+        }
+    }
+}
+
+/// Validates and converts an authenticator's answer.
+fn convert_authn(o: wit::AuthnOutcome) -> Result<AuthnOutcome, String> {
+    Ok(match o {
+        wit::AuthnOutcome::Authenticated(grant) => {
+            let w = grant.who;
+            if w.user_id.is_empty() || w.user_id.len() > MAX_USER_ID {
+                return Err(format!("user id must be 1..={MAX_USER_ID} bytes, got {}", w.user_id.len()));
+            }
+            if w.roles.len() > MAX_ROLES || w.roles.iter().any(|r| r.len() > MAX_ROLE) {
+                return Err(format!("at most {MAX_ROLES} roles of at most {MAX_ROLE} bytes"));
+            }
+            if w.claims.len() > MAX_CLAIMS {
+                return Err(format!("claims must be at most {MAX_CLAIMS} bytes"));
+            }
+            let claims = match w.claims.trim() {
+                "" => Map::new(),
+                text => match serde_json::from_str(text) {
+                    Ok(Value::Object(m)) => m,
+                    _ => return Err("claims must be a JSON object".into()),
+                },
+            };
+            let cache = grant.cache.map(|c| CacheHint { ttl_ms: c.ttl_ms, vary: c.vary });
+            AuthnOutcome::Authenticated { who: Identity { user_id: w.user_id, roles: w.roles, claims }, cache }
+        }
+        wit::AuthnOutcome::NoCredentials => AuthnOutcome::NoCredentials,
+        wit::AuthnOutcome::Refused(r) => AuthnOutcome::Refused {
+            status: if matches!(r.status, 401 | 403 | 429) { r.status } else { 401 },
+            detail: truncate(&r.detail, MAX_DETAIL).to_owned(),
+        },
+    })
+}

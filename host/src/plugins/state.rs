@@ -1,0 +1,96 @@
+//! Per-call sandbox state and the `host` interface plugins may import:
+//! logging, config, granted secrets and (not yet) key-value storage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{wit, wit_host};
+
+/// How much of a plugin's stderr is kept for error reports (a Rust panic
+/// message lands there).
+const STDERR_CAPTURE: usize = 16 * 1024;
+/// Longest log line a plugin may write.
+const MAX_LOG_LINE: usize = 4 * 1024;
+
+/// What every call of one plugin version shares.
+#[derive(Debug)]
+pub(crate) struct PluginShared {
+    /// The plugin's name, for logs.
+    pub name: String,
+    /// Its `config`, as JSON text.
+    pub config_json: String,
+    /// The secrets it was granted, by name.
+    pub secrets: HashMap<String, String>,
+}
+
+/// The data of one sandbox (one `Store`), created fresh for every call.
+pub(crate) struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    pub stderr: MemoryOutputPipe,
+    shared: Arc<PluginShared>,
+}
+
+impl PluginState {
+    /// A closed sandbox: no files, no environment, no sockets; stderr kept.
+    pub fn new(shared: Arc<PluginShared>, limits: StoreLimits) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        PluginState { wasi, table: ResourceTable::new(), limits, stderr, shared }
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit::Host for PluginState {}
+
+impl wit_host::Host for PluginState {
+    fn log(&mut self, level: wit_host::Level, message: String) {
+        let plugin = self.shared.name.as_str();
+        let message = truncate(&message, MAX_LOG_LINE);
+        match level {
+            wit_host::Level::Debug => tracing::debug!(plugin, "{message}"),
+            wit_host::Level::Info => tracing::info!(plugin, "{message}"),
+            wit_host::Level::Warn => tracing::warn!(plugin, "{message}"),
+            wit_host::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn config(&mut self) -> String {
+        self.shared.config_json.clone()
+    }
+
+    fn secret(&mut self, name: String) -> Option<String> {
+        self.shared.secrets.get(&name).cloned()
+    }
+
+    fn kv_get(&mut self, _key: String) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn kv_set(&mut self, _key: String, _value: Vec<u8>) -> Result<(), String> {
+        Err("plugin key-value storage is not available in this server version".into())
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

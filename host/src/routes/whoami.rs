@@ -1,0 +1,12 @@
+//! `GET /v1/whoami`: the caller's identity as the server sees it.
+
+use axum::Json;
+use axum::extract::Extension;
+use serde_json::Value;
+
+use super::Caller;
+
+/// Any authenticated caller: returns `user_id`, `roles` and `claims`.
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(caller.identity.to_json())
+}

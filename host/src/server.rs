@@ -1,0 +1,78 @@
+//! Assembling a running server from a validated config: plugins loaded,
+//! gate built, router served.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::pipeline::{Gate, GateError};
+use crate::plugins::{PluginError, PluginRuntime};
+use crate::proxy::Upstream;
+use crate::routes::{AppState, app};
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The auth setup is wrong (names the key).
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    /// The plugin engine could not start.
+    #[error(transparent)]
+    Engine(#[from] PluginError),
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Everything a running server needs, built from the config.
+pub fn build_state(cfg: &Config) -> Result<AppState, StartError> {
+    let runtime = PluginRuntime::new()?;
+    let gate = Gate::build(cfg, &runtime)?;
+    if gate.is_open() {
+        tracing::warn!("\"auth\" is null: every request is accepted without credentials");
+    }
+    for plugin in gate.plugins() {
+        let s = plugin.status();
+        tracing::info!(plugin = %s.name, slot = s.slot, sha256 = %s.sha256, "plugin loaded");
+    }
+    if cfg.agent.is_none() {
+        tracing::warn!("no \"agent\" configured: AgentFlow routes answer 503");
+    }
+    Ok(AppState { gate: Arc::new(gate), upstream: cfg.agent.clone().map(Upstream::new) })
+}
+
+/// Binds `host:port` and serves until the process is stopped.
+pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError> {
+    let state = build_state(cfg)?;
+    let addr = format!("{host}:{port}");
+    let listener = TcpListener::bind(&addr).await.map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    // Tests and scripts read this line to find the port when started with --port 0.
+    tracing::info!("agentflow listening on http://{local}");
+    let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| StartError::Bind { addr: local.to_string(), source })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
