@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `agentflow` binary on a loopback port, real
+//! plugins built for wasm32-wasip2, a real upstream recording what reaches it.
+//!
+//! One test binary (faster to link on a small machine); one module per area.
+
+mod support;
+
+mod auth_chain;
+mod config_errors;
+mod hostile_plugins;
+mod jwt;
+mod proxy;

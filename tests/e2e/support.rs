@@ -1,0 +1,296 @@
+//! Test harness: the real `agentflow` binary on a free loopback port, the
+//! reference plugins built for wasm32-wasip2, and a small recording
+//! upstream standing in for the agent server.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Paths of the plugins the tests use, built once per test run.
+pub struct Plugins {
+    pub api_key: PathBuf,
+    pub rbac: PathBuf,
+    pub hostile: PathBuf,
+}
+
+/// Builds the reference and test plugins for wasm32-wasip2 (release) in a
+/// target dir of their own, so the outer `cargo test` lock is not in the way.
+pub fn plugins() -> &'static Plugins {
+    static PLUGINS: OnceLock<Plugins> = OnceLock::new();
+    PLUGINS.get_or_init(|| {
+        let target = repo_root().join("target").join("e2e-plugins");
+        let status = Command::new(env!("CARGO"))
+            .current_dir(repo_root())
+            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "api-key", "-p", "rbac", "-p", "hostile-plugin"])
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("running cargo to build the plugins");
+        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed?)");
+        let out = target.join("wasm32-wasip2").join("release");
+        Plugins { api_key: out.join("api_key.wasm"), rbac: out.join("rbac.wasm"), hostile: out.join("hostile_plugin.wasm") }
+    })
+}
+
+/// A 32+ byte HMAC secret for tests.
+pub const SECRET: &str = "e2e-test-secret-0123456789abcdef0123456789";
+
+/// A running `agentflow run`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the binary on `config` with `env` set; panics with the
+    /// server's output if it does not come up.
+    pub fn start(config: Value, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentflow.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        Server::start_file(dir, &path, env)
+    }
+
+    /// Starts the binary on an existing config file.
+    pub fn start_file(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = agentflow_command();
+        cmd.args(["run", "--port", "0", "--config"]).arg(config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("starting agentflow");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_owned());
+                    }
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => Server { child, base, dir, logs },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("agentflow did not start:\n{}", logs.lock().unwrap());
+            }
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `agentflow` binary with a clean environment for the variables the
+/// server reads, so the developer's own settings cannot leak into tests.
+pub fn agentflow_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentflow"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("JWT_") || k.starts_with("AGENTFLOW_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+pub fn run_agentflow(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = agentflow_command();
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running agentflow");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A stand-in agent server on loopback that records every request. It
+/// answers `{"ok": true, "path": ...}`, and `/v1/graph/stream` with three
+/// server-sent events 300 ms apart.
+pub struct Upstream {
+    pub base: String,
+    pub seen: Arc<Mutex<Vec<Recorded>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(record).with_state(seen.clone());
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Upstream { base: format!("http://{addr}"), seen, _runtime: runtime }
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Recorded {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream received no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+async fn record(State(seen): State<Arc<Mutex<Vec<Recorded>>>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let path_and_query = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    seen.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        path_and_query: path_and_query.clone(),
+        headers: parts.headers.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned())).collect(),
+        body,
+    });
+    if parts.uri.path() == "/v1/graph/stream" {
+        let events = futures_util::stream::unfold(0u32, |i| async move {
+            if i == 3 {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Some((Ok::<_, std::io::Error>(Bytes::from(format!("data: {{\"n\": {i}}}\n\n"))), i + 1))
+        });
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(events))
+            .unwrap();
+    }
+    let body = json!({"ok": true, "path": path_and_query});
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("x-upstream", "yes")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// What a test sees of a response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `detail` of an error body.
+    pub fn detail(&self) -> &str {
+        self.body["detail"].as_str().unwrap_or("")
+    }
+}
+
+/// Sends a request with blocking I/O (tests are plain `#[test]` functions).
+pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Value>) -> Reply {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, headers, body }
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send("GET", url, headers, None)
+}
+
+pub fn post(url: &str, headers: &[(&str, &str)], body: Value) -> Reply {
+    send("POST", url, headers, Some(body))
+}
+
+/// Unix time now, in seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// An HS256 token for `claims` signed with `secret`.
+pub fn hs256(secret: &str, claims: Value) -> String {
+    sign(jsonwebtoken::Algorithm::HS256, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()), claims)
+}
+
+pub fn sign(alg: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey, claims: Value) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).unwrap()
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// SHA-256 hex of `s` (how api-key plugin configs store keys).
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
