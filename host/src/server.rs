@@ -42,6 +42,9 @@ pub fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         let s = plugin.status();
         tracing::info!(plugin = %s.name, slot = s.slot, sha256 = %s.sha256, "plugin loaded");
     }
+    if cfg.env.get("JWT_SECRET_KEY").is_some_and(|k| k.starts_with("change-me")) {
+        tracing::warn!("JWT_SECRET_KEY is the example value from .env.example: anyone can mint tokens; set your own secret");
+    }
     if cfg.agent.is_none() {
         tracing::warn!("no \"agent\" configured: AgentFlow routes answer 503");
     }

@@ -4,6 +4,7 @@
 //! [`Plugin`]/[`PluginRuntime`]; wasmtime stays inside this module.
 
 mod bindings;
+mod crate_build;
 mod error;
 mod plugin;
 mod runtime;

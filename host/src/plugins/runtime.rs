@@ -11,6 +11,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{authn, authz};
+use super::crate_build;
 use super::plugin::{Exports, LoadedVersion, Plugin};
 use super::state::{PluginShared, PluginState};
 use super::{PluginError, Slot};
@@ -61,7 +62,8 @@ impl PluginRuntime {
     /// Compiles `cfg.path` into a ready-to-instantiate version.
     pub(crate) fn compile(&self, cfg: &PluginConfig, slot: Slot) -> Result<LoadedVersion, PluginError> {
         let fail = |reason: String| PluginError::Load { name: cfg.name.clone(), path: cfg.path.clone(), reason };
-        let bytes = std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let wasm = if crate_build::is_crate(&cfg.path) { crate_build::build(&cfg.path).map_err(fail)? } else { cfg.path.clone() };
+        let bytes = std::fs::read(&wasm).map_err(|e| fail(format!("cannot read {}: {e}", wasm.display())))?;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
         let component = Component::new(&self.engine, &bytes)
             .map_err(|e| fail(format!("not a valid WebAssembly component: {}", first_line(&e))))?;
