@@ -1,0 +1,74 @@
+//! The command line: `agentflow run` (the default) and the other commands,
+//! one file each.
+
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Authentication and authorization in front of an agent API.
+#[derive(Parser, Debug)]
+#[command(name = "agentflow", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Options for `run` when no subcommand is given.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the server (the default).
+    Run(RunArgs),
+    /// Mint a JWT with the configured key (for testing and scripts).
+    Token(token::TokenArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// Path of agentflow.json.
+    #[arg(long, default_value = "agentflow.json")]
+    config: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Some(Command::Token(args)) => token::run(args),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(crate::server::serve(&cfg, &args.host, args.port))?;
+    Ok(())
+}
