@@ -1,0 +1,140 @@
+//! Unit tests, run natively with `cargo test`.
+
+use super::*;
+use serde_json::json;
+
+fn example() -> Rbac {
+    let config = json!({"roles": {
+        "admin": {"*": ["*"]},
+        "user": {"graph": ["invoke", "stream"], "checkpointer": ["read"], "store": ["read"]},
+        "guest": {"graph": ["invoke"]}
+    }});
+    Rbac::new(serde_json::from_value(config).unwrap()).unwrap()
+}
+
+fn decide(rbac: &Rbac, roles: &[&str], resource: &str, action: &str) -> AuthzOutcome {
+    let who = Identity::new("u1").with_roles(roles.iter().copied());
+    rbac.authorize(
+        &who,
+        &Access::new(resource, action),
+        &Request::new("POST", "/"),
+    )
+}
+
+fn allowed(rbac: &Rbac, roles: &[&str], resource: &str, action: &str) -> bool {
+    decide(rbac, roles, resource, action) == AuthzOutcome::Allow
+}
+
+const RESOURCES: [&str; 3] = ["graph", "checkpointer", "store"];
+const ACTIONS: [&str; 7] = [
+    "invoke", "stream", "read", "write", "delete", "stop", "setup",
+];
+
+#[test]
+fn admin_may_do_everything() {
+    let rbac = example();
+    for resource in RESOURCES {
+        for action in ACTIONS {
+            assert!(
+                allowed(&rbac, &["admin"], resource, action),
+                "{resource} {action}"
+            );
+        }
+    }
+}
+
+#[test]
+fn user_gets_exactly_its_grants() {
+    let rbac = example();
+    for (resource, action) in [
+        ("graph", "invoke"),
+        ("graph", "stream"),
+        ("checkpointer", "read"),
+        ("store", "read"),
+    ] {
+        assert!(
+            allowed(&rbac, &["user"], resource, action),
+            "{resource} {action}"
+        );
+    }
+    for (resource, action) in [
+        ("checkpointer", "write"),
+        ("store", "delete"),
+        ("graph", "setup"),
+        ("store", "write"),
+    ] {
+        assert!(
+            !allowed(&rbac, &["user"], resource, action),
+            "{resource} {action}"
+        );
+    }
+}
+
+#[test]
+fn guest_may_only_invoke_the_graph() {
+    let rbac = example();
+    assert!(allowed(&rbac, &["guest"], "graph", "invoke"));
+    assert!(!allowed(&rbac, &["guest"], "graph", "stream"));
+    assert_eq!(
+        decide(&rbac, &["guest"], "checkpointer", "read"),
+        AuthzOutcome::deny("role(s) [guest] may not read checkpointer")
+    );
+    match decide(&rbac, &["guest"], "checkpointer", "write") {
+        AuthzOutcome::Deny(r) => {
+            assert_eq!(r.status, 403);
+            assert_eq!(r.detail, "role(s) [guest] may not write checkpointer");
+        }
+        AuthzOutcome::Allow => panic!("guest must not write"),
+    }
+}
+
+#[test]
+fn unknown_roles_and_no_roles_are_denied() {
+    let rbac = example();
+    assert_eq!(
+        decide(&rbac, &["intruder"], "graph", "invoke"),
+        AuthzOutcome::deny("role(s) [intruder] may not invoke graph")
+    );
+    assert_eq!(
+        decide(&rbac, &[], "graph", "invoke"),
+        AuthzOutcome::deny("caller has no roles, so may not invoke graph")
+    );
+}
+
+#[test]
+fn any_role_granting_is_enough() {
+    let rbac = example();
+    assert!(allowed(&rbac, &["guest", "user"], "store", "read"));
+    assert!(allowed(&rbac, &["intruder", "admin"], "store", "delete"));
+    assert_eq!(
+        decide(&rbac, &["guest", "user"], "store", "delete"),
+        AuthzOutcome::deny("role(s) [guest, user] may not delete store")
+    );
+}
+
+#[test]
+fn wildcards_work_on_resources_and_actions_separately() {
+    let config = json!({"roles": {
+        "reader": {"*": ["read"]},
+        "grapher": {"graph": ["*"]}
+    }});
+    let rbac = Rbac::new(serde_json::from_value(config).unwrap()).unwrap();
+    for resource in RESOURCES {
+        assert!(allowed(&rbac, &["reader"], resource, "read"));
+        assert!(!allowed(&rbac, &["reader"], resource, "write"));
+    }
+    for action in ACTIONS {
+        assert!(allowed(&rbac, &["grapher"], "graph", action));
+        assert!(!allowed(&rbac, &["grapher"], "store", action));
+    }
+    // "*" is only special in the config, not in the request.
+    assert!(!allowed(&example(), &["user"], "*", "read"));
+}
+
+#[test]
+fn blank_names_in_config_are_rejected() {
+    let cfg = |roles| Rbac::new(serde_json::from_value(json!({"roles": roles})).unwrap());
+    assert!(cfg(json!({"r": {"": ["read"]}})).is_err());
+    assert!(cfg(json!({"r": {"graph": [" "]}})).is_err());
+    assert!(cfg(json!({})).is_ok());
+}

@@ -1,0 +1,164 @@
+//! # hostile-plugin — TEST FIXTURE, NOT AN EXAMPLE
+//!
+//! **Do not copy this crate.** It is a deliberately misbehaving
+//! [`Authenticator`] used only by agentflow's end-to-end tests to prove that
+//! the host's sandbox limits hold: timeouts, memory caps, traps, stack
+//! overflow and oversized results must all fail the request closed (and
+//! leave the server healthy). For how a real plugin looks, read
+//! `plugins/api-key` or `plugins/rbac`.
+//!
+//! ## Config
+//!
+//! ```json
+//! {"mode": "ok", "user_id": "hostile-ok", "ms": 300}
+//! ```
+//!
+//! `mode` (default `"ok"`) picks the behaviour of every `authenticate` call:
+//!
+//! | mode          | behaviour                                                        |
+//! |---------------|------------------------------------------------------------------|
+//! | `ok`          | authenticated as `user_id` (default `hostile-ok`), role `user`   |
+//! | `loop`        | spins forever (the host's timeout must stop it)                  |
+//! | `trap`        | panics, i.e. the wasm instance traps                             |
+//! | `grow-memory` | allocates and fills 1 MiB blocks forever, keeping them all       |
+//! | `recurse`     | unbounded recursion (stack overflow)                             |
+//! | `huge-output` | authenticated with an 8 MiB `user_id` (the host must reject it)  |
+//! | `slow`        | busy-waits `ms` milliseconds (default 300), then authenticated as `hostile-slow`, role `user` |
+//!
+//! `user_id` only matters in `ok` mode (hot-reload tests change it to see
+//! which build answered); `ms` only in `slow` mode. Unknown modes or fields
+//! make `new` fail, which the host reports as a 503.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Request};
+use serde::Deserialize;
+
+/// Size of each block hoarded by `grow-memory`.
+const MIB: usize = 1 << 20;
+
+/// Length of the `user_id` returned by `huge-output`.
+pub const HUGE_USER_ID_LEN: usize = 8 * MIB;
+
+/// What the plugin does when asked to authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Behave: authenticate as the configured user.
+    #[default]
+    Ok,
+    /// Never return.
+    Loop,
+    /// Panic.
+    Trap,
+    /// Exhaust linear memory.
+    GrowMemory,
+    /// Exhaust the stack.
+    Recurse,
+    /// Return an oversized identity.
+    HugeOutput,
+    /// Take `ms` milliseconds of CPU, then succeed.
+    Slow,
+}
+
+/// The fixture's `config` object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The behaviour to exhibit.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The user `ok` mode authenticates as.
+    #[serde(default = "default_user_id")]
+    pub user_id: String,
+    /// How long `slow` mode busy-waits, in milliseconds.
+    #[serde(default = "default_ms")]
+    pub ms: u64,
+}
+
+fn default_user_id() -> String {
+    "hostile-ok".to_owned()
+}
+
+fn default_ms() -> u64 {
+    300
+}
+
+/// The hostile authenticator.
+pub struct Hostile(Config);
+
+impl Authenticator for Hostile {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Hostile(config))
+    }
+
+    fn authenticate(&self, _req: &Request) -> AuthnOutcome {
+        let who = match self.0.mode {
+            Mode::Ok => Identity::new(&self.0.user_id).with_role("user"),
+            Mode::Loop => spin_forever(),
+            Mode::Trap => panic!("hostile plugin trapped on purpose"),
+            Mode::GrowMemory => hoard_memory(),
+            Mode::Recurse => {
+                recurse(0);
+                unreachable!("unbounded recursion returned")
+            }
+            Mode::HugeOutput => Identity::new("x".repeat(HUGE_USER_ID_LEN)).with_role("user"),
+            Mode::Slow => {
+                busy_wait(Duration::from_millis(self.0.ms));
+                Identity::new("hostile-slow").with_role("user")
+            }
+        };
+        AuthnOutcome::authenticated(who)
+    }
+}
+
+/// Loops forever; black_box on the counter stops the optimiser from
+/// proving the loop side-effect free and removing it.
+fn spin_forever() -> ! {
+    let mut counter: u64 = 0;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Allocates 1 MiB blocks forever, writing every byte (so the pages are
+/// really committed) and keeping every block alive.
+fn hoard_memory() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // A non-zero fill cannot be served by lazily-zeroed fresh pages.
+        hoard.push(vec![0xA5; MIB]);
+        black_box(&mut hoard);
+    }
+}
+
+/// Recurses without bound. Each level keeps a 256-byte frame alive and
+/// uses the callee's result afterwards, so the call is neither a tail call
+/// nor foldable into a loop.
+#[allow(unconditional_recursion)]
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    let below = recurse(black_box(depth + 1));
+    black_box(below) ^ frame[31]
+}
+
+/// Burns CPU until `duration` has passed (no sleeping: the host must see a
+/// busy guest, as with a genuinely slow plugin).
+fn busy_wait(duration: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        std::hint::spin_loop();
+    }
+}
+
+// Only for wasm: natively, the export's `agentflow:auth/...` symbol names
+// break linking the cdylib half of the crate, and `cargo test` links it.
+#[cfg(target_family = "wasm")]
+agentflow_plugin_sdk::export_authenticator!(Hostile);
+
+#[cfg(test)]
+mod tests;
