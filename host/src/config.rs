@@ -48,6 +48,8 @@ pub struct Config {
 pub enum AuthMethodConfig {
     /// The built-in JWT verifier.
     Jwt(JwtOptions),
+    /// API keys issued by `POST /v1/api-keys` (header `x-api-key`).
+    ApiKey,
     /// An authenticator plugin.
     Plugin(PluginConfig),
 }
@@ -84,6 +86,8 @@ pub struct PluginConfig {
     pub memory_mb: u32,
     /// Time limit per call in milliseconds.
     pub timeout_ms: u32,
+    /// Size cap of the plugin's key-value store, in KiB.
+    pub kv_kb: u32,
 }
 
 /// The `plugins` section: defaults that apply to every plugin.
@@ -99,6 +103,13 @@ pub struct PluginDefaults {
     /// Default time limit per call, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u32,
+    /// Default size cap of each plugin's key-value store, in KiB.
+    #[serde(default = "default_kv_kb")]
+    pub kv_kb: u32,
+}
+
+fn default_kv_kb() -> u32 {
+    1024
 }
 
 fn default_memory_mb() -> u32 {
@@ -111,7 +122,12 @@ fn default_timeout_ms() -> u32 {
 
 impl Default for PluginDefaults {
     fn default() -> Self {
-        PluginDefaults { watch: false, memory_mb: default_memory_mb(), timeout_ms: default_timeout_ms() }
+        PluginDefaults {
+            watch: false,
+            memory_mb: default_memory_mb(),
+            timeout_ms: default_timeout_ms(),
+            kv_kb: default_kv_kb(),
+        }
     }
 }
 
@@ -176,6 +192,8 @@ struct RawPlugin {
     memory_mb: Option<u32>,
     #[serde(default)]
     timeout_ms: Option<u32>,
+    #[serde(default)]
+    kv_kb: Option<u32>,
 }
 
 impl Config {
@@ -189,6 +207,7 @@ impl Config {
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         let plugins = raw.plugins.unwrap_or_default();
         check_limits(&plugins.memory_mb, &plugins.timeout_ms, "plugins").map_err(|(k, r)| err(&k, r))?;
+        check_kv(plugins.kv_kb, "plugins").map_err(|(k, r)| err(&k, r))?;
 
         let env = match &raw.env {
             None => Env::default(),
@@ -238,7 +257,7 @@ impl Config {
     pub fn jwt_options(&self) -> Option<&JwtOptions> {
         self.auth.iter().find_map(|m| match m {
             AuthMethodConfig::Jwt(o) => Some(o),
-            AuthMethodConfig::Plugin(_) => None,
+            AuthMethodConfig::ApiKey | AuthMethodConfig::Plugin(_) => None,
         })
     }
 }
@@ -255,9 +274,10 @@ impl Ctx<'_> {
     fn auth_method(&self, v: &Value, key: &str) -> Result<AuthMethodConfig, Mistake> {
         match v {
             Value::String(s) if s == "jwt" => Ok(AuthMethodConfig::Jwt(JwtOptions::default())),
+            Value::String(s) if s == "api_key" => Ok(AuthMethodConfig::ApiKey),
             Value::String(s) => Err((
                 key.to_owned(),
-                format!("unknown auth method {s:?}; use \"jwt\" or {{\"method\": \"custom\", \"path\": \"plugin.wasm\"}}"),
+                format!("unknown auth method {s:?}; use \"jwt\", \"api_key\" or {{\"method\": \"custom\", \"path\": \"plugin.wasm\"}}"),
             )),
             Value::Object(map) => match map.get("method").and_then(Value::as_str) {
                 Some("jwt") => {
@@ -289,6 +309,7 @@ impl Ctx<'_> {
                 allowed_hosts: Vec::new(),
                 memory_mb: None,
                 timeout_ms: None,
+                kv_kb: None,
             },
             Value::Object(_) => serde_json::from_value(v.clone()).map_err(|e| (key.to_owned(), e.to_string()))?,
             _ => return Err((key.to_owned(), "must be a path or an object with \"path\"".into())),
@@ -308,6 +329,8 @@ impl Ctx<'_> {
         let memory_mb = raw.memory_mb.unwrap_or(self.defaults.memory_mb);
         let timeout_ms = raw.timeout_ms.unwrap_or(self.defaults.timeout_ms);
         check_limits(&memory_mb, &timeout_ms, key)?;
+        let kv_kb = raw.kv_kb.unwrap_or(self.defaults.kv_kb);
+        check_kv(kv_kb, key)?;
         for (i, host) in raw.allowed_hosts.iter().enumerate() {
             check_allowed_host(host).map_err(|r| (format!("{key}.allowed_hosts[{i}]"), r))?;
         }
@@ -319,8 +342,16 @@ impl Ctx<'_> {
             allowed_hosts: raw.allowed_hosts,
             memory_mb,
             timeout_ms,
+            kv_kb,
         })
     }
+}
+
+fn check_kv(kv_kb: u32, key: &str) -> Result<(), Mistake> {
+    if !(1..=1_048_576).contains(&kv_kb) {
+        return Err((format!("{key}.kv_kb"), "must be between 1 and 1048576 (1 GiB)".into()));
+    }
+    Ok(())
 }
 
 fn check_limits(memory_mb: &u32, timeout_ms: &u32, key: &str) -> Result<(), Mistake> {

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::plugins::PluginError;
+use crate::store::StoreError;
 
 /// Every way a request can be refused or fail.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,12 @@ pub enum ApiError {
     /// The request is malformed (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The resource already exists (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A feature is not available in this setup (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// The body is too large (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -66,7 +73,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Plugin(_) | ApiError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Plugin(_) | ApiError::NoUpstream | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +91,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Plugin(_) => "plugin_failed",
             ApiError::NoUpstream => "no_upstream",
             ApiError::UpstreamUnavailable => "upstream_unavailable",
@@ -99,6 +109,16 @@ impl ApiError {
             }
             ApiError::Plugin(_) => "auth plugin unavailable".into(),
             other => other.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("not found".into()),
+            StoreError::Conflict(what) => ApiError::Conflict(what),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

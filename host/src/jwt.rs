@@ -163,8 +163,19 @@ impl JwtVerifier {
         Ok(JwtVerifier { key, validation })
     }
 
-    /// Verifies `token` and returns the identity it proves.
+    /// Verifies `token` and returns the identity it proves. Refresh tokens
+    /// issued by `POST /v1/login` are refused here: they only work on
+    /// `POST /v1/refresh`.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        let claims = self.claims(token)?;
+        if claims.get("type").and_then(Value::as_str) == Some("refresh") {
+            return Err(TokenError::Invalid("a refresh token cannot be used for access".into()));
+        }
+        identity_from_claims(claims)
+    }
+
+    /// Checks signature, algorithm and times, and returns the claims.
+    pub fn claims(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
         check_header(token)?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
@@ -179,7 +190,7 @@ impl JwtVerifier {
                 _ => TokenError::Invalid("malformed token".into()),
             }
         })?;
-        identity_from_claims(data.claims)
+        Ok(data.claims)
     }
 }
 

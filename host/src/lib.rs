@@ -3,13 +3,18 @@
 //! `main.rs` only parses the command line; [`cli`] runs commands, [`server`]
 //! assembles a running server from a [`config::Config`], and [`routes::app`]
 //! is the router tests can serve on their own port.
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod identity;
 pub mod jwt;
+pub mod passwords;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
+pub mod secrets;
 pub mod routes;
 pub mod server;
+pub mod settings;
+pub mod store;

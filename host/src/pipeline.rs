@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use crate::accounts::{Accounts, TOKEN_TYPE_CLAIM};
 use crate::config::{AuthMethodConfig, Config};
 use crate::error::ApiError;
 use crate::identity::Identity;
@@ -38,6 +39,8 @@ pub enum GateError {
 pub enum AuthMethod {
     /// The built-in JWT verifier.
     Jwt(JwtVerifier),
+    /// API keys from the account system.
+    ApiKey(Arc<Accounts>),
     /// An authenticator plugin.
     Plugin(Arc<Plugin>),
 }
@@ -45,12 +48,14 @@ pub enum AuthMethod {
 /// Authentication chain plus optional authorizer.
 pub struct Gate {
     methods: Vec<AuthMethod>,
+    /// Checks that users behind tokens from `POST /v1/login` are still active.
+    accounts: Arc<Accounts>,
     authorizer: Option<Arc<Plugin>>,
 }
 
 impl Gate {
     /// Builds the gate, loading every plugin the config names.
-    pub fn build(cfg: &Config, runtime: &PluginRuntime) -> Result<Gate, GateError> {
+    pub fn build(cfg: &Config, runtime: &PluginRuntime, accounts: &Arc<Accounts>) -> Result<Gate, GateError> {
         let file = cfg.file.display().to_string();
         let list = cfg.auth.len() > 1;
         let mut methods = Vec::new();
@@ -61,6 +66,7 @@ impl Gate {
                     JwtVerifier::from_env(&cfg.env, &cfg.dir(), opts)
                         .map_err(|source| GateError::Jwt { file: file.clone(), source })?,
                 ),
+                AuthMethodConfig::ApiKey => AuthMethod::ApiKey(accounts.clone()),
                 AuthMethodConfig::Plugin(p) => AuthMethod::Plugin(Arc::new(
                     runtime
                         .load(p, Slot::Authenticator, &cfg.env)
@@ -74,7 +80,7 @@ impl Gate {
                 GateError::Plugin { file: file.clone(), key: "authorization.path".into(), source }
             })?)),
         };
-        Ok(Gate { methods, authorizer })
+        Ok(Gate { methods, accounts: accounts.clone(), authorizer })
     }
 
     /// Whether requests pass without credentials (`"auth": null`).
@@ -93,7 +99,7 @@ impl Gate {
             .iter()
             .filter_map(|m| match m {
                 AuthMethod::Plugin(p) => Some(p),
-                AuthMethod::Jwt(_) => None,
+                AuthMethod::Jwt(_) | AuthMethod::ApiKey(_) => None,
             })
             .chain(self.authorizer.iter())
     }
@@ -109,14 +115,26 @@ impl Gate {
                 AuthMethod::Jwt(verifier) => match bearer_jwt(headers) {
                     None => continue,
                     Some(token) => {
-                        return verifier.verify(token).map_err(|e| ApiError::InvalidCredentials {
+                        let who = verifier.verify(token).map_err(|e| ApiError::InvalidCredentials {
                             detail: match e {
                                 TokenError::Expired => "token has expired".into(),
                                 TokenError::Invalid(why) => format!("invalid token: {why}"),
                             },
                             invalid_token: true,
-                        });
+                        })?;
+                        // Tokens from our own login die with the account.
+                        if who.claims.get(TOKEN_TYPE_CLAIM).and_then(|t| t.as_str()) == Some("access") {
+                            self.accounts.active_user(&who.user_id).await.map_err(|_| ApiError::InvalidCredentials {
+                                detail: "invalid token: the account is no longer active".into(),
+                                invalid_token: true,
+                            })?;
+                        }
+                        return Ok(who);
                     }
+                },
+                AuthMethod::ApiKey(accounts) => match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+                    None => continue,
+                    Some(key) => return accounts.authenticate_api_key(key.trim()).await,
                 },
                 AuthMethod::Plugin(plugin) => {
                     let req = req.expect("the plugin view is built whenever a plugin is configured");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::pipeline::{Gate, GateError};
 use crate::plugins::{PluginError, PluginRuntime};
@@ -18,9 +19,15 @@ pub enum StartError {
     /// The auth setup is wrong (names the key).
     #[error(transparent)]
     Gate(#[from] GateError),
+    /// The account system could not start (settings, key, database).
+    #[error(transparent)]
+    Accounts(#[from] crate::accounts::AccountsError),
     /// The plugin engine could not start.
     #[error(transparent)]
     Engine(#[from] PluginError),
+    /// Plugin files cannot be watched for hot reload.
+    #[error("{0}")]
+    Watch(String),
     /// The address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -32,9 +39,13 @@ pub enum StartError {
 }
 
 /// Everything a running server needs, built from the config.
-pub fn build_state(cfg: &Config) -> Result<AppState, StartError> {
-    let runtime = PluginRuntime::new()?;
-    let gate = Gate::build(cfg, &runtime)?;
+pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
+    let accounts = Arc::new(Accounts::open(cfg).await?);
+    let mut runtime = PluginRuntime::new()?;
+    if let Some(storage) = crate::plugins::open_storage(cfg)? {
+        runtime = runtime.with_storage(storage);
+    }
+    let gate = Gate::build(cfg, &runtime, &accounts)?;
     if gate.is_open() {
         tracing::warn!("\"auth\" is null: every request is accepted without credentials");
     }
@@ -48,12 +59,18 @@ pub fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     if cfg.agent.is_none() {
         tracing::warn!("no \"agent\" configured: AgentFlow routes answer 503");
     }
-    Ok(AppState { gate: Arc::new(gate), upstream: cfg.agent.clone().map(Upstream::new) })
+    Ok(AppState { gate: Arc::new(gate), upstream: cfg.agent.clone().map(Upstream::new), accounts })
 }
 
 /// Binds `host:port` and serves until the process is stopped.
 pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError> {
-    let state = build_state(cfg)?;
+    let state = build_state(cfg).await?;
+    // Kept alive while serving: dropping it stops hot reload.
+    let _watcher = if cfg.plugins.watch && state.gate.uses_plugins() {
+        Some(crate::plugins::reload::watch(state.gate.plugins().cloned().collect()).map_err(StartError::Watch)?)
+    } else {
+        None
+    };
     let addr = format!("{host}:{port}");
     let listener = TcpListener::bind(&addr).await.map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
     let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;

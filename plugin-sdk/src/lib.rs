@@ -52,6 +52,7 @@
 
 mod bindings;
 pub mod host;
+pub mod http;
 mod outcome;
 mod request;
 

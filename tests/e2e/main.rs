@@ -5,8 +5,11 @@
 
 mod support;
 
+mod accounts;
 mod auth_chain;
 mod config_errors;
 mod hostile_plugins;
 mod jwt;
+mod oauth;
+mod plugin_platform;
 mod proxy;

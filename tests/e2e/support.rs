@@ -25,6 +25,8 @@ pub struct Plugins {
     pub api_key: PathBuf,
     pub rbac: PathBuf,
     pub hostile: PathBuf,
+    pub probe: PathBuf,
+    pub oauth: PathBuf,
 }
 
 /// Builds the reference and test plugins for wasm32-wasip2 (release) in a
@@ -36,6 +38,7 @@ pub fn plugins() -> &'static Plugins {
         let status = Command::new(env!("CARGO"))
             .current_dir(repo_root())
             .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "api-key", "-p", "rbac", "-p", "hostile-plugin"])
+            .args(["-p", "probe-plugin", "-p", "oauth-introspect"])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -43,7 +46,13 @@ pub fn plugins() -> &'static Plugins {
             .expect("running cargo to build the plugins");
         assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed?)");
         let out = target.join("wasm32-wasip2").join("release");
-        Plugins { api_key: out.join("api_key.wasm"), rbac: out.join("rbac.wasm"), hostile: out.join("hostile_plugin.wasm") }
+        Plugins {
+            api_key: out.join("api_key.wasm"),
+            rbac: out.join("rbac.wasm"),
+            hostile: out.join("hostile_plugin.wasm"),
+            probe: out.join("probe_plugin.wasm"),
+            oauth: out.join("oauth_introspect.wasm"),
+        }
     })
 }
 
@@ -55,6 +64,8 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub dir: tempfile::TempDir,
+    config: PathBuf,
+    env: Vec<(String, String)>,
     logs: Arc<Mutex<String>>,
 }
 
@@ -70,9 +81,28 @@ impl Server {
 
     /// Starts the binary on an existing config file.
     pub fn start_file(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Server::spawn(dir, config.to_path_buf(), env)
+    }
+
+    /// Stops the server and starts it again on the same config, data dir
+    /// and environment (with `extra` variables overriding).
+    pub fn restart(self, extra: &[(&str, &str)]) -> Server {
+        self.stop().start(extra)
+    }
+
+    /// Stops the server, keeping its folder (config and data dir).
+    pub fn stop(mut self) -> Stopped {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Stopped { dir, config: self.config.clone(), env: std::mem::take(&mut self.env) }
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, env: Vec<(String, String)>) -> Server {
         let mut cmd = agentflow_command();
-        cmd.args(["run", "--port", "0", "--config"]).arg(config);
-        for (k, v) in env {
+        cmd.args(["run", "--port", "0", "--config"]).arg(&config);
+        for (k, v) in &env {
             cmd.env(k, v);
         }
         let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("starting agentflow");
@@ -92,7 +122,7 @@ impl Server {
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => Server { child, base, dir, logs },
+            Ok(base) => Server { child, base, dir, config, env, logs },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -109,6 +139,24 @@ impl Server {
     /// Everything the server logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+}
+
+/// A stopped server's folder and settings.
+pub struct Stopped {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Stopped {
+    /// Starts it again (with `extra` variables overriding).
+    pub fn start(mut self, extra: &[(&str, &str)]) -> Server {
+        for (k, v) in extra {
+            self.env.retain(|(name, _)| name != k);
+            self.env.push((k.to_string(), v.to_string()));
+        }
+        Server::spawn(self.dir, self.config, self.env)
     }
 }
 

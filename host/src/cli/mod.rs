@@ -1,6 +1,8 @@
 //! The command line: `agentflow run` (the default) and the other commands,
 //! one file each.
 
+mod secret_key;
+mod superuser;
 mod token;
 
 use std::path::PathBuf;
@@ -27,6 +29,11 @@ enum Command {
     Run(RunArgs),
     /// Mint a JWT with the configured key (for testing and scripts).
     Token(token::TokenArgs),
+    /// Create a superuser (or reset its password) in the data dir.
+    Superuser(superuser::SuperuserArgs),
+    /// Generate or rotate the Fernet key that encrypts values at rest.
+    #[command(subcommand)]
+    SecretKey(secret_key::SecretKeyCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -40,6 +47,9 @@ struct RunArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 8000)]
     port: u16,
+    /// Reload plugins when their files change (as `"plugins": {"watch": true}`).
+    #[arg(long)]
+    watch: bool,
 }
 
 /// Parses the command line and runs it.
@@ -48,6 +58,8 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Some(Command::Token(args)) => token::run(args),
+        Some(Command::Superuser(args)) => superuser::run(args),
+        Some(Command::SecretKey(command)) => secret_key::run(command),
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     };
@@ -67,7 +79,8 @@ fn init_logging() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let cfg = Config::load(&args.config)?;
+    let mut cfg = Config::load(&args.config)?;
+    cfg.plugins.watch |= args.watch;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(crate::server::serve(&cfg, &args.host, args.port))?;
     Ok(())

@@ -9,6 +9,9 @@ pub enum PluginError {
     /// The engine could not be set up.
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+    /// The plugins' storage could not be opened.
+    #[error("plugin storage: {0}")]
+    Storage(String),
     /// The file could not be compiled or does not fit its slot.
     #[error("plugin {name:?} ({path}): {reason}")]
     Load {

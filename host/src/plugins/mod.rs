@@ -6,15 +6,48 @@
 mod bindings;
 mod crate_build;
 mod error;
+pub mod inspect;
+pub mod kv;
+mod outbound;
 mod plugin;
+pub mod reload;
 mod runtime;
 mod state;
 
 pub use error::{CallFailure, PluginError};
-pub use plugin::{Plugin, PluginStatus};
+pub use kv::KvStore;
+pub use outbound::AllowList;
+pub use plugin::{Plugin, PluginStatus, Reloaded};
 pub use runtime::PluginRuntime;
 
+use crate::config::{AuthMethodConfig, Config, Env};
 use crate::identity::Identity;
+
+/// Where the values of granted secrets come from. The environment (real
+/// variables over the `env` file) is the default; an encrypted secret store
+/// plugs in here through [`PluginRuntime::with_secrets`].
+pub trait SecretSource: Send + Sync {
+    /// The value of secret `name`, if it is set.
+    fn secret(&self, name: &str) -> Option<String>;
+}
+
+impl SecretSource for Env {
+    fn secret(&self, name: &str) -> Option<String> {
+        self.get(name)
+    }
+}
+
+/// Opens the plugins' key-value storage under the data dir when the config
+/// names any plugin (see [`kv`] for where it lives).
+pub fn open_storage(cfg: &Config) -> Result<Option<KvStore>, PluginError> {
+    let any_plugin =
+        cfg.authorization.is_some() || cfg.auth.iter().any(|m| matches!(m, AuthMethodConfig::Plugin(_)));
+    if !any_plugin {
+        return Ok(None);
+    }
+    let dir = kv::data_dir(&cfg.env, &cfg.dir());
+    KvStore::open(&dir).map(Some).map_err(PluginError::Storage)
+}
 
 /// Which interface a plugin must export for the place it is used in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,14 +1,17 @@
 //! One loaded plugin: its current compiled version and the calls into it,
 //! each in a fresh sandbox with memory and time limits.
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 use super::bindings::{authn, authz, wit};
+use super::runtime::PluginRuntime;
 use super::state::{PluginShared, PluginState, truncate};
 use super::{Access, AuthnOutcome, AuthzOutcome, CacheHint, CallFailure, PluginError, PluginRequest, Slot};
 use crate::config::PluginConfig;
@@ -32,13 +35,31 @@ pub(crate) enum Exports {
 pub(crate) struct LoadedVersion {
     exports: Exports,
     sha256: String,
+    wasm: PathBuf,
     loaded_at: SystemTime,
 }
 
 impl LoadedVersion {
-    pub(crate) fn new(exports: Exports, sha256: String) -> Self {
-        LoadedVersion { exports, sha256, loaded_at: SystemTime::now() }
+    pub(crate) fn new(exports: Exports, sha256: String, wasm: PathBuf) -> Self {
+        LoadedVersion { exports, sha256, wasm, loaded_at: SystemTime::now() }
     }
+
+    /// SHA-256 of the component bytes.
+    pub(crate) fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// What a reload attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// A new version serves new requests.
+    Swapped {
+        /// SHA-256 of the new version.
+        sha256: String,
+    },
+    /// The file has the bytes already running; nothing changed.
+    Unchanged,
 }
 
 /// A plugin as the server uses it; cheap to share behind an `Arc`.
@@ -47,8 +68,10 @@ pub struct Plugin {
     slot: Slot,
     shared: Arc<PluginShared>,
     current: RwLock<Arc<LoadedVersion>>,
-    engine: Engine,
+    runtime: PluginRuntime,
     counters: Counters,
+    /// Why the latest reload failed; cleared by a successful one.
+    last_error: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -67,10 +90,15 @@ pub struct PluginStatus {
     pub slot: &'static str,
     /// The file it was loaded from.
     pub path: String,
+    /// The component running (the build output for a crate folder).
+    pub wasm: String,
     /// SHA-256 of the running version.
     pub sha256: String,
     /// When the running version was loaded (unix seconds).
     pub loaded_at: u64,
+    /// Why the latest reload failed (the running version is the last good
+    /// one); `None` after a successful load.
+    pub last_error: Option<String>,
     /// Calls made.
     pub calls: u64,
     /// Calls that refused or denied.
@@ -80,8 +108,53 @@ pub struct PluginStatus {
 }
 
 impl Plugin {
-    pub(crate) fn new(cfg: PluginConfig, slot: Slot, shared: Arc<PluginShared>, version: LoadedVersion, engine: Engine) -> Self {
-        Plugin { cfg, slot, shared, current: RwLock::new(Arc::new(version)), engine, counters: Counters::default() }
+    pub(crate) fn new(
+        cfg: PluginConfig,
+        slot: Slot,
+        shared: Arc<PluginShared>,
+        version: LoadedVersion,
+        runtime: PluginRuntime,
+    ) -> Self {
+        Plugin {
+            cfg,
+            slot,
+            shared,
+            current: RwLock::new(Arc::new(version)),
+            runtime,
+            counters: Counters::default(),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Rebuilds (crate folders) and recompiles the plugin, and swaps the new
+    /// version in for new requests; calls already running finish on the
+    /// version they started with. On failure the running version stays and
+    /// the reason is kept for [`Plugin::status`].
+    pub fn reload(&self) -> Result<Reloaded, PluginError> {
+        let result = self.runtime.build(&self.cfg).and_then(|wasm| {
+            let bytes_sha = std::fs::read(&wasm).ok().map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
+            if bytes_sha.as_deref() == Some(self.version().sha256()) {
+                return Ok(None);
+            }
+            self.runtime.compile_file(&self.cfg, &wasm, self.slot).map(Some)
+        });
+        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(None) => Ok(Reloaded::Unchanged),
+            Ok(Some(version)) => {
+                let sha256 = version.sha256.clone();
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(version);
+                *last_error = None;
+                Ok(Reloaded::Swapped { sha256 })
+            }
+            Err(e) => {
+                *last_error = Some(match &e {
+                    PluginError::Load { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                });
+                Err(e)
+            }
+        }
     }
 
     /// The plugin's name.
@@ -113,8 +186,10 @@ impl Plugin {
                 Slot::Authorizer => "authorizer",
             },
             path: self.cfg.path.display().to_string(),
+            wasm: v.wasm.display().to_string(),
             sha256: v.sha256.clone(),
             loaded_at: v.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             calls: self.counters.calls.load(Ordering::Relaxed),
             denials: self.counters.denials.load(Ordering::Relaxed),
             failures: self.counters.failures.load(Ordering::Relaxed),
@@ -127,9 +202,9 @@ impl Plugin {
             .memory_size(self.cfg.memory_mb as usize * 1024 * 1024)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, PluginState::new(self.shared.clone(), limits));
+        let deadline = Instant::now() + self.time_limit();
+        let mut store = Store::new(self.runtime.engine(), PluginState::new(self.shared.clone(), limits, deadline));
         store.limiter(|s| &mut s.limits);
-        let deadline = Instant::now() + Duration::from_millis(self.cfg.timeout_ms.into());
         // Check the clock every epoch tick and yield to the async runtime in
         // between, so a looping plugin never stalls other requests.
         store.set_epoch_deadline(1);
@@ -137,6 +212,19 @@ impl Plugin {
             Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         store
+    }
+
+    fn time_limit(&self) -> Duration {
+        Duration::from_millis(self.cfg.timeout_ms.into())
+    }
+
+    /// Runs `call` under the time limit: the epoch deadline stops running
+    /// guest code, this stops a guest waiting on the host (outbound HTTP).
+    async fn within_limit<T>(&self, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+        match tokio::time::timeout(self.time_limit(), call).await {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),
+        }
     }
 
     /// Asks the plugin who sent `req`.
@@ -147,11 +235,12 @@ impl Plugin {
             return Err(self.failure(CallFailure::BadOutput("plugin is not an authenticator".into())));
         };
         let mut store = self.new_store();
-        let result = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.agentflow_auth_authenticate().call_authenticate(&mut store, &req.0).await
-        }
-        .await;
+        let result = self
+            .within_limit(async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance.agentflow_auth_authenticate().call_authenticate(&mut store, &req.0).await
+            })
+            .await;
         let outcome = match result {
             Ok(o) => o,
             Err(e) => return Err(self.failure(self.classify(e, &store))),
@@ -181,11 +270,12 @@ impl Plugin {
             resource_id: access.resource_id.clone(),
         };
         let mut store = self.new_store();
-        let result = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.agentflow_auth_authorize().call_authorize(&mut store, &who, &what, &req.0).await
-        }
-        .await;
+        let result = self
+            .within_limit(async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance.agentflow_auth_authorize().call_authorize(&mut store, &who, &what, &req.0).await
+            })
+            .await;
         match result {
             Ok(wit::AuthzOutcome::Allow) => Ok(AuthzOutcome::Allow),
             Ok(wit::AuthzOutcome::Deny(r)) => {

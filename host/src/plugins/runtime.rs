@@ -1,8 +1,9 @@
 //! The shared WebAssembly engine: one per server, with a clock that drives
-//! every plugin's time limit, and one linker offering only what plugins may
-//! use.
+//! every plugin's time limit, one linker offering only what plugins may
+//! use, the plugins' storage and where their secrets come from.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +13,11 @@ use wasmtime::{Config, Engine};
 
 use super::bindings::{authn, authz};
 use super::crate_build;
+use super::kv::KvStore;
+use super::outbound::AllowList;
 use super::plugin::{Exports, LoadedVersion, Plugin};
 use super::state::{PluginShared, PluginState};
-use super::{PluginError, Slot};
+use super::{PluginError, SecretSource, Slot};
 use crate::config::{Env, PluginConfig};
 
 /// How often the engine's epoch advances; the resolution of time limits.
@@ -25,48 +28,97 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
 pub struct PluginRuntime {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
+    storage: Option<KvStore>,
+    secrets: Option<Arc<dyn SecretSource>>,
 }
 
 impl PluginRuntime {
-    /// Sets up the engine and starts its epoch clock.
+    /// Sets up the engine and starts its epoch clock. Plugins get no
+    /// storage until [`PluginRuntime::with_storage`].
     pub fn new() -> Result<Self, PluginError> {
+        let engine_err = |e: wasmtime::Error| PluginError::Engine(e.to_string());
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let engine = Engine::new(&config).map_err(engine_err)?;
 
         let mut linker = Linker::new(&engine);
         // WASI with a closed context: plugins built with std import it, but
         // the context grants no files, no environment and no sockets.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
-        authn::Authenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        // wasi:http, policed per call by the plugin's allow-list.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        authn::Authenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_err)?;
 
         spawn_epoch_clock(&engine);
-        Ok(PluginRuntime { engine, linker: Arc::new(linker) })
+        Ok(PluginRuntime { engine, linker: Arc::new(linker), storage: None, secrets: None })
+    }
+
+    /// Gives every plugin loaded from now on a private namespace in `storage`.
+    pub fn with_storage(mut self, storage: KvStore) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Resolves granted secrets through `source` instead of the environment
+    /// (the seam for encrypted secrets).
+    pub fn with_secrets(mut self, source: Arc<dyn SecretSource>) -> Self {
+        self.secrets = Some(source);
+        self
     }
 
     /// Compiles the plugin named in `cfg` and checks it fits `slot`.
     pub fn load(&self, cfg: &PluginConfig, slot: Slot, env: &Env) -> Result<Plugin, PluginError> {
         let version = self.compile(cfg, slot)?;
+        let source: &dyn SecretSource = match &self.secrets {
+            Some(s) => s.as_ref(),
+            None => env,
+        };
         let secrets: HashMap<String, String> =
-            cfg.secrets.iter().filter_map(|name| env.get(name).map(|v| (name.clone(), v))).collect();
+            cfg.secrets.iter().filter_map(|name| source.secret(name).map(|v| (name.clone(), v))).collect();
+        for missing in cfg.secrets.iter().filter(|n| !secrets.contains_key(*n)) {
+            tracing::warn!(plugin = %cfg.name, secret = %missing, "secret granted to the plugin is not set");
+        }
+        let kv = match &self.storage {
+            None => None,
+            Some(store) => Some(Arc::new(
+                store
+                    .namespace(&cfg.name, u64::from(cfg.kv_kb) * 1024)
+                    .map_err(|reason| PluginError::Load { name: cfg.name.clone(), path: cfg.path.clone(), reason })?,
+            )),
+        };
         let shared = Arc::new(PluginShared {
             name: cfg.name.clone(),
             config_json: cfg.config.to_string(),
             secrets,
+            kv,
+            allowed_hosts: AllowList::parse(&cfg.allowed_hosts),
         });
-        Ok(Plugin::new(cfg.clone(), slot, shared, version, self.engine.clone()))
+        Ok(Plugin::new(cfg.clone(), slot, shared, version, self.clone()))
     }
 
-    /// Compiles `cfg.path` into a ready-to-instantiate version.
+    /// Builds `cfg.path` when it is a crate folder, then compiles it.
     pub(crate) fn compile(&self, cfg: &PluginConfig, slot: Slot) -> Result<LoadedVersion, PluginError> {
-        let fail = |reason: String| PluginError::Load { name: cfg.name.clone(), path: cfg.path.clone(), reason };
-        let wasm = if crate_build::is_crate(&cfg.path) { crate_build::build(&cfg.path).map_err(fail)? } else { cfg.path.clone() };
-        let bytes = std::fs::read(&wasm).map_err(|e| fail(format!("cannot read {}: {e}", wasm.display())))?;
+        let wasm = self.build(cfg)?;
+        self.compile_file(cfg, &wasm, slot)
+    }
+
+    /// The `.wasm` of `cfg`: the path itself, or what cargo built from the
+    /// crate folder it names.
+    pub(crate) fn build(&self, cfg: &PluginConfig) -> Result<PathBuf, PluginError> {
+        if crate_build::is_crate(&cfg.path) {
+            crate_build::build(&cfg.path).map_err(|reason| load_error(cfg, reason))
+        } else {
+            Ok(cfg.path.clone())
+        }
+    }
+
+    /// Compiles the component at `wasm` into a ready-to-instantiate version.
+    pub(crate) fn compile_file(&self, cfg: &PluginConfig, wasm: &Path, slot: Slot) -> Result<LoadedVersion, PluginError> {
+        let fail = |reason: String| load_error(cfg, reason);
+        let bytes = std::fs::read(wasm).map_err(|e| fail(format!("cannot read {}: {e}", wasm.display())))?;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| fail(format!("not a valid WebAssembly component: {}", first_line(&e))))?;
+        let component = self.component(&bytes).map_err(fail)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -76,8 +128,31 @@ impl PluginRuntime {
             Slot::Authenticator => Exports::Authenticate(authn::AuthenticatorPre::new(pre).map_err(missing)?),
             Slot::Authorizer => Exports::Authorize(authz::AuthorizerPre::new(pre).map_err(missing)?),
         };
-        Ok(LoadedVersion::new(exports, sha256))
+        Ok(LoadedVersion::new(exports, sha256, wasm.to_path_buf()))
     }
+
+    /// Compiles component bytes, explaining what they are when they are not
+    /// a component.
+    pub(crate) fn component(&self, bytes: &[u8]) -> Result<Component, String> {
+        if bytes.starts_with(b"\0asm\x01\0\0\0") {
+            return Err("this is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target".into());
+        }
+        Component::new(&self.engine, bytes).map_err(|e| format!("not a valid WebAssembly component: {}", first_line(&e)))
+    }
+
+    /// The engine (for inspection tools).
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker holding everything the host offers.
+    pub(crate) fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
+    }
+}
+
+fn load_error(cfg: &PluginConfig, reason: String) -> PluginError {
+    PluginError::Load { name: cfg.name.clone(), path: cfg.path.clone(), reason }
 }
 
 fn first_line(e: &wasmtime::Error) -> String {

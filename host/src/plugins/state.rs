@@ -1,15 +1,20 @@
 //! Per-call sandbox state and the `host` interface plugins may import:
-//! logging, config, granted secrets and (not yet) key-value storage.
+//! logging, config, granted secrets, private key-value storage, and
+//! `wasi:http` limited to the plugin's allowed hosts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{wit, wit_host};
+use super::kv::PluginKv;
+use super::outbound::{AllowList, OutboundPolicy};
 
 /// How much of a plugin's stderr is kept for error reports (a Rust panic
 /// message lands there).
@@ -26,6 +31,10 @@ pub(crate) struct PluginShared {
     pub config_json: String,
     /// The secrets it was granted, by name.
     pub secrets: HashMap<String, String>,
+    /// Its private storage, when the server has storage.
+    pub kv: Option<Arc<PluginKv>>,
+    /// The hosts it may send HTTP requests to.
+    pub allowed_hosts: AllowList,
 }
 
 /// The data of one sandbox (one `Store`), created fresh for every call.
@@ -35,14 +44,24 @@ pub(crate) struct PluginState {
     pub limits: StoreLimits,
     pub stderr: MemoryOutputPipe,
     shared: Arc<PluginShared>,
+    http: WasiHttpCtx,
+    outbound: OutboundPolicy,
 }
 
 impl PluginState {
-    /// A closed sandbox: no files, no environment, no sockets; stderr kept.
-    pub fn new(shared: Arc<PluginShared>, limits: StoreLimits) -> Self {
+    /// A closed sandbox: no files, no environment, no sockets; stderr kept;
+    /// outbound HTTP only to the allowed hosts and only until `deadline`.
+    pub fn new(shared: Arc<PluginShared>, limits: StoreLimits, deadline: Instant) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        PluginState { wasi, table: ResourceTable::new(), limits, stderr, shared }
+        let outbound = OutboundPolicy::new(shared.name.clone(), shared.allowed_hosts.clone(), deadline);
+        PluginState { wasi, table: ResourceTable::new(), limits, stderr, shared, http: WasiHttpCtx::new(), outbound }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }
 
@@ -74,12 +93,15 @@ impl wit_host::Host for PluginState {
         self.shared.secrets.get(&name).cloned()
     }
 
-    fn kv_get(&mut self, _key: String) -> Option<Vec<u8>> {
-        None
+    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.shared.kv.as_ref()?.get(&key)
     }
 
-    fn kv_set(&mut self, _key: String, _value: Vec<u8>) -> Result<(), String> {
-        Err("plugin key-value storage is not available in this server version".into())
+    fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        match &self.shared.kv {
+            Some(kv) => kv.set(&key, &value),
+            None => Err("plugin storage is not available (the server has no data dir)".into()),
+        }
     }
 }
 

@@ -2,6 +2,11 @@
 //! everything but `/ping`, and the shared state handlers use.
 
 mod agent;
+mod api_keys;
+mod auth;
+mod plugins;
+mod users;
+mod variables;
 mod whoami;
 
 use std::net::SocketAddr;
@@ -11,10 +16,11 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{delete, get, patch, post};
 
 pub use agent::classify;
 
+use crate::accounts::Accounts;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::pipeline::Gate;
@@ -28,6 +34,8 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     /// The agent upstream, when configured.
     pub upstream: Option<Upstream>,
+    /// Users, logins, API keys and variables.
+    pub accounts: Arc<Accounts>,
 }
 
 /// The authenticated caller of the current request (a request extension).
@@ -46,9 +54,21 @@ pub struct Caller {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami::whoami))
+        .route("/v1/plugins", get(plugins::list))
+        .route("/v1/users/whoami", get(users::whoami))
+        .route("/v1/users", get(users::list).post(users::create))
+        .route("/v1/users/{id}", patch(users::update).delete(users::delete))
+        .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/v1/api-keys/{id}", delete(api_keys::delete))
+        .route("/v1/variables", get(variables::list).post(variables::create))
+        .route("/v1/variables/{id}", patch(variables::update).delete(variables::delete))
         .fallback(agent::forward)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/ping", get(ping))
+        .route("/v1/login", post(auth::login))
+        .route("/v1/refresh", post(auth::refresh))
+        .route("/v1/logout", post(auth::logout))
+        .route("/v1/auto_login", get(auth::auto_login))
         .with_state(state)
 }
 

@@ -1,0 +1,321 @@
+//! The account system as a service: users, logins with rotating refresh
+//! tokens, API keys and encrypted variables, over the [`Store`] trait.
+
+use serde_json::{Map, Value, json};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::identity::Identity;
+use crate::jwt::{JwtSigner, JwtVerifier};
+use crate::passwords;
+use crate::secrets::{KeyOrigin, SecretBox};
+use crate::settings::{AccountSettings, SettingError};
+use crate::store::{
+    LockoutPolicy, NewUser, RotateOutcome, SledStore, Store, StoreError, User, UserUpdate, hash_api_key, new_id,
+    unix_now,
+};
+
+/// Claim that tells access tokens from refresh tokens.
+pub const TOKEN_TYPE_CLAIM: &str = "type";
+
+/// Why the account system cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    /// The Fernet key is wrong or unreadable.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+    /// The database cannot be opened.
+    #[error("cannot open the database in {path}: {reason}")]
+    Store {
+        /// The data dir.
+        path: String,
+        /// Why (e.g. another process holds it).
+        reason: String,
+    },
+    /// Creating the configured superuser failed.
+    #[error("cannot create the superuser from AGENTFLOW_SUPERUSER: {0}")]
+    Superuser(String),
+}
+
+/// Tokens handed out by login and refresh.
+#[derive(Debug, serde::Serialize)]
+pub struct TokenPair {
+    /// A JWT accepted by the built-in `jwt` method.
+    pub access_token: String,
+    /// A single-use JWT for `POST /v1/refresh`.
+    pub refresh_token: String,
+    /// Always `bearer`.
+    pub token_type: &'static str,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u64,
+}
+
+/// The account system.
+pub struct Accounts {
+    /// Where accounts live.
+    pub store: SledStore,
+    /// Encrypts values at rest.
+    pub secrets: SecretBox,
+    /// The settings it was started with.
+    pub settings: AccountSettings,
+    jwt: Option<(JwtSigner, JwtVerifier)>,
+    lockout: LockoutPolicy,
+}
+
+impl Accounts {
+    /// Opens the data dir, loads or creates the Fernet key, and creates the
+    /// superuser named in the settings.
+    pub async fn open(cfg: &Config) -> Result<Accounts, AccountsError> {
+        let settings = AccountSettings::from_env(&cfg.env, &cfg.dir())?;
+        let (secrets, origin) = SecretBox::from_settings(
+            settings.secret_key.as_deref(),
+            settings.secret_key_previous.as_deref(),
+            &settings.data_dir,
+        )?;
+        match origin {
+            KeyOrigin::Generated { path } => tracing::warn!(
+                path = %path.display(),
+                "no AGENTFLOW_SECRET_KEY: generated one in the data dir; multi-instance deployments must set AGENTFLOW_SECRET_KEY"
+            ),
+            KeyOrigin::File { path, loose_permissions: true } => {
+                tracing::warn!(path = %path.display(), "the secret key file is readable by others; chmod 600 it")
+            }
+            _ => {}
+        }
+        let store = open_store(&settings)?;
+        let jwt = match (JwtSigner::from_env(&cfg.env, &cfg.dir()), JwtVerifier::from_env(&cfg.env, &cfg.dir(), &Default::default())) {
+            (Ok(s), Ok(v)) => Some((s, v)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::info!("login is disabled until the JWT key is configured ({e})");
+                None
+            }
+        };
+        if settings.auto_login {
+            tracing::warn!("AGENTFLOW_AUTO_LOGIN is on: GET /v1/auto_login hands a superuser token to anyone who asks");
+        }
+        let accounts = Accounts { store, secrets, settings, jwt, lockout: LockoutPolicy::default() };
+        if let (Some(name), Some(password)) = (&accounts.settings.superuser, &accounts.settings.superuser_password) {
+            accounts.ensure_superuser(name, password).await.map_err(|e| AccountsError::Superuser(e.to_string()))?;
+        }
+        Ok(accounts)
+    }
+
+    /// Creates `username` as an active superuser, or updates its password
+    /// and flags if it exists.
+    pub async fn ensure_superuser(&self, username: &str, password: &str) -> Result<User, ApiError> {
+        validate_username(username)?;
+        validate_password(password)?;
+        let hash = passwords::hash_password_async(password.to_owned()).await.map_err(internal)?;
+        let now = unix_now();
+        match self.store.get_user_by_username(username).await {
+            Ok(user) => {
+                let update = UserUpdate { password_hash: Some(hash), is_active: Some(true), is_superuser: Some(true), username: None };
+                Ok(self.store.update_user(&user.id, update, now).await?)
+            }
+            Err(StoreError::NotFound) => {
+                let new = NewUser { username: username.to_owned(), password_hash: hash, is_active: true, is_superuser: true };
+                Ok(self.store.create_user(new, now).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks a username and password; throttles repeated failures.
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, ApiError> {
+        let now = unix_now();
+        let state = self.store.failure_state(username).await?;
+        if state.is_locked(now) {
+            let retry_after = state.locked_until.unwrap_or(now).saturating_sub(now).max(1);
+            return Err(ApiError::TooManyRequests { detail: "Too many failed login attempts; try again later".into(), retry_after });
+        }
+        let user = match self.store.get_user_by_username(username).await {
+            Ok(user) => Some(user),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let verified = match &user {
+            Some(u) => passwords::verify_password_async(password.to_owned(), u.password_hash.clone()).await,
+            None => {
+                // Same work as a real check, so timing does not reveal which usernames exist.
+                passwords::dummy_verify_async(password.to_owned()).await;
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| verified) else {
+            self.store.record_failure(username, now, self.lockout).await?;
+            return Err(ApiError::InvalidCredentials { detail: "Incorrect username or password".into(), invalid_token: false });
+        };
+        self.store.clear_failures(username).await?;
+        if !user.is_active {
+            return Err(ApiError::InvalidCredentials { detail: "Your account is not active; ask an administrator to activate it".into(), invalid_token: false });
+        }
+        self.start_login(&user).await
+    }
+
+    /// Starts a refresh-token family for a new login and signs its first pair.
+    async fn start_login(&self, user: &User) -> Result<TokenPair, ApiError> {
+        let jti = new_id();
+        let family = self.store.create_family(&user.id, &jti, unix_now()).await?;
+        self.sign_pair(user, &family.id, &jti)
+    }
+
+    /// Exchanges a refresh token for a new pair; a reused token revokes its
+    /// whole family.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, ApiError> {
+        let (family, jti, user_id) = self.refresh_claims(refresh_token)?;
+        let next = new_id();
+        match self.store.rotate_family(&family, &jti, &next).await.map_err(not_found_is_invalid)? {
+            RotateOutcome::Rotated(_) => {}
+            RotateOutcome::ReuseDetected(_) => {
+                tracing::warn!(user_id, "refresh token reused: the login's whole token family is revoked");
+                return Err(invalid_refresh("refresh token was already used; this login has been revoked"));
+            }
+            RotateOutcome::Revoked(_) => return Err(invalid_refresh("this login has been revoked")),
+        }
+        let user = self.active_user(&user_id).await.map_err(|_| invalid_refresh("account is not active"))?;
+        self.sign_pair(&user, &family, &next)
+    }
+
+    /// Signs an access token and the refresh token `jti` of `family`. The
+    /// family remembers only the current jti: an older refresh token
+    /// presented later is a replay.
+    fn sign_pair(&self, user: &User, family: &str, jti: &str) -> Result<TokenPair, ApiError> {
+        let (signer, _) = self.jwt()?;
+        let now = unix_now();
+        let ttl = self.settings.access_token_ttl;
+        let access = json!({
+            "sub": user.id, "user_id": user.id, "username": user.username, "roles": roles_of(user),
+            "type": "access", "iat": now, "exp": now + ttl,
+        });
+        let refresh = json!({
+            "sub": user.id, "type": "refresh", "fam": family, "jti": jti,
+            "iat": now, "exp": now + self.settings.refresh_token_ttl,
+        });
+        let sign = |v: Value| match v {
+            Value::Object(claims) => signer.sign(&claims).map_err(internal),
+            _ => Err(ApiError::Internal("token claims must be an object".into())),
+        };
+        Ok(TokenPair { access_token: sign(access)?, refresh_token: sign(refresh)?, token_type: "bearer", expires_in: ttl })
+    }
+
+    /// Revokes the login a refresh token belongs to.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), ApiError> {
+        let (family, _, _) = self.refresh_claims(refresh_token)?;
+        self.store.revoke_family(&family).await.map_err(not_found_is_invalid)?;
+        Ok(())
+    }
+
+    /// (family, jti, user id) of a valid refresh token.
+    fn refresh_claims(&self, token: &str) -> Result<(String, String, String), ApiError> {
+        let (_, verifier) = self.jwt()?;
+        let claims = verifier.claims(token).map_err(|e| invalid_refresh(&e.to_string()))?;
+        let get = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
+        match (get(TOKEN_TYPE_CLAIM).as_deref(), get("fam"), get("jti"), get("sub")) {
+            (Some("refresh"), Some(fam), Some(jti), Some(sub)) => Ok((fam, jti, sub)),
+            _ => Err(invalid_refresh("not a refresh token")),
+        }
+    }
+
+    /// A token for the auto-login superuser (only when AUTO_LOGIN is on).
+    pub async fn auto_login(&self) -> Result<TokenPair, ApiError> {
+        if !self.settings.auto_login {
+            return Err(ApiError::Forbidden("Auto login is disabled (AGENTFLOW_AUTO_LOGIN=False)".into()));
+        }
+        let name = self.settings.superuser.clone().unwrap_or_else(|| "agentflow".into());
+        let user = match self.store.get_user_by_username(&name).await {
+            Ok(u) if u.is_superuser && u.is_active => u,
+            Ok(_) => return Err(ApiError::Forbidden(format!("auto login user {name:?} is not an active superuser"))),
+            Err(StoreError::NotFound) => {
+                let random = crate::secrets::SecretBox::generate_key();
+                self.ensure_superuser(&name, &random).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.start_login(&user).await
+    }
+
+    /// The user behind `user_id` if it exists and is active.
+    pub async fn active_user(&self, user_id: &str) -> Result<User, ApiError> {
+        match self.store.get_user(user_id).await {
+            Ok(u) if u.is_active => Ok(u),
+            Ok(_) => Err(ApiError::InvalidCredentials { detail: "account is not active".into(), invalid_token: false }),
+            Err(StoreError::NotFound) => {
+                Err(ApiError::InvalidCredentials { detail: "account no longer exists".into(), invalid_token: false })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Authenticates an `x-api-key` value issued by `POST /v1/api-keys`.
+    pub async fn authenticate_api_key(&self, key: &str) -> Result<Identity, ApiError> {
+        let refused = || ApiError::InvalidCredentials { detail: "invalid API key".into(), invalid_token: false };
+        let record = match self.store.get_api_key_by_hash(&hash_api_key(key)).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound) => return Err(refused()),
+            Err(e) => return Err(e.into()),
+        };
+        let user = self.active_user(&record.user_id).await.map_err(|_| refused())?;
+        if let Err(e) = self.store.touch_api_key(&record.id, unix_now()).await {
+            tracing::warn!(error = %e, "could not record API key use");
+        }
+        let mut claims = Map::new();
+        claims.insert("auth_method".into(), json!("api_key"));
+        claims.insert("api_key_id".into(), json!(record.id));
+        claims.insert("username".into(), json!(user.username));
+        Ok(Identity { user_id: user.id.clone(), roles: roles_of(&user), claims })
+    }
+
+    fn jwt(&self) -> Result<&(JwtSigner, JwtVerifier), ApiError> {
+        self.jwt.as_ref().ok_or_else(|| ApiError::Unavailable("login needs JWT_SECRET_KEY (see .env.example)".into()))
+    }
+}
+
+/// Superusers are `admin`; everyone else is `user`.
+pub fn roles_of(user: &User) -> Vec<String> {
+    vec![if user.is_superuser { "admin" } else { "user" }.to_owned()]
+}
+
+/// 3–64 characters: letters, digits, `.`, `_`, `-`, `@`.
+pub fn validate_username(name: &str) -> Result<(), ApiError> {
+    let ok = (3..=64).contains(&name.chars().count())
+        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok { Ok(()) } else { Err(ApiError::BadRequest("username must be 3-64 letters, digits, '.', '_', '-' or '@'".into())) }
+}
+
+/// At least 8 characters, at most 1024 (argon2 input stays bounded).
+pub fn validate_password(password: &str) -> Result<(), ApiError> {
+    if (8..=1024).contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest("password must be 8-1024 characters".into()))
+    }
+}
+
+fn open_store(settings: &AccountSettings) -> Result<SledStore, AccountsError> {
+    let path = settings.data_dir.join("db");
+    SledStore::open(&path).map_err(|e| AccountsError::Store {
+        path: settings.data_dir.display().to_string(),
+        reason: match e.to_string() {
+            s if s.contains("WouldBlock") || s.contains("lock") => format!("{s} (is another agentflow using it?)"),
+            s => s,
+        },
+    })
+}
+
+fn invalid_refresh(why: &str) -> ApiError {
+    ApiError::InvalidCredentials { detail: format!("invalid refresh token: {why}"), invalid_token: true }
+}
+
+fn not_found_is_invalid(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => invalid_refresh("unknown login"),
+        other => other.into(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}

@@ -1,0 +1,76 @@
+//! `agentflow secret-key generate | rotate`: the Fernet key that encrypts
+//! values at rest.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::secrets::{self, KeyOrigin, SecretBox};
+use crate::settings::AccountSettings;
+use crate::store::{SledStore, Store, StoreError};
+
+#[derive(Subcommand, Debug)]
+pub(super) enum SecretKeyCommand {
+    /// Print a new random Fernet key.
+    Generate,
+    /// Re-encrypt every stored value with a new key.
+    Rotate(RotateArgs),
+}
+
+#[derive(Args, Debug)]
+pub(super) struct RotateArgs {
+    /// Path of agentflow.json (its `env` file holds the settings).
+    #[arg(long, default_value = "agentflow.json")]
+    config: PathBuf,
+    /// The new key (from `agentflow secret-key generate`).
+    #[arg(long)]
+    new_key: String,
+}
+
+/// Runs a `secret-key` subcommand.
+pub(super) fn run(command: SecretKeyCommand) -> anyhow::Result<()> {
+    match command {
+        SecretKeyCommand::Generate => {
+            println!("{}", SecretBox::generate_key());
+            Ok(())
+        }
+        SecretKeyCommand::Rotate(args) => rotate(args),
+    }
+}
+
+/// Re-encrypts all variables in one transaction. With the key in the data
+/// dir, the old key is first set aside in `secret_key.previous`, so an
+/// interruption at any point leaves every value readable; with the key in
+/// the environment, the operator switches the settings afterwards.
+fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let settings = AccountSettings::from_env(&cfg.env, &cfg.dir())?;
+    let (old, origin) =
+        SecretBox::from_settings(settings.secret_key.as_deref(), settings.secret_key_previous.as_deref(), &settings.data_dir)?;
+    let new = old.with_new_key(&args.new_key).map_err(|_| anyhow::anyhow!("--new-key is not a valid Fernet key (32 bytes, url-safe base64)"))?;
+    let in_data_dir = matches!(origin, KeyOrigin::File { .. } | KeyOrigin::Generated { .. });
+    if in_data_dir {
+        secrets::write_previous_key_file(&settings.data_dir, &old.current_key_text())?;
+        secrets::write_key_file(&settings.data_dir, &args.new_key)?;
+    }
+    let store = SledStore::open(&settings.data_dir.join("db"))
+        .map_err(|e| anyhow::anyhow!("cannot open the database in {}: {e} (stop the server first)", settings.data_dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let count = runtime.block_on(async {
+        loop {
+            match store.reencrypt_variables(|v| new.reencrypt(v)).await {
+                Err(StoreError::Conflict(_)) => continue,
+                other => break other,
+            }
+        }
+    })?;
+    if in_data_dir {
+        secrets::remove_previous_key_file(&settings.data_dir)?;
+        println!("Re-encrypted {count} value(s); the new key is in {}.", settings.data_dir.join(secrets::KEY_FILE_NAME).display());
+    } else {
+        println!("Re-encrypted {count} value(s) with the new key.");
+        println!("Now set AGENTFLOW_SECRET_KEY to the new key and AGENTFLOW_SECRET_KEY_PREVIOUS to the old one, then restart.");
+    }
+    Ok(())
+}

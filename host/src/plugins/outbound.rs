@@ -1,0 +1,130 @@
+//! Outbound HTTP for plugins: standard `wasi:http`, allowed only to the
+//! `host:port` entries listed in the plugin's `allowed_hosts`, and never
+//! past the call's deadline.
+//!
+//! The check runs in the wasi-http send hook, before any connection is
+//! made: a request to any other host fails inside the plugin with
+//! `HTTP-request-denied` and never reaches the network.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The hosts one plugin may reach, parsed from `allowed_hosts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    entries: Vec<(String, u16)>,
+}
+
+impl AllowList {
+    /// Parses `host:port` entries (already validated by the config loader;
+    /// anything unparsable here is dropped, which denies it).
+    pub fn parse(entries: &[String]) -> AllowList {
+        let entries = entries
+            .iter()
+            .filter_map(|e| {
+                let (host, port) = e.rsplit_once(':')?;
+                Some((host.to_ascii_lowercase(), port.parse().ok()?))
+            })
+            .collect();
+        AllowList { entries }
+    }
+
+    /// Whether a request to `host` on `port` is allowed.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.entries.iter().any(|(h, p)| *h == host && *p == port)
+    }
+
+    /// Whether the plugin may make any request at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The target of a request URI as the allow-list compares it; `None` when
+/// the URI names no host. A missing port is the scheme's default.
+fn target(uri: &http::Uri) -> Option<(String, u16)> {
+    let host = uri.host()?.to_owned();
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    Some((host, port))
+}
+
+/// The wasi-http hooks of one call: the allow-list and the deadline.
+pub(crate) struct OutboundPolicy {
+    plugin: String,
+    allowed: AllowList,
+    deadline: Instant,
+}
+
+impl OutboundPolicy {
+    /// A policy for one call of `plugin` ending at `deadline`.
+    pub fn new(plugin: String, allowed: AllowList, deadline: Instant) -> Self {
+        OutboundPolicy { plugin, allowed, deadline }
+    }
+}
+
+/// wasmtime's own sender, reached through the trait's default method.
+struct DefaultSender;
+
+impl WasiHttpHooks for DefaultSender {}
+
+type SendFuture = Box<
+    dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>)>>
+        + Send,
+>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> SendFuture {
+        let allowed = target(request.uri()).is_some_and(|(host, port)| self.allowed.allows(&host, port));
+        if !allowed {
+            tracing::warn!(
+                plugin = %self.plugin,
+                uri = %request.uri(),
+                "outbound HTTP request denied: the host is not in this plugin's \"allowed_hosts\""
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        // wasmtime's defaults wait up to 600 s; a plugin call has far less.
+        let remaining = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let clamp = |t: Option<Duration>| Some(t.map_or(remaining, |t| t.min(remaining)));
+        let options = options.unwrap_or_default();
+        let options = RequestOptions {
+            connect_timeout: clamp(options.connect_timeout),
+            first_byte_timeout: clamp(options.first_byte_timeout),
+            between_bytes_timeout: clamp(options.between_bytes_timeout),
+        };
+        DefaultSender.send_request(request, Some(options), fut)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_only_listed_host_and_port() {
+        let list = AllowList::parse(&["127.0.0.1:9100".into(), "Auth.Example.com:443".into()]);
+        assert!(list.allows("127.0.0.1", 9100));
+        assert!(list.allows("auth.example.com", 443));
+        assert!(!list.allows("127.0.0.1", 9101));
+        assert!(!list.allows("localhost", 9100));
+        assert!(!list.allows("auth.example.com", 80));
+        assert!(AllowList::parse(&[]).is_empty());
+    }
+
+    #[test]
+    fn default_ports_follow_the_scheme() {
+        let t = |u: &str| target(&u.parse().unwrap());
+        assert_eq!(t("https://auth.example.com/introspect"), Some(("auth.example.com".into(), 443)));
+        assert_eq!(t("http://auth.example.com/x"), Some(("auth.example.com".into(), 80)));
+        assert_eq!(t("http://127.0.0.1:9100/x"), Some(("127.0.0.1".into(), 9100)));
+        assert_eq!(t("/relative"), None);
+    }
+}

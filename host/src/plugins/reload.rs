@@ -1,0 +1,187 @@
+//! Hot reload: watches every loaded plugin's file (or crate folder) and
+//! swaps in a new version when it changes, off the request path.
+//!
+//! A `.wasm` is watched through its folder (cargo replaces the file rather
+//! than rewriting it); events are debounced until the file has been quiet
+//! for a moment, so a build that writes it several times reloads once. A
+//! crate folder is watched recursively (its `target/` ignored) and rebuilt
+//! with cargo when its sources change. A version that fails to build,
+//! compile or fit its slot never replaces the running one: the reason is
+//! logged and shown by `GET /v1/plugins`.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use super::crate_build;
+use super::plugin::{Plugin, Reloaded};
+
+/// Quiet time after the last write of a `.wasm` before it is loaded.
+const WASM_QUIET: Duration = Duration::from_millis(100);
+/// Quiet time after the last source change before a crate is rebuilt.
+const CRATE_QUIET: Duration = Duration::from_millis(300);
+
+/// Watches plugins while alive; dropping it stops watching.
+pub struct PluginWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// What one plugin's watch looks at.
+struct Watched {
+    plugin: Arc<Plugin>,
+    target: Target,
+}
+
+enum Target {
+    /// A component file, watched through its folder.
+    File { dir: PathBuf, name: std::ffi::OsString },
+    /// A crate folder, rebuilt when anything outside `target/` changes.
+    Crate { dir: PathBuf },
+}
+
+impl Target {
+    fn of(path: &Path) -> Result<Target, String> {
+        let path = path.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+        if crate_build::is_crate(&path) {
+            return Ok(Target::Crate { dir: path });
+        }
+        let dir = path.parent().ok_or_else(|| format!("{} has no folder", path.display()))?.to_path_buf();
+        let name = path.file_name().ok_or_else(|| format!("{} has no file name", path.display()))?.to_owned();
+        Ok(Target::File { dir, name })
+    }
+
+    fn matches(&self, changed: &Path) -> bool {
+        match self {
+            Target::File { dir, name } => changed.file_name() == Some(name) && changed.parent() == Some(dir),
+            Target::Crate { dir } => changed.strip_prefix(dir).is_ok_and(|rel| {
+                !rel.components().any(|c| matches!(c, Component::Normal(n) if n == "target" || n.to_string_lossy().starts_with('.')))
+            }),
+        }
+    }
+
+    fn quiet(&self) -> Duration {
+        match self {
+            Target::File { .. } => WASM_QUIET,
+            Target::Crate { .. } => CRATE_QUIET,
+        }
+    }
+}
+
+/// Starts watching `plugins`; reloads run on a thread of their own.
+pub fn watch(plugins: Vec<Arc<Plugin>>) -> Result<PluginWatcher, String> {
+    let (tx, rx) = channel();
+    let mut watcher = notify::recommended_watcher(tx).map_err(|e| format!("cannot watch plugin files: {e}"))?;
+    let mut watched = Vec::new();
+    for plugin in plugins {
+        let target = Target::of(&plugin.config().path).map_err(|e| format!("plugin {:?}: {e}", plugin.name()))?;
+        let (dir, mode) = match &target {
+            Target::File { dir, .. } => (dir.clone(), RecursiveMode::NonRecursive),
+            Target::Crate { dir } => (dir.clone(), RecursiveMode::Recursive),
+        };
+        watcher
+            .watch(&dir, mode)
+            .map_err(|e| format!("plugin {:?}: cannot watch {}: {e}", plugin.name(), dir.display()))?;
+        tracing::info!(plugin = %plugin.name(), watching = %dir.display(), "hot reload on");
+        watched.push(Watched { plugin, target });
+    }
+    std::thread::Builder::new()
+        .name("plugin-reload".into())
+        .spawn(move || reload_loop(rx, watched))
+        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+    Ok(PluginWatcher { _watcher: watcher })
+}
+
+/// Collects change events, and reloads each plugin once its files have been
+/// quiet for a moment. Ends when the watcher is dropped.
+fn reload_loop(rx: Receiver<notify::Result<notify::Event>>, watched: Vec<Watched>) {
+    // Plugin index -> (first change, last change) of the pending burst.
+    let mut pending: HashMap<usize, (Instant, Instant)> = HashMap::new();
+    loop {
+        let now = Instant::now();
+        let wait = pending
+            .iter()
+            .map(|(i, (_, last))| (*last + watched[*i].target.quiet()).saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::from_secs(3600));
+        match rx.recv_timeout(wait) {
+            Ok(Ok(event)) if is_change(&event.kind) => {
+                let now = Instant::now();
+                for (i, w) in watched.iter().enumerate() {
+                    if event.paths.iter().any(|p| w.target.matches(p)) {
+                        pending.entry(i).and_modify(|(_, last)| *last = now).or_insert((now, now));
+                    }
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "plugin file watch error"),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        let due: Vec<usize> =
+            pending.iter().filter(|(i, (_, last))| *last + watched[**i].target.quiet() <= now).map(|(i, _)| *i).collect();
+        for i in due {
+            let (first, _) = pending.remove(&i).expect("due entries are pending");
+            reload_one(&watched[i], first);
+        }
+    }
+}
+
+/// Writes and renames count; reads (including our own) do not.
+fn is_change(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any)
+}
+
+fn reload_one(w: &Watched, first_change: Instant) {
+    let plugin = &w.plugin;
+    if let Target::File { dir, name } = &w.target {
+        if !dir.join(name).is_file() {
+            // Removed mid-build; its re-creation will bring us back.
+            return;
+        }
+    }
+    match plugin.reload() {
+        Ok(Reloaded::Swapped { sha256 }) => tracing::info!(
+            plugin = %plugin.name(),
+            sha256 = %sha256,
+            after_ms = first_change.elapsed().as_millis() as u64,
+            "plugin reloaded: new requests use the new version"
+        ),
+        Ok(Reloaded::Unchanged) => tracing::debug!(plugin = %plugin.name(), "plugin file touched, content unchanged"),
+        Err(e) => tracing::error!(error = %e, "plugin reload failed; the last good version keeps serving"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_targets_match_only_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.wasm");
+        std::fs::write(&file, b"x").unwrap();
+        let t = Target::of(&file).unwrap();
+        let canon = file.canonicalize().unwrap();
+        assert!(t.matches(&canon));
+        assert!(!t.matches(&canon.with_file_name("q.wasm")));
+        assert_eq!(t.quiet(), WASM_QUIET);
+    }
+
+    #[test]
+    fn crate_targets_ignore_their_build_output() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), "[package]").unwrap();
+        let t = Target::of(dir.path()).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        assert!(t.matches(&root.join("src/lib.rs")));
+        assert!(t.matches(&root.join("Cargo.toml")));
+        assert!(!t.matches(&root.join("target/release/p.wasm")));
+        assert!(!t.matches(&root.join("src/.lib.rs.swp")));
+        assert!(!t.matches(Path::new("/elsewhere/src/lib.rs")));
+    }
+}

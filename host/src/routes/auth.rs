@@ -1,0 +1,66 @@
+//! Public account routes: `POST /v1/login`, `POST /v1/refresh`,
+//! `POST /v1/logout` and `GET /v1/auto_login`.
+
+use axum::Json;
+use axum::extract::{FromRequest, Request, State};
+use http::header::CONTENT_TYPE;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::accounts::TokenPair;
+use crate::error::ApiError;
+
+/// Username and password, as JSON or as an HTML form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+}
+
+/// A refresh token to rotate or revoke.
+#[derive(Deserialize)]
+pub struct RefreshForm {
+    refresh_token: String,
+}
+
+/// Anyone: exchanges a username and password for tokens.
+pub async fn login(State(state): State<AppState>, req: Request) -> Result<Json<TokenPair>, ApiError> {
+    let form: LoginForm = json_or_form(req).await?;
+    Ok(Json(state.accounts.login(&form.username, &form.password).await?))
+}
+
+/// Anyone holding a refresh token: rotates it (single use).
+pub async fn refresh(State(state): State<AppState>, req: Request) -> Result<Json<TokenPair>, ApiError> {
+    let form: RefreshForm = json_or_form(req).await?;
+    Ok(Json(state.accounts.refresh(&form.refresh_token).await?))
+}
+
+/// Anyone holding a refresh token: revokes its login.
+pub async fn logout(State(state): State<AppState>, req: Request) -> Result<Json<Value>, ApiError> {
+    let form: RefreshForm = json_or_form(req).await?;
+    state.accounts.logout(&form.refresh_token).await?;
+    Ok(Json(json!({"detail": "Logged out"})))
+}
+
+/// Anyone, only when AGENTFLOW_AUTO_LOGIN is on: a superuser token.
+pub async fn auto_login(State(state): State<AppState>) -> Result<Json<TokenPair>, ApiError> {
+    Ok(Json(state.accounts.auto_login().await?))
+}
+
+/// Parses the body as JSON or `application/x-www-form-urlencoded`.
+async fn json_or_form<T: DeserializeOwned + 'static>(req: Request) -> Result<T, ApiError> {
+    let is_form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let axum::Form(v) = axum::Form::<T>::from_request(req, &()).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        Ok(v)
+    } else {
+        let Json(v) = Json::<T>::from_request(req, &()).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        Ok(v)
+    }
+}

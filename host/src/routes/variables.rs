@@ -1,0 +1,124 @@
+//! Encrypted variables (Langflow's global variables), per user:
+//! `POST/GET /v1/variables`, `PATCH/DELETE /v1/variables/{id}`.
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::users::account_of;
+use super::{AppState, Caller};
+use crate::error::ApiError;
+use crate::store::{NewVariable, Store, StoreError, Variable, VariableKind, unix_now};
+
+/// Longest variable value accepted.
+const MAX_VALUE: usize = 64 * 1024;
+
+/// A variable as the API shows it: credential values are never returned.
+#[derive(Serialize)]
+pub struct VariableView {
+    id: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: VariableKind,
+    /// The plaintext for generic variables; `null` for credentials.
+    value: Option<String>,
+    created_at: u64,
+    updated_at: u64,
+}
+
+fn view(state: &AppState, v: Variable) -> Result<VariableView, ApiError> {
+    let value = match v.kind {
+        VariableKind::Credential => None,
+        VariableKind::Generic => {
+            let bytes = state
+                .accounts
+                .secrets
+                .decrypt(&v.value_encrypted)
+                .map_err(|e| ApiError::Internal(format!("variable {} cannot be decrypted: {e}", v.id)))?;
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    Ok(VariableView { id: v.id, name: v.name, kind: v.kind, value, created_at: v.created_at, updated_at: v.updated_at })
+}
+
+/// A variable to create.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVariable {
+    name: String,
+    value: String,
+    #[serde(rename = "type", default = "generic")]
+    kind: VariableKind,
+}
+
+fn generic() -> VariableKind {
+    VariableKind::Generic
+}
+
+fn check(name: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
+    if name.is_some_and(|n| n.trim().is_empty() || n.chars().count() > 128) {
+        return Err(ApiError::BadRequest("name must be 1-128 characters".into()));
+    }
+    if value.is_some_and(|v| v.len() > MAX_VALUE) {
+        return Err(ApiError::BadRequest(format!("value must be at most {MAX_VALUE} bytes")));
+    }
+    Ok(())
+}
+
+/// Any user with an account: stores an encrypted variable.
+pub async fn create(State(state): State<AppState>, Extension(caller): Extension<Caller>, Json(body): Json<CreateVariable>) -> Result<(StatusCode, Json<VariableView>), ApiError> {
+    let me = account_of(&state, &caller).await?;
+    check(Some(&body.name), Some(&body.value))?;
+    let new = NewVariable { user_id: me.id, name: body.name, kind: body.kind, value_encrypted: state.accounts.secrets.encrypt(body.value.as_bytes()) };
+    let stored = state.accounts.store.create_variable(new, unix_now()).await.map_err(|e| match e {
+        StoreError::Conflict(_) => ApiError::Conflict("a variable with this name exists".into()),
+        other => other.into(),
+    })?;
+    Ok((StatusCode::CREATED, Json(view(&state, stored)?)))
+}
+
+/// Any user with an account: their variables.
+pub async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<VariableView>>, ApiError> {
+    let me = account_of(&state, &caller).await?;
+    let vars = state.accounts.store.list_variables(&me.id).await?;
+    Ok(Json(vars.into_iter().map(|v| view(&state, v)).collect::<Result<_, _>>()?))
+}
+
+/// Changes to a variable.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchVariable {
+    value: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<VariableKind>,
+}
+
+/// The owner: changes the value and/or type.
+pub async fn update(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>, Json(body): Json<PatchVariable>) -> Result<Json<VariableView>, ApiError> {
+    let current = owned(&state, &caller, &id).await?;
+    check(None, body.value.as_deref())?;
+    let encrypted = match &body.value {
+        Some(v) => state.accounts.secrets.encrypt(v.as_bytes()),
+        None => current.value_encrypted,
+    };
+    let updated = state.accounts.store.update_variable(&id, body.kind.unwrap_or(current.kind), encrypted, unix_now()).await?;
+    Ok(Json(view(&state, updated)?))
+}
+
+/// The owner: deletes it.
+pub async fn delete(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    owned(&state, &caller, &id).await?;
+    state.accounts.store.delete_variable(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The variable if the caller owns it; 404 otherwise.
+async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<Variable, ApiError> {
+    let me = account_of(state, caller).await?;
+    let v = state.accounts.store.get_variable(id).await?;
+    if v.user_id != me.id {
+        return Err(ApiError::NotFound("not found".into()));
+    }
+    Ok(v)
+}

@@ -1,0 +1,521 @@
+//! Tests of the `Store` contract, written against `S: Store` and run on
+//! `SledStore` (temporary or in a tempdir when reopening matters).
+
+use super::*;
+use crate::secrets::SecretBox;
+
+const T0: u64 = 1_700_000_000;
+
+fn temp() -> SledStore {
+    SledStore::open_temporary().expect("temporary sled")
+}
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        username: name.into(),
+        password_hash: "$argon2id$fake".into(),
+        is_active: true,
+        is_superuser: false,
+    }
+}
+
+fn new_var(user_id: &str, name: &str, value: String) -> NewVariable {
+    NewVariable {
+        user_id: user_id.into(),
+        name: name.into(),
+        kind: VariableKind::Credential,
+        value_encrypted: value,
+    }
+}
+
+async fn usernames_unique_ignoring_case<S: Store>(s: &S) {
+    let alice = s.create_user(new_user("Alice"), T0).await.unwrap();
+    assert!(is_valid_id(&alice.id));
+    assert!(matches!(
+        s.create_user(new_user("aLiCe"), T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_user_by_username("ALICE").await.unwrap(), alice);
+    let bob = s.create_user(new_user("bob"), T0).await.unwrap();
+    let taken = UserUpdate {
+        username: Some("BOB".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_user(&alice.id, taken, T0 + 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A change of case only keeps the same index entry.
+    let recased = UserUpdate {
+        username: Some("ALICE".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.update_user(&alice.id, recased, T0 + 2)
+            .await
+            .unwrap()
+            .username,
+        "ALICE"
+    );
+    let renamed = UserUpdate {
+        username: Some("Carol".into()),
+        is_superuser: Some(true),
+        ..Default::default()
+    };
+    let carol = s.update_user(&alice.id, renamed, T0 + 3).await.unwrap();
+    assert_eq!(
+        (carol.is_superuser, carol.updated_at, carol.created_at),
+        (true, T0 + 3, T0)
+    );
+    assert_eq!(s.get_user_by_username("carol").await.unwrap().id, alice.id);
+    assert_eq!(
+        s.get_user_by_username("alice").await,
+        Err(StoreError::NotFound)
+    );
+    // The old name is free again.
+    s.create_user(new_user("alice"), T0).await.unwrap();
+    assert_eq!(s.get_user(&bob.id).await.unwrap(), bob);
+    let page = s.list_users(0, 100).await.unwrap();
+    let names: Vec<_> = page.items.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!((names, page.total), (vec!["alice", "bob", "Carol"], 3));
+}
+
+#[tokio::test]
+async fn uniqueness_ignores_case() {
+    usernames_unique_ignoring_case(&temp()).await;
+}
+
+#[tokio::test]
+async fn pagination_and_hostile_ids() {
+    let s = temp();
+    for i in 0..5 {
+        s.create_user(new_user(&format!("user{i}")), T0)
+            .await
+            .unwrap();
+    }
+    let page = s.list_users(1, 2).await.unwrap();
+    assert_eq!(page.total, 5);
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|u| u.username.clone())
+            .collect::<Vec<_>>(),
+        ["user1", "user2"]
+    );
+    assert_eq!(s.list_users(4, u64::MAX).await.unwrap().items.len(), 1);
+    assert!(
+        s.list_users(u64::MAX, u64::MAX)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    for bad in [
+        "",
+        "../x",
+        "ABCDEF0123456789ABCDEF0123456789",
+        &"a".repeat(10_000),
+        "\0",
+    ] {
+        assert_eq!(s.get_user(bad).await, Err(StoreError::NotFound));
+        assert_eq!(s.delete_user(bad).await, Err(StoreError::NotFound));
+        assert_eq!(s.list_api_keys(bad).await, Err(StoreError::NotFound));
+        assert_eq!(
+            s.get_variable_by_name(bad, "x").await,
+            Err(StoreError::NotFound)
+        );
+        assert_eq!(
+            s.rotate_family(bad, "a", "b").await,
+            Err(StoreError::NotFound)
+        );
+    }
+    assert_eq!(s.get_user(&new_id()).await, Err(StoreError::NotFound));
+}
+
+#[tokio::test]
+async fn reopen_after_drop_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (user, key, fam, var) = {
+        let s = SledStore::open(dir.path()).unwrap();
+        let user = s.create_user(new_user("Persisted"), T0).await.unwrap();
+        let (nk, _) = NewApiKey::generate(&user.id, "ci");
+        let key = s.create_api_key(nk, T0).await.unwrap();
+        let fam = s.create_family(&user.id, "jti-1", T0).await.unwrap();
+        let var = s
+            .create_variable(new_var(&user.id, "TOKEN", "enc".into()), T0)
+            .await
+            .unwrap();
+        s.record_failure("persisted", T0, LockoutPolicy::default())
+            .await
+            .unwrap();
+        (user, key, fam, var)
+    };
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.get_user_by_username("PERSISTED").await.unwrap(), user);
+    assert_eq!(s.get_api_key_by_hash(&key.hash).await.unwrap(), key);
+    assert_eq!(s.get_family(&fam.id).await.unwrap(), fam);
+    assert_eq!(
+        s.get_variable_by_name(&user.id, "TOKEN").await.unwrap(),
+        var
+    );
+    assert_eq!(s.failure_state("Persisted").await.unwrap().count, 1);
+    drop(s);
+    // A database from a newer schema is refused, not misread.
+    let db = sled::open(dir.path()).unwrap();
+    db.open_tree("meta")
+        .unwrap()
+        .insert("schema_version", "2")
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+    assert!(matches!(
+        SledStore::open(dir.path()),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
+async fn api_keys() {
+    let s = temp();
+    let user = s.create_user(new_user("k"), T0).await.unwrap();
+    let (nk, full) = NewApiKey::generate(&user.id, "laptop");
+    assert!(full.starts_with(API_KEY_PREFIX) && full.len() == 67);
+    assert!(full.starts_with(&nk.prefix) && full.ends_with(&nk.last4));
+    assert_eq!(nk.hash, hash_api_key(&full));
+    let key = s.create_api_key(nk.clone(), T0).await.unwrap();
+    assert!(matches!(
+        s.create_api_key(nk.clone(), T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let orphan = NewApiKey {
+        user_id: new_id(),
+        ..NewApiKey::generate("", "x").0
+    };
+    assert_eq!(
+        s.create_api_key(orphan, T0).await,
+        Err(StoreError::NotFound)
+    );
+    let (nk2, _) = NewApiKey::generate(&user.id, "server");
+    let key2 = s.create_api_key(nk2, T0 + 1).await.unwrap();
+    assert_eq!(
+        s.get_api_key_by_hash(&hash_api_key(&full)).await.unwrap(),
+        key
+    );
+    assert_eq!(
+        s.get_api_key_by_hash("nope").await,
+        Err(StoreError::NotFound)
+    );
+    s.touch_api_key(&key.id, T0 + 50).await.unwrap();
+    assert_eq!(
+        s.get_api_key(&key.id).await.unwrap().last_used_at,
+        Some(T0 + 50)
+    );
+    let ids: Vec<_> = s
+        .list_api_keys(&user.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids, vec![key.id.clone(), key2.id.clone()]);
+    s.delete_api_key(&key.id).await.unwrap();
+    assert_eq!(s.delete_api_key(&key.id).await, Err(StoreError::NotFound));
+    assert_eq!(
+        s.get_api_key_by_hash(&key.hash).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.touch_api_key(&key.id, T0).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.list_api_keys(&user.id).await.unwrap(),
+        vec![s.get_api_key(&key2.id).await.unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn family_rotation_and_reuse_detection() {
+    let s = temp();
+    let user = s.create_user(new_user("f"), T0).await.unwrap();
+    let fam = s.create_family(&user.id, "jti-1", T0).await.unwrap();
+    assert_eq!(
+        s.create_family(&new_id(), "x", T0).await,
+        Err(StoreError::NotFound)
+    );
+    match s.rotate_family(&fam.id, "jti-1", "jti-2").await.unwrap() {
+        RotateOutcome::Rotated(f) => {
+            assert_eq!((f.current_jti.as_str(), f.revoked), ("jti-2", false))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Replaying the old token revokes the whole family…
+    match s.rotate_family(&fam.id, "jti-1", "jti-3").await.unwrap() {
+        RotateOutcome::ReuseDetected(f) => assert!(f.revoked && f.current_jti == "jti-2"),
+        other => panic!("{other:?}"),
+    }
+    // …so even the legitimate current token is now refused.
+    assert!(matches!(
+        s.rotate_family(&fam.id, "jti-2", "jti-4").await.unwrap(),
+        RotateOutcome::Revoked(_)
+    ));
+
+    let a = s.create_family(&user.id, "a", T0).await.unwrap();
+    let b = s.create_family(&user.id, "b", T0).await.unwrap();
+    s.revoke_family(&a.id).await.unwrap();
+    assert!(s.get_family(&a.id).await.unwrap().revoked);
+    assert_eq!(s.revoke_user_families(&user.id).await.unwrap(), 1); // only b was live
+    assert!(s.get_family(&b.id).await.unwrap().revoked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rotation_has_one_winner() {
+    let s = std::sync::Arc::new(temp());
+    let user = s.create_user(new_user("race"), T0).await.unwrap();
+    let fam = s.create_family(&user.id, "start", T0).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, id) = (s.clone(), fam.id.clone());
+            tokio::spawn(async move {
+                s.rotate_family(&id, "start", &format!("next-{i}"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RotateOutcome::Rotated(_) => rotated += 1,
+            RotateOutcome::ReuseDetected(_) | RotateOutcome::Revoked(_) => {}
+        }
+    }
+    assert_eq!(rotated, 1);
+    assert!(s.get_family(&fam.id).await.unwrap().revoked);
+}
+
+#[tokio::test]
+async fn variables_unique_per_user() {
+    let s = temp();
+    let u1 = s.create_user(new_user("v1"), T0).await.unwrap();
+    let u2 = s.create_user(new_user("v2"), T0).await.unwrap();
+    let b = s
+        .create_variable(new_var(&u1.id, "B", "b".into()), T0)
+        .await
+        .unwrap();
+    s.create_variable(new_var(&u1.id, "A", "a".into()), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_variable(new_var(&u1.id, "B", "x".into()), T0)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.create_variable(new_var(&u2.id, "B", "other".into()), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.create_variable(new_var(&new_id(), "B", "x".into()), T0)
+            .await,
+        Err(StoreError::NotFound)
+    );
+    let names: Vec<_> = s
+        .list_variables(&u1.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, ["A", "B"]);
+    let upd = s
+        .update_variable(&b.id, VariableKind::Generic, "s3cr3t-b2".into(), T0 + 9)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            upd.kind,
+            upd.value_encrypted.as_str(),
+            upd.updated_at,
+            upd.created_at
+        ),
+        (VariableKind::Generic, "s3cr3t-b2", T0 + 9, T0)
+    );
+    assert_eq!(s.get_variable_by_name(&u1.id, "B").await.unwrap(), upd);
+    assert!(!format!("{upd:?}").contains("s3cr3t-b2"));
+    s.delete_variable(&b.id).await.unwrap();
+    assert_eq!(s.get_variable(&b.id).await, Err(StoreError::NotFound));
+    s.create_variable(new_var(&u1.id, "B", "again".into()), T0)
+        .await
+        .unwrap();
+    let json = serde_json::to_value(&upd).unwrap();
+    assert_eq!(json["kind"], "generic");
+}
+
+#[tokio::test]
+async fn delete_user_cascades() {
+    let s = temp();
+    let doomed = s.create_user(new_user("Doomed"), T0).await.unwrap();
+    let keeper = s.create_user(new_user("keeper"), T0).await.unwrap();
+    let mut hashes = vec![];
+    let mut ids = vec![];
+    for user in [&doomed, &keeper] {
+        let (nk, _) = NewApiKey::generate(&user.id, "k");
+        let key = s.create_api_key(nk, T0).await.unwrap();
+        let fam = s.create_family(&user.id, "j", T0).await.unwrap();
+        let var = s
+            .create_variable(new_var(&user.id, "V", "v".into()), T0)
+            .await
+            .unwrap();
+        hashes.push(key.hash.clone());
+        ids.push((key.id, fam.id, var.id));
+    }
+    s.record_failure("DOOMED", T0, LockoutPolicy::default())
+        .await
+        .unwrap();
+    s.delete_user(&doomed.id).await.unwrap();
+    assert_eq!(s.delete_user(&doomed.id).await, Err(StoreError::NotFound));
+    assert_eq!(s.get_user(&doomed.id).await, Err(StoreError::NotFound));
+    assert_eq!(
+        s.get_user_by_username("doomed").await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.get_api_key_by_hash(&hashes[0]).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(s.get_api_key(&ids[0].0).await, Err(StoreError::NotFound));
+    assert_eq!(s.get_family(&ids[0].1).await, Err(StoreError::NotFound));
+    assert_eq!(s.get_variable(&ids[0].2).await, Err(StoreError::NotFound));
+    assert_eq!(
+        s.get_variable_by_name(&doomed.id, "V").await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.failure_state("doomed").await.unwrap(),
+        FailureState::default()
+    );
+    // The other user is untouched, and the name can be reused.
+    assert!(s.get_api_key_by_hash(&hashes[1]).await.is_ok());
+    assert!(s.get_family(&ids[1].1).await.is_ok());
+    assert_eq!(s.list_variables(&keeper.id).await.unwrap().len(), 1);
+    let again = s.create_user(new_user("doomed"), T0).await.unwrap();
+    assert!(s.list_api_keys(&again.id).await.unwrap().is_empty());
+    assert_eq!(s.list_users(0, 10).await.unwrap().total, 2);
+}
+
+#[tokio::test]
+async fn key_rotation_reencrypts_all_variables() {
+    let s = temp();
+    let old = SecretBox::new(&SecretBox::generate_key()).unwrap();
+    let u1 = s.create_user(new_user("r1"), T0).await.unwrap();
+    let u2 = s.create_user(new_user("r2"), T0).await.unwrap();
+    for (u, name) in [(&u1, "A"), (&u1, "B"), (&u2, "A")] {
+        let value = old.encrypt(format!("{name}-secret-{}", u.username).as_bytes());
+        s.create_variable(new_var(&u.id, name, value), T0)
+            .await
+            .unwrap();
+    }
+    let new_key = SecretBox::generate_key();
+    let rotated = old.with_new_key(&new_key).unwrap();
+    assert_eq!(
+        s.reencrypt_variables(|v| rotated.reencrypt(v))
+            .await
+            .unwrap(),
+        3
+    );
+    let only_new = SecretBox::new(&new_key).unwrap();
+    for u in [&u1, &u2] {
+        for var in s.list_variables(&u.id).await.unwrap() {
+            let plain = only_new.decrypt(&var.value_encrypted).unwrap();
+            assert_eq!(
+                plain,
+                format!("{}-secret-{}", var.name, u.username).as_bytes()
+            );
+            assert_eq!(var.updated_at, T0);
+        }
+    }
+    // One value no key can decrypt: the rotation fails and writes nothing.
+    let stranger = SecretBox::new(&SecretBox::generate_key()).unwrap();
+    s.create_variable(new_var(&u2.id, "Z", stranger.encrypt(b"z")), T0)
+        .await
+        .unwrap();
+    let before: Vec<_> = s.list_variables(&u1.id).await.unwrap();
+    let newest = only_new.with_new_key(&SecretBox::generate_key()).unwrap();
+    let err = s
+        .reencrypt_variables(|v| newest.reencrypt(v))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Reencrypt { .. }), "{err}");
+    assert_eq!(s.list_variables(&u1.id).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn failed_logins_lock_and_reset() {
+    let s = temp();
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        lockout_secs: 100,
+        window_secs: 60,
+    };
+    assert_eq!(
+        s.failure_state("eve").await.unwrap(),
+        FailureState::default()
+    );
+    assert_eq!(s.record_failure("Eve", T0, policy).await.unwrap().count, 1);
+    assert_eq!(
+        s.record_failure("EVE", T0 + 1, policy)
+            .await
+            .unwrap()
+            .locked_until,
+        None
+    );
+    let locked = s.record_failure("eve", T0 + 2, policy).await.unwrap();
+    assert_eq!((locked.count, locked.locked_until), (3, Some(T0 + 102)));
+    assert!(locked.is_locked(T0 + 101) && !locked.is_locked(T0 + 102));
+    // A failure while locked extends the lock.
+    assert_eq!(
+        s.record_failure("eve", T0 + 50, policy)
+            .await
+            .unwrap()
+            .locked_until,
+        Some(T0 + 150)
+    );
+    // After the lock, counting starts again.
+    let after = s.record_failure("eve", T0 + 200, policy).await.unwrap();
+    assert_eq!((after.count, after.locked_until), (1, None));
+    // Outside the window, too.
+    assert_eq!(
+        s.record_failure("eve", T0 + 400, policy)
+            .await
+            .unwrap()
+            .count,
+        1
+    );
+    s.clear_failures("EvE").await.unwrap();
+    assert_eq!(
+        s.failure_state("eve").await.unwrap(),
+        FailureState::default()
+    );
+
+    s.record_failure("old", T0, policy).await.unwrap();
+    s.record_failure("recent", T0 + 1000, policy).await.unwrap();
+    for _ in 0..3 {
+        s.record_failure(
+            "locked",
+            T0,
+            LockoutPolicy {
+                lockout_secs: 10_000,
+                ..policy
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(s.prune_failures(T0 + 500).await.unwrap(), 1);
+    assert_eq!(
+        s.failure_state("old").await.unwrap(),
+        FailureState::default()
+    );
+    assert_eq!(s.failure_state("recent").await.unwrap().count, 1);
+    assert_eq!(s.failure_state("locked").await.unwrap().count, 3);
+}
