@@ -268,6 +268,23 @@ impl Accounts {
         Ok(Identity { user_id: user.id.clone(), roles: roles_of(&user), claims })
     }
 
+    /// Forgets failed-login counters older than the lockout window every few
+    /// minutes, so guessing at random usernames cannot grow the database.
+    pub fn spawn_maintenance(self: &std::sync::Arc<Self>) {
+        let accounts = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+            loop {
+                every.tick().await;
+                let Some(accounts) = accounts.upgrade() else { break };
+                let before = unix_now().saturating_sub(accounts.lockout.window_secs.max(accounts.lockout.lockout_secs));
+                if let Err(e) = accounts.store.prune_failures(before).await {
+                    tracing::warn!(error = %e, "pruning failed-login counters failed");
+                }
+            }
+        });
+    }
+
     fn jwt(&self) -> Result<&(JwtSigner, JwtVerifier), ApiError> {
         self.jwt.as_ref().ok_or_else(|| ApiError::Unavailable("login needs JWT_SECRET_KEY (see .env.example)".into()))
     }

@@ -41,6 +41,7 @@ pub enum StartError {
 /// Everything a running server needs, built from the config.
 pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     let accounts = Arc::new(Accounts::open(cfg).await?);
+    accounts.spawn_maintenance();
     let mut runtime = PluginRuntime::new()?;
     if let Some(storage) = crate::plugins::open_storage(cfg)? {
         runtime = runtime.with_storage(storage);
