@@ -11,5 +11,6 @@ mod config_errors;
 mod hostile_plugins;
 mod jwt;
 mod oauth;
+mod plugin_dev;
 mod plugin_platform;
 mod proxy;

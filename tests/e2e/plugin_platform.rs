@@ -192,7 +192,8 @@ fn hot_reload_swaps_behaviour_keeps_in_flight_calls_and_survives_broken_builds()
     wait_for(Duration::from_secs(10), || status_of(&server, "swap")["sha256"] != old_sha)
         .unwrap_or_else(|| panic!("the new build was not loaded:\n{}", server.logs()));
     let latency = written.elapsed();
-    eprintln!("hot reload: new version live {} ms after the write", latency.as_millis());
+    let server_side = server.logs().lines().find(|l| l.contains("plugin reloaded")).unwrap_or_default().to_owned();
+    eprintln!("hot reload: new version live {} ms after the write; server: {server_side}", latency.as_millis());
     assert!(latency < Duration::from_secs(5), "reload took {latency:?}");
     let r = get(&server.url("/v1/whoami"), &[]);
     assert_eq!(r.body["user_id"], "probe", "new requests get the new version");

@@ -1,6 +1,7 @@
 //! The command line: `agentflow run` (the default) and the other commands,
 //! one file each.
 
+mod plugin;
 mod secret_key;
 mod superuser;
 mod token;
@@ -31,6 +32,9 @@ enum Command {
     Token(token::TokenArgs),
     /// Create a superuser (or reset its password) in the data dir.
     Superuser(superuser::SuperuserArgs),
+    /// Develop plugins: scaffold a crate, check a component, call it once.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Generate or rotate the Fernet key that encrypts values at rest.
     #[command(subcommand)]
     SecretKey(secret_key::SecretKeyCommand),
@@ -60,6 +64,7 @@ pub fn main() -> ExitCode {
         Some(Command::Token(args)) => token::run(args),
         Some(Command::Superuser(args)) => superuser::run(args),
         Some(Command::SecretKey(command)) => secret_key::run(command),
+        Some(Command::Plugin(command)) => plugin::run(command),
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     };

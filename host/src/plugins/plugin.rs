@@ -305,7 +305,11 @@ impl Plugin {
                 let stderr = store.data().stderr.contents();
                 let stderr = String::from_utf8_lossy(&stderr);
                 let said = stderr.lines().filter(|l| !l.trim().is_empty()).take(3).collect::<Vec<_>>().join(" | ");
-                let trap = e.to_string();
+                // The trap kind, not wasmtime's multi-line backtrace.
+                let trap = match e.downcast_ref::<Trap>() {
+                    Some(t) => t.to_string(),
+                    None => e.to_string().lines().next().unwrap_or_default().to_owned(),
+                };
                 CallFailure::Trap(if said.is_empty() { trap } else { format!("{trap} ({said})") })
             }
         }

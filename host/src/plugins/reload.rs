@@ -21,7 +21,7 @@ use super::crate_build;
 use super::plugin::{Plugin, Reloaded};
 
 /// Quiet time after the last write of a `.wasm` before it is loaded.
-const WASM_QUIET: Duration = Duration::from_millis(100);
+const WASM_QUIET: Duration = Duration::from_millis(50);
 /// Quiet time after the last source change before a crate is rebuilt.
 const CRATE_QUIET: Duration = Duration::from_millis(300);
 
@@ -57,9 +57,7 @@ impl Target {
     fn matches(&self, changed: &Path) -> bool {
         match self {
             Target::File { dir, name } => changed.file_name() == Some(name) && changed.parent() == Some(dir),
-            Target::Crate { dir } => changed.strip_prefix(dir).is_ok_and(|rel| {
-                !rel.components().any(|c| matches!(c, Component::Normal(n) if n == "target" || n.to_string_lossy().starts_with('.')))
-            }),
+            Target::Crate { dir } => changed.strip_prefix(dir).is_ok_and(is_source),
         }
     }
 
@@ -69,6 +67,15 @@ impl Target {
             Target::Crate { .. } => CRATE_QUIET,
         }
     }
+}
+
+/// Whether `rel` (inside a crate folder) is a source whose change needs a
+/// rebuild: `src/` and `wit/` files, the manifest, the lock file, `build.rs`;
+/// never build output, data or hidden (editor) files.
+fn is_source(rel: &Path) -> bool {
+    let hidden = rel.components().any(|c| matches!(c, Component::Normal(n) if n.to_string_lossy().starts_with('.')));
+    let top = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or_default();
+    !hidden && matches!(top, "src" | "wit" | "Cargo.toml" | "Cargo.lock" | "build.rs")
 }
 
 /// Starts watching `plugins`; reloads run on a thread of their own.
@@ -181,6 +188,7 @@ mod tests {
         assert!(t.matches(&root.join("src/lib.rs")));
         assert!(t.matches(&root.join("Cargo.toml")));
         assert!(!t.matches(&root.join("target/release/p.wasm")));
+        assert!(!t.matches(&root.join("data/plugins-kv/db")));
         assert!(!t.matches(&root.join("src/.lib.rs.swp")));
         assert!(!t.matches(Path::new("/elsewhere/src/lib.rs")));
     }

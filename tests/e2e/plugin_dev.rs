@@ -1,0 +1,136 @@
+//! A plugin developer's workflow: `agentflow plugin new` scaffolds a crate
+//! that builds and tests as is, `plugin check` and `plugin call` work on its
+//! build, and a server pointed at the crate folder rebuilds it on a save.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// Shared with the other test plugins, so dependencies build once.
+fn target_dir() -> PathBuf {
+    repo_root().join("target").join("e2e-plugins")
+}
+
+fn cargo(crate_dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(crate_dir)
+        .args(args)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("running cargo");
+    assert!(out.status.success(), "cargo {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `plugin new` in `dir`, with the workspace's lock file so versions match
+/// the ones already built.
+fn scaffold(dir: &Path, name: &str, kind: &str) -> PathBuf {
+    let (code, out, err) = run_agentflow(&["plugin", "new", name, "--kind", kind, "--dir", dir.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("created"), "{out}");
+    let root = dir.join(name);
+    std::fs::copy(repo_root().join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
+    root
+}
+
+fn wasm_of(name: &str) -> PathBuf {
+    target_dir().join("wasm32-wasip2").join("release").join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+#[test]
+fn the_scaffold_builds_tests_checks_calls_and_hot_reloads() {
+    plugins(); // the shared dependencies are built once, by the suite
+    let dir = tempfile::tempdir().unwrap();
+    let root = scaffold(dir.path(), "scaffolded-auth", "authenticator");
+    cargo(&root, &["test", "--release", "-q"]);
+    cargo(&root, &["build", "--release", "--target", "wasm32-wasip2", "-q"]);
+    let wasm = wasm_of("scaffolded-auth");
+
+    let (code, out, err) = run_agentflow(&["plugin", "check", wasm.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("fits agentflow:auth/authenticator: yes"), "{out}");
+    assert!(out.contains("fits agentflow:auth/authorizer: no"), "{out}");
+    assert!(out.contains("agentflow:auth/host@0.1.0"), "imports are listed: {out}");
+
+    let request = dir.path().join("request.json");
+    std::fs::write(&request, json!({"headers": {"x-token": "t"}, "config": {"token": "t", "user": "dev"}}).to_string()).unwrap();
+    let (code, out, err) = run_agentflow(&["plugin", "call", wasm.to_str().unwrap(), "--request", request.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["outcome"], "authenticated");
+    assert_eq!(answer["identity"]["user_id"], "dev");
+
+    // The server builds the crate folder and rebuilds it when a source changes.
+    let target = target_dir();
+    let server = Server::start(
+        json!({"auth": {"method": "custom", "name": "dev", "path": root, "config": {"token": "t", "user": "dev"}},
+               "plugins": {"watch": true}}),
+        &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
+    );
+    let whoami = || get(&server.url("/v1/whoami"), &[("x-token", "t")]);
+    assert_eq!(whoami().body["roles"], json!(["user"]));
+    let lib = root.join("src").join("lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, source.replace(".with_role(\"user\")", ".with_role(\"editor\")")).unwrap();
+    let mut roles = json!(null);
+    for _ in 0..600 {
+        roles = whoami().body["roles"].clone();
+        if roles == json!(["editor"]) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(roles, json!(["editor"]), "the edited crate was not rebuilt and reloaded:\n{}", server.logs());
+}
+
+#[test]
+fn check_and_call_explain_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("notes.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let (code, _, err) = run_agentflow(&["plugin", "check", not_wasm.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+
+    // An authorizer: fits one world, and a call needs identity and access.
+    let rbac = plugins().rbac.to_str().unwrap();
+    let (code, out, _) = run_agentflow(&["plugin", "check", rbac], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("fits agentflow:auth/authorizer: yes"), "{out}");
+    let request = dir.path().join("request.json");
+    std::fs::write(
+        &request,
+        json!({"config": {"roles": {"user": {"graph": ["invoke"]}}}, "identity": {"user_id": "u", "roles": ["user"]},
+               "access": {"resource": "checkpointer", "action": "write"}})
+        .to_string(),
+    )
+    .unwrap();
+    let (code, out, err) = run_agentflow(&["plugin", "call", rbac, "--request", request.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"deny\""), "{out}");
+
+    // Failures name the plugin, the export and the cause.
+    let hostile = plugins().hostile.to_str().unwrap();
+    for (mode, cause) in [("loop", "time limit"), ("grow-memory", "memory limit"), ("trap", "trapped on purpose")] {
+        std::fs::write(&request, json!({"config": {"mode": mode}}).to_string()).unwrap();
+        let (code, _, err) = run_agentflow(
+            &["plugin", "call", hostile, "--request", request.to_str().unwrap(), "--memory-mb", "16"],
+            &[],
+        );
+        assert_eq!(code, 2, "{mode}");
+        assert!(err.contains("plugin \"hostile-plugin\" failed in authenticate"), "{mode}: {err}");
+        assert!(err.contains(cause), "{mode}: {err}");
+    }
+
+    // The authorizer scaffold builds and fits its world.
+    let root = scaffold(dir.path(), "scaffolded-authz", "authorizer");
+    cargo(&root, &["build", "--release", "--target", "wasm32-wasip2", "-q"]);
+    let (code, out, _) = run_agentflow(&["plugin", "check", wasm_of("scaffolded-authz").to_str().unwrap()], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("fits agentflow:auth/authorizer: yes"), "{out}");
+}
