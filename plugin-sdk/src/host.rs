@@ -43,7 +43,10 @@ pub fn kv_get(key: &str) -> Option<Vec<u8>> {
     wit_host::kv_get(key)
 }
 
-/// Stores a value in this plugin's private key-value store.
+/// Stores a value in this plugin's private key-value store; an empty value
+/// removes the key. Fails when the key is empty or over 1024 bytes, or the
+/// store would exceed the plugin's `kv_kb` cap. The store is kept across
+/// reloads and restarts of the server.
 pub fn kv_set(key: &str, value: &[u8]) -> Result<(), String> {
     wit_host::kv_set(key, value)
 }
