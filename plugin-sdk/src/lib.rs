@@ -93,22 +93,26 @@ pub trait Authorizer: Sized {
 #[macro_export]
 macro_rules! export_authenticator {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        struct __AgentflowAuthenticator;
+        // Only the wasm build exports anything: the symbol names are not
+        // valid for native linkers, and native builds exist for unit tests.
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            struct __AgentflowAuthenticator;
 
-        impl $crate::__private::authn::exports::agentflow::auth::authenticate::Guest
-            for __AgentflowAuthenticator
-        {
-            fn authenticate(
-                req: $crate::__private::wit::Request,
-            ) -> $crate::__private::wit::AuthnOutcome {
-                $crate::__private::run_authenticate::<$plugin>(req)
+            impl $crate::__private::authn::exports::agentflow::auth::authenticate::Guest
+                for __AgentflowAuthenticator
+            {
+                fn authenticate(
+                    req: $crate::__private::wit::Request,
+                ) -> $crate::__private::wit::AuthnOutcome {
+                    $crate::__private::run_authenticate::<$plugin>(req)
+                }
             }
-        }
 
-        $crate::__private::authn::export!(
-            __AgentflowAuthenticator with_types_in $crate::__private::authn
-        );
+            $crate::__private::authn::export!(
+                __AgentflowAuthenticator with_types_in $crate::__private::authn
+            );
+        };
     };
 }
 
@@ -117,24 +121,26 @@ macro_rules! export_authenticator {
 #[macro_export]
 macro_rules! export_authorizer {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        struct __AgentflowAuthorizer;
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            struct __AgentflowAuthorizer;
 
-        impl $crate::__private::authz::exports::agentflow::auth::authorize::Guest
-            for __AgentflowAuthorizer
-        {
-            fn authorize(
-                who: $crate::__private::wit::Identity,
-                what: $crate::__private::wit::Access,
-                req: $crate::__private::wit::Request,
-            ) -> $crate::__private::wit::AuthzOutcome {
-                $crate::__private::run_authorize::<$plugin>(who, what, req)
+            impl $crate::__private::authz::exports::agentflow::auth::authorize::Guest
+                for __AgentflowAuthorizer
+            {
+                fn authorize(
+                    who: $crate::__private::wit::Identity,
+                    what: $crate::__private::wit::Access,
+                    req: $crate::__private::wit::Request,
+                ) -> $crate::__private::wit::AuthzOutcome {
+                    $crate::__private::run_authorize::<$plugin>(who, what, req)
+                }
             }
-        }
 
-        $crate::__private::authz::export!(
-            __AgentflowAuthorizer with_types_in $crate::__private::authz
-        );
+            $crate::__private::authz::export!(
+                __AgentflowAuthorizer with_types_in $crate::__private::authz
+            );
+        };
     };
 }
 

@@ -190,9 +190,6 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-// Only for wasm: natively, the export's `agentflow:auth/...` symbol names
-// break linking the cdylib half of the crate, and `cargo test` links it.
-#[cfg(target_family = "wasm")]
 agentflow_plugin_sdk::export_authenticator!(ApiKey);
 
 #[cfg(test)]

@@ -108,9 +108,6 @@ impl Rbac {
     }
 }
 
-// Only for wasm: natively, the export's `agentflow:auth/...` symbol names
-// break linking the cdylib half of the crate, and `cargo test` links it.
-#[cfg(target_family = "wasm")]
 agentflow_plugin_sdk::export_authorizer!(Rbac);
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 //! make `new` fail, which the host reports as a 503.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Request};
@@ -135,15 +136,21 @@ fn hoard_memory() -> ! {
     }
 }
 
-/// Recurses without bound. Each level keeps a 256-byte frame alive and
-/// uses the callee's result afterwards, so the call is neither a tail call
-/// nor foldable into a loop.
+/// Deepest level `recurse` reached; storing it is the side effect that
+/// keeps the optimiser from deleting the recursion.
+static DEPTH: AtomicU64 = AtomicU64::new(0);
+
+/// Recurses without bound on the wasm call stack, so the engine reports a
+/// stack overflow. The result is used after the call (not a tail call, not
+/// foldable into a loop), and nothing takes a local's address: `black_box`
+/// here would move every frame onto Rust's 1 MiB shadow stack in linear
+/// memory, which overflows first and traps as an out-of-bounds access.
 #[allow(unconditional_recursion)]
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
-    let frame = black_box([depth; 32]);
-    let below = recurse(black_box(depth + 1));
-    black_box(below) ^ frame[31]
+    DEPTH.store(depth, Ordering::Relaxed);
+    let below = recurse(depth + 1);
+    below.wrapping_mul(31) ^ depth
 }
 
 /// Burns CPU until `duration` has passed (no sleeping: the host must see a
@@ -155,9 +162,6 @@ fn busy_wait(duration: Duration) {
     }
 }
 
-// Only for wasm: natively, the export's `agentflow:auth/...` symbol names
-// break linking the cdylib half of the crate, and `cargo test` links it.
-#[cfg(target_family = "wasm")]
 agentflow_plugin_sdk::export_authenticator!(Hostile);
 
 #[cfg(test)]
