@@ -46,6 +46,7 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     if let Some(storage) = crate::plugins::open_storage(cfg)? {
         runtime = runtime.with_storage(storage);
     }
+    runtime = runtime.with_compile_cache(crate::plugins::kv::data_dir(&cfg.env, &cfg.dir()).join("compiled"));
     let gate = Gate::build(cfg, &runtime, &accounts)?;
     if gate.is_open() {
         tracing::warn!("\"auth\" is null: every request is accepted without credentials");

@@ -11,6 +11,7 @@ mod config_errors;
 mod hostile_plugins;
 mod jwt;
 mod oauth;
+mod performance;
 mod plugin_dev;
 mod plugin_platform;
 mod proxy;

@@ -27,6 +27,7 @@ pub struct Plugins {
     pub hostile: PathBuf,
     pub probe: PathBuf,
     pub oauth: PathBuf,
+    pub cache_hint: PathBuf,
 }
 
 /// Builds the reference and test plugins for wasm32-wasip2 (release) in a
@@ -38,7 +39,7 @@ pub fn plugins() -> &'static Plugins {
         let status = Command::new(env!("CARGO"))
             .current_dir(repo_root())
             .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "api-key", "-p", "rbac", "-p", "hostile-plugin"])
-            .args(["-p", "probe-plugin", "-p", "oauth-introspect"])
+            .args(["-p", "probe-plugin", "-p", "oauth-introspect", "-p", "cache-hint-plugin"])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -52,6 +53,7 @@ pub fn plugins() -> &'static Plugins {
             hostile: out.join("hostile_plugin.wasm"),
             probe: out.join("probe_plugin.wasm"),
             oauth: out.join("oauth_introspect.wasm"),
+            cache_hint: out.join("cache_hint_plugin.wasm"),
         }
     })
 }

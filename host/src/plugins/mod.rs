@@ -4,10 +4,12 @@
 //! [`Plugin`]/[`PluginRuntime`]; wasmtime stays inside this module.
 
 mod bindings;
+mod compile_cache;
 mod crate_build;
 mod error;
 pub mod inspect;
 pub mod kv;
+mod outcome_cache;
 mod outbound;
 mod plugin;
 pub mod reload;

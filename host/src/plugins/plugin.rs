@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 use super::bindings::{authn, authz, wit};
+use super::outcome_cache::OutcomeCache;
 use super::runtime::PluginRuntime;
 use super::state::{PluginShared, PluginState, truncate};
 use super::{Access, AuthnOutcome, AuthzOutcome, CacheHint, CallFailure, PluginError, PluginRequest, Slot};
@@ -37,11 +38,13 @@ pub(crate) struct LoadedVersion {
     sha256: String,
     wasm: PathBuf,
     loaded_at: SystemTime,
+    /// Answers this version allowed the host to reuse; a new version starts empty.
+    cache: OutcomeCache,
 }
 
 impl LoadedVersion {
     pub(crate) fn new(exports: Exports, sha256: String, wasm: PathBuf) -> Self {
-        LoadedVersion { exports, sha256, wasm, loaded_at: SystemTime::now() }
+        LoadedVersion { exports, sha256, wasm, loaded_at: SystemTime::now(), cache: OutcomeCache::default() }
     }
 
     /// SHA-256 of the component bytes.
@@ -77,6 +80,7 @@ pub struct Plugin {
 #[derive(Default)]
 struct Counters {
     calls: AtomicU64,
+    cache_hits: AtomicU64,
     denials: AtomicU64,
     failures: AtomicU64,
 }
@@ -101,6 +105,8 @@ pub struct PluginStatus {
     pub last_error: Option<String>,
     /// Calls made.
     pub calls: u64,
+    /// Requests answered from the plugin's cache hints without a call.
+    pub cache_hits: u64,
     /// Calls that refused or denied.
     pub denials: u64,
     /// Calls that failed (503).
@@ -191,6 +197,7 @@ impl Plugin {
             loaded_at: v.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             calls: self.counters.calls.load(Ordering::Relaxed),
+            cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
             denials: self.counters.denials.load(Ordering::Relaxed),
             failures: self.counters.failures.load(Ordering::Relaxed),
         }
@@ -229,8 +236,12 @@ impl Plugin {
 
     /// Asks the plugin who sent `req`.
     pub async fn authenticate(&self, req: &PluginRequest) -> Result<AuthnOutcome, PluginError> {
-        self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let version = self.version();
+        if let Some(who) = version.cache.lookup(req) {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(AuthnOutcome::Authenticated { who, cache: None });
+        }
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let Exports::Authenticate(pre) = &version.exports else {
             return Err(self.failure(CallFailure::BadOutput("plugin is not an authenticator".into())));
         };
@@ -246,8 +257,12 @@ impl Plugin {
             Err(e) => return Err(self.failure(self.classify(e, &store))),
         };
         let outcome = convert_authn(outcome).map_err(|m| self.failure(CallFailure::BadOutput(m)))?;
-        if matches!(outcome, AuthnOutcome::Refused { .. }) {
-            self.counters.denials.fetch_add(1, Ordering::Relaxed);
+        match &outcome {
+            AuthnOutcome::Refused { .. } => {
+                self.counters.denials.fetch_add(1, Ordering::Relaxed);
+            }
+            AuthnOutcome::Authenticated { who, cache: Some(hint) } => version.cache.store(req, hint, who),
+            _ => {}
         }
         Ok(outcome)
     }

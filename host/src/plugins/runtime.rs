@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use sha2::Digest;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{authn, authz};
+use super::compile_cache::CompileCache;
 use super::crate_build;
 use super::kv::KvStore;
 use super::outbound::AllowList;
@@ -30,6 +31,7 @@ pub struct PluginRuntime {
     linker: Arc<Linker<PluginState>>,
     storage: Option<KvStore>,
     secrets: Option<Arc<dyn SecretSource>>,
+    compile_cache: Option<Arc<CompileCache>>,
 }
 
 impl PluginRuntime {
@@ -37,10 +39,13 @@ impl PluginRuntime {
     /// storage until [`PluginRuntime::with_storage`].
     pub fn new() -> Result<Self, PluginError> {
         let engine_err = |e: wasmtime::Error| PluginError::Engine(e.to_string());
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(engine_err)?;
+        let engine = match Engine::new(&engine_config(true)) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable (address space limits?); instantiating on demand");
+                Engine::new(&engine_config(false)).map_err(engine_err)?
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         // WASI with a closed context: plugins built with std import it, but
@@ -51,7 +56,14 @@ impl PluginRuntime {
         authn::Authenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_err)?;
 
         spawn_epoch_clock(&engine);
-        Ok(PluginRuntime { engine, linker: Arc::new(linker), storage: None, secrets: None })
+        Ok(PluginRuntime { engine, linker: Arc::new(linker), storage: None, secrets: None, compile_cache: None })
+    }
+
+    /// Keeps compiled components in `dir`, so restarts and reloads of an
+    /// unchanged file skip compilation.
+    pub fn with_compile_cache(mut self, dir: PathBuf) -> Self {
+        self.compile_cache = Some(Arc::new(CompileCache::new(dir, &self.engine)));
+        self
     }
 
     /// Gives every plugin loaded from now on a private namespace in `storage`.
@@ -137,7 +149,13 @@ impl PluginRuntime {
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
             return Err("this is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target".into());
         }
-        Component::new(&self.engine, bytes).map_err(|e| format!("not a valid WebAssembly component: {}", first_line(&e)))
+        let compile = || {
+            Component::new(&self.engine, bytes).map_err(|e| format!("not a valid WebAssembly component: {}", first_line(&e)))
+        };
+        match &self.compile_cache {
+            Some(cache) => cache.get_or_compile(&self.engine, bytes, compile),
+            None => compile(),
+        }
     }
 
     /// The engine (for inspection tools).
@@ -150,6 +168,37 @@ impl PluginRuntime {
         &self.linker
     }
 }
+
+/// The engine settings: component model, epoch interruption for time
+/// limits and, when `pooled`, the pooling allocator. A fresh sandbox per
+/// call is cheap only with pooling: memories, tables and fiber stacks are
+/// reused from pre-reserved slots instead of mapped per call.
+fn engine_config(pooled: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if pooled {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 4)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS * 2)
+            .total_stacks(POOL_SLOTS)
+            // Leave the first pages of a reused slot mapped: a plugin's
+            // memory stays warm without being shared (it is reset on reuse).
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(64 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Copying the small data segments of a plugin beats copy-on-write
+        // page faults when many sandboxes start at once (wasmtime #8034).
+        config.memory_init_cow(false);
+    }
+    config
+}
+
+/// Sandboxes that can exist at once (concurrent plugin calls, all plugins).
+const POOL_SLOTS: u32 = 1000;
 
 fn load_error(cfg: &PluginConfig, reason: String) -> PluginError {
     PluginError::Load { name: cfg.name.clone(), path: cfg.path.clone(), reason }
