@@ -102,7 +102,13 @@ fn print_machine() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!("# agentflow gateway benchmark");
     println!();
+    let git = |args: &[&str]| {
+        Command::new("git").current_dir(repo_root()).args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     println!("machine: {cores} cores, {cpu}, {mem} RAM");
+    println!("code: {commit}{}", if dirty { " (with uncommitted changes)" } else { "" });
     println!("(numbers from a shared or busy machine are noisy; compare ratios within one run)");
     println!();
 }
@@ -117,6 +123,9 @@ fn repo_root() -> PathBuf {
 
 struct Fixtures {
     dir: tempfile::TempDir,
+    /// A private copy of the release binary, so a rebuild in the shared
+    /// target dir during the run cannot change what is measured.
+    server_bin: PathBuf,
     api_key_wasm: PathBuf,
     rbac_wasm: PathBuf,
     cache_hint_wasm: PathBuf,
@@ -128,6 +137,8 @@ struct Fixtures {
 impl Fixtures {
     fn prepare() -> Fixtures {
         let dir = tempfile::tempdir().expect("temp dir");
+        let server_bin = dir.path().join("agentflow");
+        std::fs::copy(env!("CARGO_BIN_EXE_agentflow"), &server_bin).expect("copying the agentflow binary");
         let (api_key_wasm, rbac_wasm, cache_hint_wasm) = build_plugins();
 
         // RS256 keys from the openssl command line, as the README suggests.
@@ -151,7 +162,7 @@ impl Fixtures {
         };
         let hs256_token = sign(&[("JWT_SECRET_KEY", SECRET), ("JWT_ALGORITHM", "HS256")]);
         let rs256_token = sign(&[("JWT_SECRET_KEY", &private_pem), ("JWT_ALGORITHM", "RS256")]);
-        Fixtures { dir, api_key_wasm, rbac_wasm, cache_hint_wasm, rsa_public: public, hs256_token, rs256_token }
+        Fixtures { dir, server_bin, api_key_wasm, rbac_wasm, cache_hint_wasm, rsa_public: public, hs256_token, rs256_token }
     }
 
     fn api_key_config(&self) -> Value {
@@ -394,10 +405,10 @@ fn start_upstream() -> (Proc, String) {
 }
 
 /// Starts the release `agentflow` binary on `config` with `env`.
-fn start_server(dir: &Path, name: &str, config: &Value, env: &[(&str, String)]) -> (Proc, String, Duration) {
-    let path = dir.join(format!("{name}.json"));
+fn start_server(fx: &Fixtures, name: &str, config: &Value, env: &[(&str, String)]) -> (Proc, String, Duration) {
+    let path = fx.dir.path().join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentflow"));
+    let mut cmd = Command::new(&fx.server_bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("JWT_") || k.starts_with("AGENTFLOW_") || k == "RUST_LOG" {
             cmd.env_remove(k);
@@ -428,7 +439,7 @@ fn startup(fx: &Fixtures, report: &mut Report) {
     });
     let mut times = Vec::new();
     for _ in 0..6 {
-        let (p, _, took) = start_server(fx.dir.path(), "startup", &config, &[]);
+        let (p, _, took) = start_server(fx, "startup", &config, &[]);
         drop(p);
         times.push(took);
     }
@@ -641,7 +652,7 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
     let mut results: Vec<(&'static str, Route, Result<WrkResult, String>)> = Vec::new();
     for v in variants(fx, &upstream_url) {
         let env: Vec<(&str, String)> = v.env.clone();
-        let (server, base, _) = start_server(fx.dir.path(), &v.name.replace([' ', '+'], "_"), &v.config, &env);
+        let (server, base, _) = start_server(fx, &v.name.replace([' ', '+'], "_"), &v.config, &env);
         for route in routes {
             eprintln!("load: {} — {}", v.name, route.label());
             if let Err(e) = check_ok(&base, route, &v.headers) {
