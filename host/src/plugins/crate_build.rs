@@ -14,6 +14,8 @@ pub fn is_crate(path: &Path) -> bool {
 /// Builds the crate at `dir` in release mode for wasm32-wasip2 and returns
 /// the component it produced.
 pub fn build(dir: &Path) -> Result<PathBuf, String> {
+    // Absolute, because cargo runs inside the crate folder.
+    let dir = &dir.canonicalize().map_err(|e| format!("cannot open the crate folder: {e}"))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     tracing::info!(crate_dir = %dir.display(), "building plugin crate for wasm32-wasip2");
     let output = Command::new(cargo)
