@@ -290,6 +290,39 @@ impl Accounts {
     }
 }
 
+/// Secrets for plugins: the environment first, then the encrypted
+/// variables of the superuser named by `AGENTFLOW_SUPERUSER` (decrypted
+/// once, when the plugins load).
+pub struct PluginSecrets {
+    env: crate::config::Env,
+    variables: std::collections::HashMap<String, String>,
+}
+
+impl PluginSecrets {
+    /// Reads and decrypts the operator's variables.
+    pub async fn load(accounts: &Accounts, env: crate::config::Env) -> Result<PluginSecrets, ApiError> {
+        let mut variables = std::collections::HashMap::new();
+        if let Some(name) = &accounts.settings.superuser {
+            let owner = accounts.store.get_user_by_username(name).await?;
+            for v in accounts.store.list_variables(&owner.id).await? {
+                match accounts.secrets.decrypt(&v.value_encrypted) {
+                    Ok(bytes) => {
+                        variables.insert(v.name, String::from_utf8_lossy(&bytes).into_owned());
+                    }
+                    Err(e) => tracing::warn!(variable = %v.name, error = %e, "cannot decrypt a variable for plugin secrets"),
+                }
+            }
+        }
+        Ok(PluginSecrets { env, variables })
+    }
+}
+
+impl crate::plugins::SecretSource for PluginSecrets {
+    fn secret(&self, name: &str) -> Option<String> {
+        self.env.get(name).or_else(|| self.variables.get(name).cloned())
+    }
+}
+
 /// Superusers are `admin`; everyone else is `user`.
 pub fn roles_of(user: &User) -> Vec<String> {
     vec![if user.is_superuser { "admin" } else { "user" }.to_owned()]

@@ -25,6 +25,9 @@ pub enum StartError {
     /// The plugin engine could not start.
     #[error(transparent)]
     Engine(#[from] PluginError),
+    /// The encrypted variables granted to plugins cannot be read.
+    #[error("cannot read plugin secrets from the encrypted variables: {0}")]
+    Secrets(String),
     /// Plugin files cannot be watched for hot reload.
     #[error("{0}")]
     Watch(String),
@@ -46,6 +49,10 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     if let Some(storage) = crate::plugins::open_storage(cfg)? {
         runtime = runtime.with_storage(storage);
     }
+    let secrets = crate::accounts::PluginSecrets::load(&accounts, cfg.env.clone())
+        .await
+        .map_err(|e| StartError::Secrets(e.to_string()))?;
+    runtime = runtime.with_secrets(Arc::new(secrets));
     runtime = runtime.with_compile_cache(crate::plugins::kv::data_dir(&cfg.env, &cfg.dir()).join("compiled"));
     let gate = Gate::build(cfg, &runtime, &accounts)?;
     if gate.is_open() {

@@ -60,6 +60,25 @@ fn with_marker(wasm: &Path, marker: &str) -> Vec<u8> {
 }
 
 #[test]
+fn secrets_can_come_from_the_operators_encrypted_variables() {
+    let env = [("JWT_SECRET_KEY", SECRET), ("AGENTFLOW_SUPERUSER", "ops"), ("AGENTFLOW_SUPERUSER_PASSWORD", "ops-password-1")];
+    let granted = probe("secret", json!({"secrets": ["VAULT_TOKEN"], "config": {"mode": "secret", "secret": "VAULT_TOKEN"}}));
+    let server = Server::start(json!({"auth": ["jwt", granted]}), &env);
+    assert_eq!(probe_claims(&server)["secret"], Value::Null);
+    let login = post(&server.url("/v1/login"), &[], json!({"username": "ops", "password": "ops-password-1"}));
+    let token = bearer(login.body["access_token"].as_str().unwrap());
+    let created = post(
+        &server.url("/v1/variables"),
+        &[("authorization", &token)],
+        json!({"name": "VAULT_TOKEN", "value": "from-the-vault", "type": "credential"}),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    // Secrets are read when plugins load.
+    let server = server.restart(&[]);
+    assert_eq!(probe_claims(&server)["secret"], "from-the-vault");
+}
+
+#[test]
 fn secrets_are_visible_only_to_the_plugin_granted_them() {
     let env = [("JWT_SECRET_KEY", SECRET), ("PROBE_SECRET", "s3cret-value"), ("OTHER_SECRET", "not-yours")];
     let granted = probe("secret", json!({"secrets": ["PROBE_SECRET"], "config": {"mode": "secret", "secret": "PROBE_SECRET"}}));
