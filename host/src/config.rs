@@ -131,6 +131,16 @@ impl Default for PluginDefaults {
     }
 }
 
+/// Where the server keeps its state (accounts, plugin kv, compiled plugins):
+/// `AGENTFLOW_DATA_DIR` resolved against the config file's folder, else
+/// `data/` beside the config file.
+pub fn data_dir(env: &Env, config_dir: &Path) -> PathBuf {
+    match env.get("AGENTFLOW_DATA_DIR").map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()) {
+        Some(dir) => config_dir.join(dir),
+        None => config_dir.join("data"),
+    }
+}
+
 /// Environment variables: the real environment over the `env` file.
 #[derive(Debug, Clone, Default)]
 pub struct Env {

@@ -53,7 +53,7 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         .await
         .map_err(|e| StartError::Secrets(e.to_string()))?;
     runtime = runtime.with_secrets(Arc::new(secrets));
-    runtime = runtime.with_compile_cache(crate::plugins::kv::data_dir(&cfg.env, &cfg.dir()).join("compiled"));
+    runtime = runtime.with_compile_cache(crate::config::data_dir(&cfg.env, &cfg.dir()).join("compiled"));
     let gate = Gate::build(cfg, &runtime, &accounts)?;
     if gate.is_open() {
         tracing::warn!("\"auth\" is null: every request is accepted without credentials");

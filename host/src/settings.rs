@@ -44,7 +44,6 @@ impl AccountSettings {
     /// Reads the settings; relative paths resolve against `config_dir`.
     pub fn from_env(env: &Env, config_dir: &Path) -> Result<Self, SettingError> {
         let text = |name: &str| env.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let data_dir = text("AGENTFLOW_DATA_DIR").unwrap_or_else(|| "data".into());
         let settings = AccountSettings {
             auto_login: flag(env, "AGENTFLOW_AUTO_LOGIN", false)?,
             superuser: text("AGENTFLOW_SUPERUSER"),
@@ -52,7 +51,7 @@ impl AccountSettings {
             secret_key: text("AGENTFLOW_SECRET_KEY"),
             secret_key_previous: text("AGENTFLOW_SECRET_KEY_PREVIOUS"),
             new_user_is_active: flag(env, "AGENTFLOW_NEW_USER_IS_ACTIVE", false)?,
-            data_dir: config_dir.join(data_dir),
+            data_dir: crate::config::data_dir(env, config_dir),
             enable_superuser_cli: flag(env, "AGENTFLOW_ENABLE_SUPERUSER_CLI", true)?,
             access_token_ttl: seconds(env, "AGENTFLOW_ACCESS_TOKEN_EXPIRE_SECONDS", 3600)?,
             refresh_token_ttl: seconds(env, "AGENTFLOW_REFRESH_TOKEN_EXPIRE_SECONDS", 7 * 86_400)?,

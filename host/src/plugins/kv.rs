@@ -8,24 +8,13 @@
 //! tree survives reloads (same name) and restarts. Every tree has a size
 //! cap (keys plus values, in bytes) enforced on every write.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::Env;
 
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY: usize = 1024;
-
-/// The folder agentflow keeps its data in: `AGENTFLOW_DATA_DIR`, else
-/// `data` beside the config file; relative values resolve against
-/// `config_dir`.
-pub fn data_dir(env: &Env, config_dir: &Path) -> PathBuf {
-    match env.get("AGENTFLOW_DATA_DIR").filter(|d| !d.trim().is_empty()) {
-        Some(dir) => config_dir.join(dir),
-        None => config_dir.join("data"),
-    }
-}
 
 /// The sled database holding every plugin's store.
 #[derive(Clone)]
@@ -126,6 +115,8 @@ impl PluginKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Env;
+    use std::path::PathBuf;
 
     #[test]
     fn namespaces_are_private_and_persist() {
@@ -168,11 +159,11 @@ mod tests {
 
     #[test]
     fn data_dir_defaults_beside_the_config() {
-        let dir = data_dir(&Env::from_pairs([]), Path::new("/etc/af"));
+        let dir = crate::config::data_dir(&Env::from_pairs([]), Path::new("/etc/af"));
         if std::env::var_os("AGENTFLOW_DATA_DIR").is_none() {
             assert_eq!(dir, PathBuf::from("/etc/af/data"));
         }
-        let dir = data_dir(&Env::from_pairs([("AGENTFLOW_DATA_DIR".into(), "/var/lib/af".into())]), Path::new("/etc/af"));
+        let dir = crate::config::data_dir(&Env::from_pairs([("AGENTFLOW_DATA_DIR".into(), "/var/lib/af".into())]), Path::new("/etc/af"));
         if std::env::var_os("AGENTFLOW_DATA_DIR").is_none() {
             assert_eq!(dir, PathBuf::from("/var/lib/af"));
         }

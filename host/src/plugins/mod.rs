@@ -47,7 +47,7 @@ pub fn open_storage(cfg: &Config) -> Result<Option<KvStore>, PluginError> {
     if !any_plugin {
         return Ok(None);
     }
-    let dir = kv::data_dir(&cfg.env, &cfg.dir());
+    let dir = crate::config::data_dir(&cfg.env, &cfg.dir());
     KvStore::open(&dir).map(Some).map_err(PluginError::Storage)
 }
 
