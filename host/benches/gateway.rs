@@ -5,7 +5,7 @@
 //!
 //! 1. **Load**: for each variant (no auth, built-in JWT HS256 and RS256, the
 //!    api-key plugin, a plugin with a cache hint, and authenticator +
-//!    authorizer chains) the real release `agentflow` binary is started on a
+//!    authorizer chains, and the api-key plugin with `reuse_instance`) the real release `agentflow` binary is started on a
 //!    loopback port with a generated config, and `wrk` drives two routes:
 //!    `POST /v1/graph/invoke` (authenticated, authorized, forwarded to the
 //!    upstream) and `GET /v1/whoami` (authentication only, no forwarding, so
@@ -27,7 +27,8 @@
 //!
 //! Options (after `--`): `--quick` (1 s per load run), `--micro` (only the
 //! micro-benchmarks), `--load` (only the load runs). Environment:
-//! `BENCH_DURATION` (seconds per load run, default 5), `BENCH_CONNECTIONS`
+//! `BENCH_DURATION` (seconds per load run, default 3), `BENCH_ROUNDS` (passes over
+//! all variants, default 3; figures are medians), `BENCH_CONNECTIONS`
 //! (default 32), `BENCH_THREADS` (wrk threads, default 2), `BENCH_ITERS`
 //! (micro-benchmark iterations, default 20000).
 //!
@@ -66,7 +67,8 @@ fn main() {
     let only_micro = args.iter().any(|a| a == "--micro");
     let only_load = args.iter().any(|a| a == "--load");
     let opts = LoadOpts {
-        duration_s: env_num("BENCH_DURATION", if quick { 1 } else { 5 }),
+        duration_s: env_num("BENCH_DURATION", if quick { 1 } else { 3 }),
+        rounds: env_num("BENCH_ROUNDS", if quick { 1 } else { 3 }),
         connections: env_num("BENCH_CONNECTIONS", 32),
         threads: env_num("BENCH_THREADS", 2),
     };
@@ -291,7 +293,8 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
     });
     row("JWT RS256 verify (2048-bit key)", &s);
 
-    // Plugins, through the public API, on a single-threaded tokio runtime.
+    // Plugins, through the public API, on a single-threaded tokio runtime
+    // (entering it per call costs well under a microsecond).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let runtime = PluginRuntime::new().expect("plugin engine");
     let env = Env::default();
@@ -310,38 +313,27 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
         vec![("content-type".into(), "application/json".into()), ("x-api-key".into(), API_KEY.into())],
         Some("127.0.0.1".into()),
     );
-    let s = rt.block_on(async {
-        let mut v = Vec::with_capacity(iters);
-        for i in 0..iters + (iters / 10).max(100) {
-            let t = Instant::now();
-            let out = api_key.authenticate(&req).await.expect("api-key call");
-            let d = t.elapsed();
-            assert!(matches!(out, AuthnOutcome::Authenticated { .. }), "api-key did not authenticate: {out:?}");
-            if i >= (iters / 10).max(100) {
-                v.push(d);
-            }
-        }
-        v.sort();
-        Samples(v)
+    let s = Samples::measure(iters, || {
+        let out = rt.block_on(api_key.authenticate(&req)).expect("api-key call");
+        assert!(matches!(out, AuthnOutcome::Authenticated { .. }), "api-key did not authenticate: {out:?}");
     });
     row("plugin call: api-key `authenticate` (instantiate + call, fresh sandbox)", &s);
     report.micro.insert("plugin", s.pct(0.5));
 
+    let reused = runtime
+        .load(&PluginConfig { reuse_instance: true, ..api_key_cfg.clone() }, Slot::Authenticator, &env)
+        .expect("loading api-key with reuse_instance");
+    let s = Samples::measure(iters, || {
+        let out = rt.block_on(reused.authenticate(&req)).expect("api-key call");
+        assert!(matches!(out, AuthnOutcome::Authenticated { .. }), "api-key did not authenticate: {out:?}");
+    });
+    row("plugin call: api-key `authenticate` (warm sandbox, `reuse_instance`)", &s);
+
     let who = Identity { user_id: "bench-service".into(), roles: vec!["user".into()], claims: Map::new() };
     let access = Access { resource: "graph", action: "invoke", resource_id: None };
-    let s = rt.block_on(async {
-        let mut v = Vec::with_capacity(iters);
-        for i in 0..iters + (iters / 10).max(100) {
-            let t = Instant::now();
-            let out = rbac.authorize(&who, &access, &req).await.expect("rbac call");
-            let d = t.elapsed();
-            assert_eq!(out, AuthzOutcome::Allow);
-            if i >= (iters / 10).max(100) {
-                v.push(d);
-            }
-        }
-        v.sort();
-        Samples(v)
+    let s = Samples::measure(iters, || {
+        let out = rt.block_on(rbac.authorize(&who, &access, &req)).expect("rbac call");
+        assert_eq!(out, AuthzOutcome::Allow);
     });
     row("plugin call: rbac `authorize` (instantiate + call, fresh sandbox)", &s);
     println!();
@@ -464,6 +456,9 @@ fn startup(fx: &Fixtures, report: &mut Report) {
 
 struct LoadOpts {
     duration_s: u64,
+    /// Passes over all variants; each figure is the median over passes, so
+    /// a compile or a CPU frequency change during one pass moves it less.
+    rounds: u64,
     connections: u64,
     threads: u64,
 }
@@ -522,6 +517,12 @@ fn variants(fx: &Fixtures, upstream: &str) -> Vec<Variant> {
         },
         Variant { name: "api-key plugin", config: json!({"agent": upstream, "auth": api_key}), env: vec![], headers: key.clone() },
         Variant {
+            name: "api-key, reuse_instance",
+            config: json!({"agent": upstream, "auth": reused(&api_key)}),
+            env: vec![],
+            headers: key.clone(),
+        },
+        Variant {
             name: "cache-hint plugin",
             config: json!({"agent": upstream, "auth": {"method": "custom", "name": "cache-hint", "path": fx.cache_hint_wasm,
                 "config": {"token": API_KEY, "user_id": "bench-service", "roles": ["user"], "ttl_ms": 600_000}}}),
@@ -541,6 +542,13 @@ fn variants(fx: &Fixtures, upstream: &str) -> Vec<Variant> {
             headers: key,
         },
     ]
+}
+
+/// `plugin` with the instance-reuse opt-in.
+fn reused(plugin: &Value) -> Value {
+    let mut plugin = plugin.clone();
+    plugin["reuse_instance"] = json!(true);
+    plugin
 }
 
 fn lua_string(s: &str) -> String {
@@ -649,33 +657,37 @@ fn check_ok(base: &str, route: Route, headers: &[(&'static str, String)]) -> Res
 fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
     let (_upstream, upstream_url) = start_upstream();
     let routes = [Route::Invoke, Route::Whoami];
-    let mut results: Vec<(&'static str, Route, Result<WrkResult, String>)> = Vec::new();
-    for v in variants(fx, &upstream_url) {
-        let env: Vec<(&str, String)> = v.env.clone();
-        let (server, base, _) = start_server(fx, &v.name.replace([' ', '+'], "_"), &v.config, &env);
-        for route in routes {
-            eprintln!("load: {} — {}", v.name, route.label());
-            if let Err(e) = check_ok(&base, route, &v.headers) {
-                eprintln!("  skipped: a single request did not answer 200: {e}");
-                results.push((v.name, route, Err(e)));
-                continue;
+    let variants = variants(fx, &upstream_url);
+    // Per (variant, route): one result per round, or why it could not run.
+    let mut runs: HashMap<(&'static str, Route), Result<Vec<WrkResult>, String>> = HashMap::new();
+    for round in 1..=opts.rounds {
+        for v in &variants {
+            let (server, base, _) = start_server(fx, &v.name.replace([' ', '+', ','], "_"), &v.config, &v.env);
+            for route in routes {
+                let entry = runs.entry((v.name, route)).or_insert_with(|| Ok(Vec::new()));
+                let Ok(done) = entry else { continue };
+                eprintln!("load, round {round}/{}: {} — {}", opts.rounds, v.name, route.label());
+                if let Err(e) = check_ok(&base, route, &v.headers) {
+                    eprintln!("  skipped: a single request did not answer 200: {e}");
+                    *entry = Err(e);
+                    continue;
+                }
+                let script = wrk_script(fx.dir.path(), v.name, route, &v.headers);
+                let path = match route {
+                    Route::Invoke => "/v1/graph/invoke",
+                    Route::Whoami => "/v1/whoami",
+                };
+                let url = format!("{base}{path}");
+                run_wrk(opts, 1, &script, &url); // warm-up, discarded
+                done.push(run_wrk(opts, opts.duration_s, &script, &url));
             }
-            let script = wrk_script(fx.dir.path(), v.name, route, &v.headers);
-            let path = match route {
-                Route::Invoke => "/v1/graph/invoke",
-                Route::Whoami => "/v1/whoami",
-            };
-            let url = format!("{base}{path}");
-            run_wrk(opts, 1, &script, &url); // warm-up, discarded
-            let r = run_wrk(opts, opts.duration_s, &script, &url);
-            results.push((v.name, route, Ok(r)));
+            drop(server);
         }
-        drop(server);
     }
 
     println!(
-        "## Load: wrk, {} threads, {} connections, {} s per run after a 1 s warm-up; server, upstream and wrk on one machine",
-        opts.threads, opts.connections, opts.duration_s
+        "## Load: wrk, {} threads, {} connections, {} s per run after a 1 s warm-up, {} round(s) over all variants (medians); server, upstream and wrk on one machine",
+        opts.threads, opts.connections, opts.duration_s, opts.rounds
     );
     for route in routes {
         println!();
@@ -683,28 +695,35 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
         println!();
         println!("| variant | req/s | p50 | p99 | ratio to no auth (req/s) | p99 / no-auth p99 | errors |");
         println!("|---|---:|---:|---:|---:|---:|---:|");
-        let base = results
-            .iter()
-            .find(|(n, r, _)| *n == "no auth" && *r == route)
-            .and_then(|(_, _, res)| res.as_ref().ok())
-            .cloned();
-        for (name, r, res) in results.iter().filter(|(_, r, _)| *r == route) {
-            match res {
-                Ok(w) => {
-                    let (ratio, p99r) = match &base {
-                        Some(b) => (w.rps / b.rps, w.p99.as_secs_f64() / b.p99.as_secs_f64()),
+        let base = match runs.get(&("no auth", route)) {
+            Some(Ok(b)) if !b.is_empty() => Some(b),
+            _ => None,
+        };
+        for v in &variants {
+            let name = v.name;
+            match &runs[&(name, route)] {
+                Ok(rounds) => {
+                    // Ratios per round (against the no-auth run of the same
+                    // round), then the median of those.
+                    let (ratio, p99r) = match base {
+                        Some(b) => (
+                            median(rounds.iter().zip(b).map(|(w, b)| w.rps / b.rps)),
+                            median(rounds.iter().zip(b).map(|(w, b)| w.p99.as_secs_f64() / b.p99.as_secs_f64())),
+                        ),
                         None => (f64::NAN, f64::NAN),
                     };
-                    let errors = w.non_2xx + w.socket_errors;
+                    let errors: u64 = rounds.iter().map(|w| w.non_2xx + w.socket_errors).sum();
+                    let requests: u64 = rounds.iter().map(|w| w.requests).sum();
+                    let secs = |f: fn(&WrkResult) -> Duration| Duration::from_secs_f64(median(rounds.iter().map(|w| f(w).as_secs_f64())));
                     println!(
                         "| {name} | {:.0} | {} | {} | {ratio:.2}× | {p99r:.2}× | {} |",
-                        w.rps,
-                        ms(w.p50),
-                        ms(w.p99),
-                        if errors == 0 { "0".to_owned() } else { format!("{errors} of {}", w.requests) }
+                        median(rounds.iter().map(|w| w.rps)),
+                        ms(secs(|w| w.p50)),
+                        ms(secs(|w| w.p99)),
+                        if errors == 0 { "0".to_owned() } else { format!("{errors} of {requests}") }
                     );
                     if errors == 0 {
-                        report.load.insert((*name, *r), (ratio, p99r));
+                        report.load.insert((name, route), (ratio, p99r));
                     }
                 }
                 Err(e) => println!("| {name} | — | — | — | — | — | not run: {e} |"),
@@ -712,6 +731,17 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
         }
     }
     println!();
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
 }
 
 // ---------------------------------------------------------------------------

@@ -88,6 +88,10 @@ pub struct PluginConfig {
     pub timeout_ms: u32,
     /// Size cap of the plugin's key-value store, in KiB.
     pub kv_kb: u32,
+    /// Whether calls may reuse a warm sandbox (`"reuse_instance": true`)
+    /// instead of a fresh one each: faster, but whatever the plugin keeps in
+    /// memory is seen by later callers. Off unless the plugin asks.
+    pub reuse_instance: bool,
 }
 
 /// The `plugins` section: defaults that apply to every plugin.
@@ -204,6 +208,8 @@ struct RawPlugin {
     timeout_ms: Option<u32>,
     #[serde(default)]
     kv_kb: Option<u32>,
+    #[serde(default)]
+    reuse_instance: bool,
 }
 
 impl Config {
@@ -320,6 +326,7 @@ impl Ctx<'_> {
                 memory_mb: None,
                 timeout_ms: None,
                 kv_kb: None,
+                reuse_instance: false,
             },
             Value::Object(_) => serde_json::from_value(v.clone()).map_err(|e| (key.to_owned(), e.to_string()))?,
             _ => return Err((key.to_owned(), "must be a path or an object with \"path\"".into())),
@@ -353,6 +360,7 @@ impl Ctx<'_> {
             memory_mb,
             timeout_ms,
             kv_kb,
+            reuse_instance: raw.reuse_instance,
         })
     }
 }
@@ -427,9 +435,21 @@ mod tests {
                 assert_eq!(p.name, "p");
                 assert_eq!(p.config["a"], 1);
                 assert_eq!(p.timeout_ms, 200);
+                assert!(!p.reuse_instance, "a fresh sandbox per call unless the entry opts in");
             }
             other => panic!("expected plugin, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn reuse_instance_is_a_per_plugin_opt_in() {
+        let c = load(r#"{"authorization": {"path": "p.wasm", "reuse_instance": true}}"#).unwrap();
+        assert!(c.authorization.unwrap().reuse_instance);
+        let e = load(r#"{"authorization": {"path": "p.wasm", "reuse_instance": "yes"}}"#).unwrap_err();
+        assert_eq!(e.key, "authorization");
+        assert!(e.reason.contains("expected a boolean"), "{e}");
+        let e = load(r#"{"plugins": {"reuse_instance": true}}"#).unwrap_err();
+        assert!(e.reason.contains("unknown field `reuse_instance`"), "{e}");
     }
 
     #[test]

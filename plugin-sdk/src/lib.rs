@@ -10,6 +10,11 @@
 //! its config (`new`) and then asked one question. Nothing survives between
 //! calls except what you store with [`host::kv_set`].
 //!
+//! When the operator opts the plugin into `"reuse_instance": true`, a
+//! sandbox serves many calls: `new` runs on its first call and the value is
+//! kept for the next ones, and so is anything else your code leaves in
+//! memory (statics, caches). Keep per-request data out of them.
+//!
 //! ## A complete authenticator
 //!
 //! ```no_run
@@ -105,7 +110,10 @@ macro_rules! export_authenticator {
                 fn authenticate(
                     req: $crate::__private::wit::Request,
                 ) -> $crate::__private::wit::AuthnOutcome {
-                    $crate::__private::run_authenticate::<$plugin>(req)
+                    ::std::thread_local! {
+                        static PLUGIN: ::core::cell::OnceCell<$plugin> = const { ::core::cell::OnceCell::new() };
+                    }
+                    PLUGIN.with(|plugin| $crate::__private::run_authenticate::<$plugin>(plugin, req))
                 }
             }
 
@@ -133,7 +141,10 @@ macro_rules! export_authorizer {
                     what: $crate::__private::wit::Access,
                     req: $crate::__private::wit::Request,
                 ) -> $crate::__private::wit::AuthzOutcome {
-                    $crate::__private::run_authorize::<$plugin>(who, what, req)
+                    ::std::thread_local! {
+                        static PLUGIN: ::core::cell::OnceCell<$plugin> = const { ::core::cell::OnceCell::new() };
+                    }
+                    PLUGIN.with(|plugin| $crate::__private::run_authorize::<$plugin>(plugin, who, what, req))
                 }
             }
 
@@ -147,6 +158,8 @@ macro_rules! export_authorizer {
 /// Glue used by the export macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    use core::cell::OnceCell;
+
     pub use crate::bindings::{authn, authz, wit};
     use crate::{Authenticator, Authorizer};
 
@@ -169,19 +182,25 @@ pub mod __private {
         }
     }
 
-    /// Runs one authentication for the export macro.
-    pub fn run_authenticate<P: Authenticator>(req: wit::Request) -> wit::AuthnOutcome {
-        let plugin = build::<P, P::Config>(P::new);
+    /// Runs one authentication for the export macro, building the plugin
+    /// on the sandbox's first call.
+    pub fn run_authenticate<P: Authenticator>(
+        plugin: &OnceCell<P>,
+        req: wit::Request,
+    ) -> wit::AuthnOutcome {
+        let plugin = plugin.get_or_init(|| build::<P, P::Config>(P::new));
         plugin.authenticate(&req.into()).into()
     }
 
-    /// Runs one authorization for the export macro.
+    /// Runs one authorization for the export macro, building the plugin
+    /// on the sandbox's first call.
     pub fn run_authorize<P: Authorizer>(
+        plugin: &OnceCell<P>,
         who: wit::Identity,
         what: wit::Access,
         req: wit::Request,
     ) -> wit::AuthzOutcome {
-        let plugin = build::<P, P::Config>(P::new);
+        let plugin = plugin.get_or_init(|| build::<P, P::Config>(P::new));
         plugin.authorize(&who.into(), &what.into(), &req.into()).into()
     }
 }

@@ -59,3 +59,52 @@ fn compiled_plugins_are_reused_across_restarts() {
     assert_eq!(get(&server.url("/v1/whoami"), &[("x-api-key", "k")]).status, 401, "the cached compilation serves");
     assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), written, "not compiled again");
 }
+
+fn memory_probe(reuse: Option<bool>) -> Server {
+    let mut plugin = json!({"method": "custom", "name": "probe", "path": plugins().probe, "config": {"mode": "memory"}});
+    if let Some(reuse) = reuse {
+        plugin["reuse_instance"] = json!(reuse);
+    }
+    Server::start(json!({"auth": plugin}), &[])
+}
+
+fn whoami_as(server: &Server, caller: &str) -> serde_json::Value {
+    let r = get(&server.url("/v1/whoami"), &[("x-caller", caller)]);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["claims"].clone()
+}
+
+#[test]
+fn every_call_gets_a_fresh_sandbox_by_default() {
+    for server in [memory_probe(None), memory_probe(Some(false))] {
+        for caller in ["alice", "bob", "carol"] {
+            let claims = whoami_as(&server, caller);
+            assert_eq!(claims["seen"], 1, "nothing survives a call: {claims}");
+            assert_eq!(claims["last_caller"], "", "no caller sees the one before: {claims}");
+        }
+    }
+}
+
+#[test]
+fn reuse_instance_keeps_a_warm_sandbox_and_its_memory() {
+    let server = memory_probe(Some(true));
+    // Requests one after another find the same idle sandbox; the plugin's
+    // memory carries over, which is the trade-off the opt-in accepts.
+    let first = whoami_as(&server, "alice");
+    assert_eq!(first["seen"], 1);
+    let second = whoami_as(&server, "bob");
+    assert_eq!(second["seen"], 2, "{second}");
+    assert_eq!(second["last_caller"], "alice", "{second}");
+}
+
+#[test]
+fn a_reused_sandbox_that_fails_is_thrown_away() {
+    let server = memory_probe(Some(true));
+    assert_eq!(whoami_as(&server, "alice")["seen"], 1);
+    // The warm sandbox takes this call and traps in it: 503, and it is gone.
+    let r = get(&server.url("/v1/whoami"), &[("x-caller", "mallory"), ("x-fail", "1")]);
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    let next = whoami_as(&server, "bob");
+    assert_eq!(next["seen"], 1, "a new sandbox serves after a failure: {next}");
+    assert_eq!(next["last_caller"], "", "{next}");
+}

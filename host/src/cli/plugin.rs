@@ -172,6 +172,7 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
         memory_mb: args.memory_mb,
         timeout_ms: args.timeout_ms,
         kv_kb: 1024,
+        reuse_instance: false,
     };
     let plugin = runtime.load(&cfg, slot, &Env::process_only())?;
     let headers = match req.headers {

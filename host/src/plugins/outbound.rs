@@ -63,6 +63,11 @@ impl OutboundPolicy {
     pub fn new(plugin: String, allowed: AllowList, deadline: Instant) -> Self {
         OutboundPolicy { plugin, allowed, deadline }
     }
+
+    /// Moves the deadline (a reused sandbox's next call).
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
 }
 
 /// wasmtime's own sender, reached through the trait's default method.

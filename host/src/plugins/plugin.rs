@@ -32,6 +32,27 @@ pub(crate) enum Exports {
     Authorize(authz::AuthorizerPre<PluginState>),
 }
 
+/// The exports of one instantiated sandbox.
+enum Instance {
+    Authenticate(authn::Authenticator),
+    Authorize(authz::Authorizer),
+}
+
+/// A store and, once instantiated, the plugin running in it.
+struct Sandbox {
+    store: Store<PluginState>,
+    instance: Option<Instance>,
+    /// Calls this sandbox has served (more than one only with reuse).
+    calls: u32,
+}
+
+/// Warm sandboxes kept per version for a plugin that opted into reuse;
+/// more concurrent calls than this use fresh ones.
+const MAX_IDLE_SANDBOXES: usize = 16;
+/// A reused sandbox is retired after this many calls, bounding whatever a
+/// plugin leaks (heap, resource handles) in one instance.
+const MAX_CALLS_PER_SANDBOX: u32 = 10_000;
+
 /// One compiled version of a plugin file.
 pub(crate) struct LoadedVersion {
     exports: Exports,
@@ -40,11 +61,21 @@ pub(crate) struct LoadedVersion {
     loaded_at: SystemTime,
     /// Answers this version allowed the host to reuse; a new version starts empty.
     cache: OutcomeCache,
+    /// Idle sandboxes of this version (only with `reuse_instance`); dropped
+    /// with the version, so a reload never runs old code in them.
+    warm: Mutex<Vec<Sandbox>>,
 }
 
 impl LoadedVersion {
     pub(crate) fn new(exports: Exports, sha256: String, wasm: PathBuf) -> Self {
-        LoadedVersion { exports, sha256, wasm, loaded_at: SystemTime::now(), cache: OutcomeCache::default() }
+        LoadedVersion {
+            exports,
+            sha256,
+            wasm,
+            loaded_at: SystemTime::now(),
+            cache: OutcomeCache::default(),
+            warm: Mutex::new(Vec::new()),
+        }
     }
 
     /// SHA-256 of the component bytes.
@@ -144,7 +175,7 @@ impl Plugin {
             }
             self.runtime.compile_file(&self.cfg, &wasm, self.slot).map(Some)
         });
-        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last_error = lock(&self.last_error);
         match result {
             Ok(None) => Ok(Reloaded::Unchanged),
             Ok(Some(version)) => {
@@ -195,7 +226,7 @@ impl Plugin {
             wasm: v.wasm.display().to_string(),
             sha256: v.sha256.clone(),
             loaded_at: v.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_error: lock(&self.last_error).clone(),
             calls: self.counters.calls.load(Ordering::Relaxed),
             cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
             denials: self.counters.denials.load(Ordering::Relaxed),
@@ -203,20 +234,43 @@ impl Plugin {
         }
     }
 
-    /// A fresh sandbox with this plugin's limits; the deadline starts now.
-    fn new_store(&self) -> Store<PluginState> {
+    /// A sandbox for one call whose time limit starts now: a warm one when
+    /// the plugin opted into reuse and one is idle, else a fresh store.
+    fn sandbox(&self, version: &LoadedVersion) -> Sandbox {
+        let deadline = Instant::now() + self.time_limit();
+        let warm = if self.cfg.reuse_instance { lock(&version.warm).pop() } else { None };
+        let mut sandbox = warm.unwrap_or_else(|| Sandbox { store: self.new_store(deadline), instance: None, calls: 0 });
+        sandbox.store.data_mut().begin_call(deadline);
+        // Check the clock every epoch tick and yield to the async runtime in
+        // between, so a looping plugin never stalls other requests.
+        sandbox.store.set_epoch_deadline(1);
+        sandbox.calls += 1;
+        sandbox
+    }
+
+    /// Keeps a sandbox that finished a call cleanly for the next call, when
+    /// the plugin opted into reuse. One that wrote to stderr is retired: its
+    /// capture buffer is full of what it said, and writing means trouble.
+    fn release(&self, version: &LoadedVersion, sandbox: Sandbox) {
+        if !self.cfg.reuse_instance || sandbox.calls >= MAX_CALLS_PER_SANDBOX || !sandbox.store.data().stderr.contents().is_empty() {
+            return;
+        }
+        let mut warm = lock(&version.warm);
+        if warm.len() < MAX_IDLE_SANDBOXES {
+            warm.push(sandbox);
+        }
+    }
+
+    /// A new store with this plugin's limits.
+    fn new_store(&self, deadline: Instant) -> Store<PluginState> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.cfg.memory_mb as usize * 1024 * 1024)
             .trap_on_grow_failure(true)
             .build();
-        let deadline = Instant::now() + self.time_limit();
         let mut store = Store::new(self.runtime.engine(), PluginState::new(self.shared.clone(), limits, deadline));
         store.limiter(|s| &mut s.limits);
-        // Check the clock every epoch tick and yield to the async runtime in
-        // between, so a looping plugin never stalls other requests.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         store
     }
@@ -245,17 +299,22 @@ impl Plugin {
         let Exports::Authenticate(pre) = &version.exports else {
             return Err(self.failure(CallFailure::BadOutput("plugin is not an authenticator".into())));
         };
-        let mut store = self.new_store();
+        let mut sandbox = self.sandbox(&version);
         let result = self
             .within_limit(async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                instance.agentflow_auth_authenticate().call_authenticate(&mut store, &req.0).await
+                let sb = &mut sandbox;
+                if sb.instance.is_none() {
+                    sb.instance = Some(Instance::Authenticate(pre.instantiate_async(&mut sb.store).await?));
+                }
+                let Some(Instance::Authenticate(instance)) = &sb.instance else { unreachable!("an authenticator sandbox") };
+                instance.agentflow_auth_authenticate().call_authenticate(&mut sb.store, &req.0).await
             })
             .await;
         let outcome = match result {
             Ok(o) => o,
-            Err(e) => return Err(self.failure(self.classify(e, &store))),
+            Err(e) => return Err(self.failure(self.classify(e, &sandbox.store))),
         };
+        self.release(&version, sandbox);
         let outcome = convert_authn(outcome).map_err(|m| self.failure(CallFailure::BadOutput(m)))?;
         match &outcome {
             AuthnOutcome::Refused { .. } => {
@@ -284,13 +343,24 @@ impl Plugin {
             action: access.action.to_owned(),
             resource_id: access.resource_id.clone(),
         };
-        let mut store = self.new_store();
+        let mut sandbox = self.sandbox(&version);
         let result = self
             .within_limit(async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                instance.agentflow_auth_authorize().call_authorize(&mut store, &who, &what, &req.0).await
+                let sb = &mut sandbox;
+                if sb.instance.is_none() {
+                    sb.instance = Some(Instance::Authorize(pre.instantiate_async(&mut sb.store).await?));
+                }
+                let Some(Instance::Authorize(instance)) = &sb.instance else { unreachable!("an authorizer sandbox") };
+                instance.agentflow_auth_authorize().call_authorize(&mut sb.store, &who, &what, &req.0).await
             })
             .await;
+        let result = match result {
+            Ok(answer) => {
+                self.release(&version, sandbox);
+                Ok(answer)
+            }
+            Err(e) => Err(self.failure(self.classify(e, &sandbox.store))),
+        };
         match result {
             Ok(wit::AuthzOutcome::Allow) => Ok(AuthzOutcome::Allow),
             Ok(wit::AuthzOutcome::Deny(r)) => {
@@ -298,7 +368,7 @@ impl Plugin {
                 let status = if matches!(r.status, 401 | 403 | 429) { r.status } else { 403 };
                 Ok(AuthzOutcome::Deny { status, detail: truncate(&r.detail, MAX_DETAIL).to_owned() })
             }
-            Err(e) => Err(self.failure(self.classify(e, &store))),
+            Err(e) => Err(e),
         }
     }
 
@@ -329,6 +399,11 @@ impl Plugin {
             }
         }
     }
+}
+
+/// Locks `m`, recovering from a panic elsewhere (the data stays usable).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Validates and converts an authenticator's answer.

@@ -39,6 +39,8 @@ pub(crate) struct PluginShared {
 
 /// The data of one sandbox (one `Store`), created fresh for every call.
 pub(crate) struct PluginState {
+    /// When the current call must end; read by the epoch callback.
+    pub deadline: Instant,
     wasi: WasiCtx,
     table: ResourceTable,
     pub limits: StoreLimits,
@@ -55,7 +57,23 @@ impl PluginState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let outbound = OutboundPolicy::new(shared.name.clone(), shared.allowed_hosts.clone(), deadline);
-        PluginState { wasi, table: ResourceTable::new(), limits, stderr, shared, http: WasiHttpCtx::new(), outbound }
+        PluginState {
+            deadline,
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+            shared,
+            http: WasiHttpCtx::new(),
+            outbound,
+        }
+    }
+
+    /// Starts another call in a reused sandbox: a new deadline for guest
+    /// code and outbound HTTP alike.
+    pub fn begin_call(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        self.outbound.set_deadline(deadline);
     }
 }
 

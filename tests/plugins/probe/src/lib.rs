@@ -17,6 +17,7 @@
 //! | `kv`     | `count`: a counter kept in kv under `count`, incremented on every call; `kv_error` if storing failed |
 //! | `kv-fill`| `stored`: how many 1 KiB values it could store before kv refused; `kv_error` |
 //! | `http`   | `status` and `body` of a GET to `url`, or `http_error` and `denied`         |
+//! | `memory` | `seen`: calls this sandbox has served, counted in a static; `last_caller`: the previous caller's `x-caller` header it kept; traps when the request has `x-fail` |
 //!
 //! Unknown config fields are ignored, so hot-reload tests can swap this
 //! component in place of another plugin with the same config.
@@ -24,6 +25,8 @@
 use agentflow_plugin_sdk::http::HttpRequest;
 use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Request, Value, host};
 use serde::Deserialize;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The fixture's `config` object.
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +42,14 @@ pub struct Config {
     pub url: String,
 }
 
+/// Calls served by this sandbox (`memory` mode).
+static SEEN: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The previous caller's `x-caller` header (`memory` mode).
+    static LAST_CALLER: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
 /// The probe authenticator.
 pub struct Probe(Config);
 
@@ -49,7 +60,7 @@ impl Authenticator for Probe {
         Ok(Probe(config))
     }
 
-    fn authenticate(&self, _req: &Request) -> AuthnOutcome {
+    fn authenticate(&self, req: &Request) -> AuthnOutcome {
         let who = Identity::new("probe").with_role("user").with_claim("mode", self.0.mode.as_str());
         let who = match self.0.mode.as_str() {
             "secret" => who.with_claim("secret", host::secret(&self.0.secret).map(Value::from).unwrap_or(Value::Null)),
@@ -84,6 +95,16 @@ impl Authenticator for Probe {
                     .with_claim("body", String::from_utf8_lossy(&resp.body).into_owned()),
                 Err(e) => who.with_claim("http_error", e.to_string()).with_claim("denied", e.is_denied()),
             },
+            // What a careless plugin leaks when its sandbox is reused.
+            "memory" => {
+                let seen = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+                if req.header("x-fail").is_some() {
+                    panic!("asked to fail by x-fail");
+                }
+                let caller = req.header("x-caller").unwrap_or_default().to_owned();
+                let last = LAST_CALLER.with(|c| c.replace(caller));
+                who.with_claim("seen", seen).with_claim("last_caller", last)
+            }
             _ => who,
         };
         AuthnOutcome::authenticated(who)
