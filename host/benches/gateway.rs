@@ -329,9 +329,12 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
     });
     row("plugin call: api-key `authenticate` (warm sandbox, `reuse_instance`)", &s);
 
-    let who = Identity { user_id: "bench-service".into(), roles: vec!["user".into()], claims: Map::new() };
+    // A new caller every time, so rbac's cache hint never answers for it.
     let access = Access { resource: "graph", action: "invoke", resource_id: None };
+    let mut n = 0u64;
     let s = Samples::measure(iters, || {
+        n += 1;
+        let who = Identity { user_id: format!("bench-{n}"), roles: vec!["user".into()], claims: Map::new() };
         let out = rt.block_on(rbac.authorize(&who, &access, &req)).expect("rbac call");
         assert_eq!(out, AuthzOutcome::Allow);
     });

@@ -24,8 +24,8 @@ pub mod authz {
         export_macro_name: "export",
         default_bindings_module: "agentflow_plugin_sdk::__private::authz",
         with: {
-            "agentflow:auth/types@0.1.0": super::authn::agentflow::auth::types,
-            "agentflow:auth/host@0.1.0": super::authn::agentflow::auth::host,
+            "agentflow:auth/types@0.2.0": super::authn::agentflow::auth::types,
+            "agentflow:auth/host@0.2.0": super::authn::agentflow::auth::host,
         },
     });
 }

@@ -70,13 +70,26 @@ impl Refusal {
     }
 }
 
-/// Permission for the host to reuse an authentication answer.
+/// Permission for the host to reuse an answer for a while.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheHint {
     /// How long the answer stays valid, in milliseconds.
     pub ttl_ms: u32,
     /// Lower-case names of the headers the answer depends on.
     pub vary: Vec<String>,
+}
+
+impl CacheHint {
+    /// Reuse for `ttl_ms` milliseconds, depending on no request header.
+    pub fn for_ms(ttl_ms: u32) -> Self {
+        CacheHint { ttl_ms, vary: Vec::new() }
+    }
+}
+
+impl From<CacheHint> for wit::CacheHint {
+    fn from(c: CacheHint) -> Self {
+        wit::CacheHint { ttl_ms: c.ttl_ms, vary: c.vary }
+    }
 }
 
 /// What an authenticator concluded.
@@ -131,6 +144,11 @@ impl Access {
 pub enum AuthzOutcome {
     /// Let the request through.
     Allow,
+    /// Let the request through, and let the host give the same answer to
+    /// the same caller (user id, roles, claims) asking for the same access
+    /// for `ttl_ms`, without calling the plugin. Send it only when the
+    /// decision depends on nothing else (or on the hint's `vary` headers).
+    AllowCached(CacheHint),
     /// Refuse it.
     Deny(Refusal),
 }
@@ -175,7 +193,7 @@ impl From<AuthnOutcome> for wit::AuthnOutcome {
         match o {
             AuthnOutcome::Authenticated { who, cache } => wit::AuthnOutcome::Authenticated(wit::Grant {
                 who: who.into(),
-                cache: cache.map(|c| wit::CacheHint { ttl_ms: c.ttl_ms, vary: c.vary }),
+                cache: cache.map(Into::into),
             }),
             AuthnOutcome::NoCredentials => wit::AuthnOutcome::NoCredentials,
             AuthnOutcome::Refused(r) => wit::AuthnOutcome::Refused(r.into()),
@@ -186,7 +204,8 @@ impl From<AuthnOutcome> for wit::AuthnOutcome {
 impl From<AuthzOutcome> for wit::AuthzOutcome {
     fn from(o: AuthzOutcome) -> Self {
         match o {
-            AuthzOutcome::Allow => wit::AuthzOutcome::Allow,
+            AuthzOutcome::Allow => wit::AuthzOutcome::Allow(None),
+            AuthzOutcome::AllowCached(hint) => wit::AuthzOutcome::Allow(Some(hint.into())),
             AuthzOutcome::Deny(r) => wit::AuthzOutcome::Deny(r.into()),
         }
     }

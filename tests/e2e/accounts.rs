@@ -260,7 +260,7 @@ fn secret_key_rotation_with_the_key_in_the_data_dir() {
     let up = Upstream::start();
     let server = accounts_server(&up, &[]);
     let key_file = server.dir.path().join("data").join("secret_key");
-    assert!(server.logs().contains("generated"), "a generated key is announced");
+    assert!(server.logged("generated"), "a generated key is announced");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -324,7 +324,7 @@ fn superuser_command_creates_a_superuser() {
 fn auto_login_hands_out_a_superuser_token_when_enabled() {
     let up = Upstream::start();
     let server = accounts_server(&up, &[("AGENTFLOW_AUTO_LOGIN", "True")]);
-    assert!(server.logs().contains("AUTO_LOGIN"), "a loud warning at start");
+    assert!(server.logged("AUTO_LOGIN"), "a loud warning at start");
     let reply = get(&server.url("/v1/auto_login"), &[]);
     let token = access(&reply);
     let me = get(&server.url("/v1/users/whoami"), &[("authorization", &token)]);

@@ -101,3 +101,34 @@ fn rbac_allows_and_denies_per_role() {
     let nobody = bearer(&hs256(SECRET, json!({"sub": "x", "exp": now() + 600})));
     assert_eq!(invoke(&nobody), 403, "no role: default deny");
 }
+
+#[test]
+fn rbac_allows_are_cached_per_caller_and_access_and_denials_never() {
+    let up = Upstream::start();
+    let server = Server::start(
+        json!({"agent": up.base, "auth": "jwt", "authorization": rbac_plugin()}),
+        &[("JWT_SECRET_KEY", SECRET)],
+    );
+    let token = |sub: &str, role: &str| bearer(&hs256(SECRET, json!({"sub": sub, "role": role, "exp": now() + 600})));
+    let (user, other_user, admin) = (token("u-1", "user"), token("u-2", "user"), token("admin-1", "admin"));
+    let invoke = |t: &str| post(&server.url("/v1/graph/invoke"), &[("authorization", t)], json!({"messages": []})).status;
+    let write_thread = |t: &str| post(&server.url("/v1/threads"), &[("authorization", t)], json!({})).status;
+    let counts = || {
+        let r = get(&server.url("/v1/plugins"), &[("authorization", &admin)]);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let p = r.body["plugins"].as_array().unwrap().iter().find(|p| p["slot"] == "authorizer").unwrap().clone();
+        (p["calls"].as_u64().unwrap(), p["cache_hits"].as_u64().unwrap())
+    };
+
+    for _ in 0..3 {
+        assert_eq!(invoke(&user), 200);
+    }
+    assert_eq!(counts(), (1, 2), "one call, then the cached allow");
+    assert_eq!(invoke(&other_user), 200, "another caller is asked again");
+    assert_eq!(counts(), (2, 2));
+    for _ in 0..2 {
+        assert_eq!(write_thread(&user), 403, "a denial is never cached");
+    }
+    assert_eq!(counts(), (4, 2));
+    assert_eq!(up.count(), 4, "only the allowed requests reached the agent");
+}

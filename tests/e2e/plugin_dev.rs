@@ -55,7 +55,7 @@ fn the_scaffold_builds_tests_checks_calls_and_hot_reloads() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("fits agentflow:auth/authenticator: yes"), "{out}");
     assert!(out.contains("fits agentflow:auth/authorizer: no"), "{out}");
-    assert!(out.contains("agentflow:auth/host@0.1.0"), "imports are listed: {out}");
+    assert!(out.contains("agentflow:auth/host@0.2.0"), "imports are listed: {out}");
 
     let request = dir.path().join("request.json");
     std::fs::write(&request, json!({"headers": {"x-token": "t"}, "config": {"token": "t", "user": "dev"}}).to_string()).unwrap();

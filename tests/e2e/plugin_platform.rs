@@ -33,18 +33,6 @@ fn status_of(server: &Server, name: &str) -> Value {
     r.body["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned().expect("plugin listed")
 }
 
-/// Polls `f` every 10 ms until it is true or `limit` passes.
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if f() {
-            return Some(started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 /// `wasm` plus a custom section: a different file (new sha256) with the
 /// same behaviour, as a rebuild with no code change would give.
 fn with_marker(wasm: &Path, marker: &str) -> Vec<u8> {
@@ -119,7 +107,7 @@ fn outbound_http_reaches_only_allowed_hosts() {
     let claims = probe_claims(&server);
     assert_eq!(claims["denied"], true, "{claims}");
     assert_eq!(up.count(), 1, "the denied request never reached the network");
-    assert!(server.logs().contains("outbound HTTP request denied"));
+    assert!(server.logged("outbound HTTP request denied"));
     drop(server);
 
     // No allowed_hosts at all: nothing goes out.
@@ -145,7 +133,7 @@ fn outbound_http_counts_against_the_time_limit() {
     let r = get(&server.url("/v1/whoami"), &[]);
     assert_eq!(r.status, 503, "{:?}", r.body);
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-    assert!(server.logs().contains("time limit"), "{}", server.logs());
+    assert!(server.logged("time limit"), "{}", server.logs());
     drop(hold);
 }
 
@@ -231,7 +219,7 @@ fn hot_reload_swaps_behaviour_keeps_in_flight_calls_and_survives_broken_builds()
     assert_eq!(s["sha256"], good_sha);
     assert!(s["last_error"].as_str().unwrap().contains("not a valid WebAssembly component"), "{s}");
     assert_eq!(get(&server.url("/v1/whoami"), &[]).body["user_id"], "probe");
-    assert!(server.logs().contains("plugin reload failed; the last good version keeps serving"));
+    assert!(server.logged("plugin reload failed; the last good version keeps serving"));
 
     // A plugin of the wrong kind is refused the same way.
     std::fs::copy(&plugins().rbac, &wasm).unwrap();

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -141,6 +141,13 @@ impl Server {
     /// Everything the server logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Whether the log shows `needle` within a few seconds: lines reach us
+    /// through a reader thread, so a line logged just before a response may
+    /// arrive just after it.
+    pub fn logged(&self, needle: &str) -> bool {
+        wait_for(Duration::from_secs(5), || self.logs().contains(needle)).is_some()
     }
 }
 
@@ -343,4 +350,16 @@ pub fn bearer(token: &str) -> String {
 pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// Polls `f` every 10 ms until it is true or `limit` passes; how long it took.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if f() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }

@@ -64,8 +64,8 @@ impl Slot {
     /// The WIT export the slot needs.
     pub fn export(self) -> &'static str {
         match self {
-            Slot::Authenticator => "agentflow:auth/authenticate@0.1.0",
-            Slot::Authorizer => "agentflow:auth/authorize@0.1.0",
+            Slot::Authenticator => "agentflow:auth/authenticate@0.2.0",
+            Slot::Authorizer => "agentflow:auth/authorize@0.2.0",
         }
     }
 

@@ -1,12 +1,15 @@
-//! Answers an authenticator allowed the host to reuse (its cache hint),
-//! kept in memory for one plugin version: a reload starts empty.
+//! Answers a plugin allowed the host to reuse (its cache hint), kept in
+//! memory for one plugin version: a reload starts empty.
+//!
+//! An entry is keyed on a scope (empty for authenticators; the caller and
+//! the access for authorizers) and the request's values of the hint's
+//! `vary` headers.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{CacheHint, PluginRequest};
-use crate::identity::Identity;
 
 /// Most answers kept per plugin version.
 const MAX_ENTRIES: usize = 10_000;
@@ -15,24 +18,40 @@ const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Distinct `vary` lists remembered per version (a plugin normally uses one).
 const MAX_VARY_SETS: usize = 8;
 
-/// Which vary list, and the request's values for those headers.
-type Key = (usize, Vec<Option<String>>);
+/// Which vary list, the scope, and the request's values for those headers.
+type Key = (usize, String, Vec<Option<String>>);
 
-struct Entry {
-    who: Identity,
+struct Entry<V> {
+    value: V,
     expires: Instant,
 }
 
-/// Cached authentications of one plugin version.
-#[derive(Default)]
-pub(crate) struct OutcomeCache {
+/// How often a full cache may be swept for expired entries: a sweep scans
+/// every entry, so a cache full of live answers must not pay it per store.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Cached answers of one plugin version.
+pub(crate) struct OutcomeCache<V> {
     vary_sets: RwLock<Vec<Vec<String>>>,
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<Entries<V>>,
 }
 
-impl OutcomeCache {
-    /// The identity a still-valid cached answer gives `req`, if any.
-    pub fn lookup(&self, req: &PluginRequest) -> Option<Identity> {
+struct Entries<V> {
+    map: HashMap<Key, Entry<V>>,
+    /// No sweep before this.
+    next_sweep: Instant,
+}
+
+impl<V> Default for OutcomeCache<V> {
+    fn default() -> Self {
+        let entries = Entries { map: HashMap::new(), next_sweep: Instant::now() };
+        OutcomeCache { vary_sets: RwLock::default(), entries: Mutex::new(entries) }
+    }
+}
+
+impl<V: Clone> OutcomeCache<V> {
+    /// The answer a still-valid cached entry gives `req` in `scope`, if any.
+    pub fn lookup(&self, scope: &str, req: &PluginRequest) -> Option<V> {
         let sets = self.vary_sets.read().unwrap_or_else(|e| e.into_inner());
         if sets.is_empty() {
             return None;
@@ -40,18 +59,19 @@ impl OutcomeCache {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         sets.iter().enumerate().find_map(|(i, set)| {
-            entries.get(&(i, values(req, set))).filter(|e| e.expires > now).map(|e| e.who.clone())
+            entries.map.get(&(i, scope.to_owned(), values(req, set))).filter(|e| e.expires > now).map(|e| e.value.clone())
         })
     }
 
-    /// Remembers that `req` authenticated as `who`, as the hint allows. A
-    /// hint that varies on nothing would hand this identity to every
-    /// request, so it is ignored.
-    pub fn store(&self, req: &PluginRequest, hint: &CacheHint, who: &Identity) {
+    /// Remembers `value` as the answer to `req` in `scope`, as the hint
+    /// allows. A hint that would key the answer on nothing at all (empty
+    /// scope, no vary headers) would hand it to every request, so it is
+    /// ignored.
+    pub fn store(&self, scope: &str, req: &PluginRequest, hint: &CacheHint, value: &V) {
         let mut vary: Vec<String> = hint.vary.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
         vary.sort();
         vary.dedup();
-        if vary.is_empty() || hint.ttl_ms == 0 {
+        if (vary.is_empty() && scope.is_empty()) || hint.ttl_ms == 0 {
             return;
         }
         let index = {
@@ -68,13 +88,17 @@ impl OutcomeCache {
         let now = Instant::now();
         let ttl = Duration::from_millis(hint.ttl_ms.into()).min(MAX_TTL);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, e| e.expires > now);
-            if entries.len() >= MAX_ENTRIES {
+        if entries.map.len() >= MAX_ENTRIES {
+            if now < entries.next_sweep {
+                return;
+            }
+            entries.map.retain(|_, e| e.expires > now);
+            entries.next_sweep = now + SWEEP_EVERY;
+            if entries.map.len() >= MAX_ENTRIES {
                 return;
             }
         }
-        entries.insert((index, values(req, &vary)), Entry { who: who.clone(), expires: now + ttl });
+        entries.map.insert((index, scope.to_owned(), values(req, &vary)), Entry { value: value.clone(), expires: now + ttl });
     }
 }
 
@@ -93,6 +117,7 @@ fn values(req: &PluginRequest, headers: &[String]) -> Vec<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
 
     fn req(headers: &[(&str, &str)]) -> PluginRequest {
         let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
@@ -109,28 +134,48 @@ mod tests {
 
     #[test]
     fn answers_only_requests_with_the_same_vary_values() {
-        let cache = OutcomeCache::default();
-        cache.store(&req(&[("x-api-key", "k1")]), &hint(60_000, &["X-API-Key"]), &who("alice"));
-        assert_eq!(cache.lookup(&req(&[("x-api-key", "k1"), ("other", "x")])).unwrap().user_id, "alice");
-        assert!(cache.lookup(&req(&[("x-api-key", "k2")])).is_none());
-        assert!(cache.lookup(&req(&[])).is_none());
-        assert!(cache.lookup(&req(&[("x-api-key", "k1"), ("x-api-key", "k2")])).is_none());
+        let cache = OutcomeCache::<Identity>::default();
+        cache.store("", &req(&[("x-api-key", "k1")]), &hint(60_000, &["X-API-Key"]), &who("alice"));
+        assert_eq!(cache.lookup("", &req(&[("x-api-key", "k1"), ("other", "x")])).unwrap().user_id, "alice");
+        assert!(cache.lookup("", &req(&[("x-api-key", "k2")])).is_none());
+        assert!(cache.lookup("", &req(&[])).is_none());
+        assert!(cache.lookup("", &req(&[("x-api-key", "k1"), ("x-api-key", "k2")])).is_none());
     }
 
     #[test]
     fn ignores_hints_that_vary_on_nothing_or_expire_at_once() {
-        let cache = OutcomeCache::default();
-        cache.store(&req(&[("x-api-key", "k1")]), &hint(60_000, &[]), &who("alice"));
-        cache.store(&req(&[("x-api-key", "k1")]), &hint(0, &["x-api-key"]), &who("alice"));
-        assert!(cache.lookup(&req(&[("x-api-key", "k1")])).is_none());
-        assert!(cache.lookup(&req(&[])).is_none());
+        let cache = OutcomeCache::<Identity>::default();
+        cache.store("", &req(&[("x-api-key", "k1")]), &hint(60_000, &[]), &who("alice"));
+        cache.store("", &req(&[("x-api-key", "k1")]), &hint(0, &["x-api-key"]), &who("alice"));
+        assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
+        assert!(cache.lookup("", &req(&[])).is_none());
     }
 
     #[test]
     fn entries_expire() {
-        let cache = OutcomeCache::default();
-        cache.store(&req(&[("x-api-key", "k1")]), &hint(1, &["x-api-key"]), &who("alice"));
+        let cache = OutcomeCache::<Identity>::default();
+        cache.store("", &req(&[("x-api-key", "k1")]), &hint(1, &["x-api-key"]), &who("alice"));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(cache.lookup(&req(&[("x-api-key", "k1")])).is_none());
+        assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_keeps_what_it_has() {
+        let cache = OutcomeCache::<u32>::default();
+        for i in 0..MAX_ENTRIES as u32 + 5 {
+            cache.store(&i.to_string(), &req(&[]), &hint(60_000, &[]), &i);
+        }
+        assert_eq!(cache.entries.lock().unwrap().map.len(), MAX_ENTRIES);
+        assert_eq!(cache.lookup("0", &req(&[])), Some(0));
+        assert_eq!(cache.lookup(&(MAX_ENTRIES as u32 + 1).to_string(), &req(&[])), None);
+    }
+
+    #[test]
+    fn a_scope_keys_answers_without_vary_headers() {
+        let cache = OutcomeCache::<()>::default();
+        cache.store("alice read store", &req(&[]), &hint(60_000, &[]), &());
+        assert_eq!(cache.lookup("alice read store", &req(&[("x-any", "1")])), Some(()));
+        assert_eq!(cache.lookup("alice write store", &req(&[])), None);
+        assert_eq!(cache.lookup("", &req(&[])), None);
     }
 }

@@ -59,8 +59,11 @@ pub(crate) struct LoadedVersion {
     sha256: String,
     wasm: PathBuf,
     loaded_at: SystemTime,
-    /// Answers this version allowed the host to reuse; a new version starts empty.
-    cache: OutcomeCache,
+    /// Answers this version allowed the host to reuse (who an authenticator
+    /// said the caller is; which accesses an authorizer allowed); a new
+    /// version starts empty.
+    authn_cache: OutcomeCache<Identity>,
+    authz_cache: OutcomeCache<()>,
     /// Idle sandboxes of this version (only with `reuse_instance`); dropped
     /// with the version, so a reload never runs old code in them.
     warm: Mutex<Vec<Sandbox>>,
@@ -73,7 +76,8 @@ impl LoadedVersion {
             sha256,
             wasm,
             loaded_at: SystemTime::now(),
-            cache: OutcomeCache::default(),
+            authn_cache: OutcomeCache::default(),
+            authz_cache: OutcomeCache::default(),
             warm: Mutex::new(Vec::new()),
         }
     }
@@ -291,7 +295,7 @@ impl Plugin {
     /// Asks the plugin who sent `req`.
     pub async fn authenticate(&self, req: &PluginRequest) -> Result<AuthnOutcome, PluginError> {
         let version = self.version();
-        if let Some(who) = version.cache.lookup(req) {
+        if let Some(who) = version.authn_cache.lookup("", req) {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(AuthnOutcome::Authenticated { who, cache: None });
         }
@@ -320,7 +324,7 @@ impl Plugin {
             AuthnOutcome::Refused { .. } => {
                 self.counters.denials.fetch_add(1, Ordering::Relaxed);
             }
-            AuthnOutcome::Authenticated { who, cache: Some(hint) } => version.cache.store(req, hint, who),
+            AuthnOutcome::Authenticated { who, cache: Some(hint) } => version.authn_cache.store("", req, hint, who),
             _ => {}
         }
         Ok(outcome)
@@ -328,16 +332,19 @@ impl Plugin {
 
     /// Asks the plugin whether `who` may perform `access`.
     pub async fn authorize(&self, who: &Identity, access: &Access, req: &PluginRequest) -> Result<AuthzOutcome, PluginError> {
-        self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let version = self.version();
+        let claims = Value::Object(who.claims.clone()).to_string();
+        // Cached allows are scoped to this caller asking for this access.
+        let scope = serde_json::json!([who.user_id, who.roles, claims, access.resource, access.action, access.resource_id]).to_string();
+        if version.authz_cache.lookup(&scope, req).is_some() {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(AuthzOutcome::Allow);
+        }
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let Exports::Authorize(pre) = &version.exports else {
             return Err(self.failure(CallFailure::BadOutput("plugin is not an authorizer".into())));
         };
-        let who = wit::Identity {
-            user_id: who.user_id.clone(),
-            roles: who.roles.clone(),
-            claims: Value::Object(who.claims.clone()).to_string(),
-        };
+        let who = wit::Identity { user_id: who.user_id.clone(), roles: who.roles.clone(), claims };
         let what = wit::Access {
             resource: access.resource.to_owned(),
             action: access.action.to_owned(),
@@ -362,7 +369,12 @@ impl Plugin {
             Err(e) => Err(self.failure(self.classify(e, &sandbox.store))),
         };
         match result {
-            Ok(wit::AuthzOutcome::Allow) => Ok(AuthzOutcome::Allow),
+            Ok(wit::AuthzOutcome::Allow(hint)) => {
+                if let Some(c) = hint {
+                    version.authz_cache.store(&scope, req, &CacheHint { ttl_ms: c.ttl_ms, vary: c.vary }, &());
+                }
+                Ok(AuthzOutcome::Allow)
+            }
             Ok(wit::AuthzOutcome::Deny(r)) => {
                 self.counters.denials.fetch_add(1, Ordering::Relaxed);
                 let status = if matches!(r.status, 401 | 403 | 429) { r.status } else { 403 };

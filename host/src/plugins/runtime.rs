@@ -135,7 +135,21 @@ impl PluginRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("imports something the host does not offer: {e:#}")))?;
-        let missing = |_| fail(format!("does not export `{}`, which the {slot:?} slot needs", slot.export()));
+        let missing = |_| {
+            // A plugin built against another version of the contract says
+            // so in its export names; tell the author what to do about it.
+            let interface = slot.export().split('@').next().unwrap_or_default();
+            let other = component
+                .component_type()
+                .exports(&self.engine)
+                .map(|(name, _)| name.to_owned())
+                .find(|name| name.split('@').next() == Some(interface) && name.as_str() != slot.export());
+            let hint = match other {
+                Some(name) => format!(" (it exports `{name}`: rebuild it with the current agentflow-plugin-sdk)"),
+                None => String::new(),
+            };
+            fail(format!("does not export `{}`, which the {slot:?} slot needs{hint}", slot.export()))
+        };
         let exports = match slot {
             Slot::Authenticator => Exports::Authenticate(authn::AuthenticatorPre::new(pre).map_err(missing)?),
             Slot::Authorizer => Exports::Authorize(authz::AuthorizerPre::new(pre).map_err(missing)?),

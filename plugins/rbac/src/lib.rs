@@ -28,14 +28,22 @@
 //! - A denial is a 403 whose detail names only the caller's own roles and
 //!   the attempted access, e.g. `role(s) [guest] may not read checkpointer`;
 //!   the table itself is never revealed.
+//! - An allow carries a cache hint ([`ALLOW_TTL_MS`]): the decision depends
+//!   only on the caller's roles, the access and this config, so the host may
+//!   give the same caller the same answer for the same access without
+//!   asking again. Changing the config reloads the plugin, which empties the
+//!   host's cache; a caller whose roles change is a different caller to it.
 
 use std::collections::BTreeMap;
 
-use agentflow_plugin_sdk::{Access, Authorizer, AuthzOutcome, Identity, Request};
+use agentflow_plugin_sdk::{Access, Authorizer, AuthzOutcome, CacheHint, Identity, Request};
 use serde::Deserialize;
 
 /// The wildcard accepted as a resource name or an action.
 pub const WILDCARD: &str = "*";
+
+/// How long the host may reuse an allow (one minute).
+pub const ALLOW_TTL_MS: u32 = 60_000;
 
 /// Resource → actions granted on it.
 pub type Grants = BTreeMap<String, Vec<String>>;
@@ -78,7 +86,7 @@ impl Authorizer for Rbac {
     fn authorize(&self, who: &Identity, access: &Access, _req: &Request) -> AuthzOutcome {
         // Any one role granting the access is enough.
         if who.roles.iter().any(|role| self.role_allows(role, access)) {
-            return AuthzOutcome::Allow;
+            return AuthzOutcome::AllowCached(CacheHint::for_ms(ALLOW_TTL_MS));
         }
         let Access {
             resource, action, ..

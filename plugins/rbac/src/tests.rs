@@ -22,7 +22,14 @@ fn decide(rbac: &Rbac, roles: &[&str], resource: &str, action: &str) -> AuthzOut
 }
 
 fn allowed(rbac: &Rbac, roles: &[&str], resource: &str, action: &str) -> bool {
-    decide(rbac, roles, resource, action) == AuthzOutcome::Allow
+    match decide(rbac, roles, resource, action) {
+        AuthzOutcome::AllowCached(hint) => {
+            assert_eq!(hint, CacheHint::for_ms(ALLOW_TTL_MS), "allows are cacheable, on no header");
+            true
+        }
+        AuthzOutcome::Allow => panic!("rbac allows always carry a cache hint"),
+        AuthzOutcome::Deny(_) => false,
+    }
 }
 
 const RESOURCES: [&str; 3] = ["graph", "checkpointer", "store"];
@@ -84,7 +91,7 @@ fn guest_may_only_invoke_the_graph() {
             assert_eq!(r.status, 403);
             assert_eq!(r.detail, "role(s) [guest] may not write checkpointer");
         }
-        AuthzOutcome::Allow => panic!("guest must not write"),
+        other => panic!("guest must not write: {other:?}"),
     }
 }
 
