@@ -16,22 +16,24 @@ use crate::plugins::{Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, Pl
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
     /// JWT settings are missing or wrong.
-    #[error("{file}: `env:{}`: {}", .source.key, .source.reason)]
+    // The causes are part of the message, not chained sources: the CLI
+    // prints the whole chain, which printed every reason twice.
+    #[error("{file}: `env:{}`: {}", .error.key, .error.reason)]
     Jwt {
         /// The config file.
         file: String,
         /// What is wrong.
-        source: JwtConfigError,
+        error: JwtConfigError,
     },
     /// A plugin could not be loaded.
-    #[error("{file}: `{key}`: {source}")]
+    #[error("{file}: `{key}`: {error}")]
     Plugin {
         /// The config file.
         file: String,
         /// The config key naming the plugin.
         key: String,
         /// Why it failed.
-        source: PluginError,
+        error: PluginError,
     },
 }
 
@@ -64,20 +66,20 @@ impl Gate {
             methods.push(match method {
                 AuthMethodConfig::Jwt(opts) => AuthMethod::Jwt(
                     JwtVerifier::from_env(&cfg.env, &cfg.dir(), opts)
-                        .map_err(|source| GateError::Jwt { file: file.clone(), source })?,
+                        .map_err(|error| GateError::Jwt { file: file.clone(), error })?,
                 ),
                 AuthMethodConfig::ApiKey => AuthMethod::ApiKey(accounts.clone()),
                 AuthMethodConfig::Plugin(p) => AuthMethod::Plugin(Arc::new(
                     runtime
                         .load(p, Slot::Authenticator, &cfg.env)
-                        .map_err(|source| GateError::Plugin { file: file.clone(), key: format!("{key}.path"), source })?,
+                        .map_err(|error| GateError::Plugin { file: file.clone(), key: format!("{key}.path"), error })?,
                 )),
             });
         }
         let authorizer = match &cfg.authorization {
             None => None,
-            Some(p) => Some(Arc::new(runtime.load(p, Slot::Authorizer, &cfg.env).map_err(|source| {
-                GateError::Plugin { file: file.clone(), key: "authorization.path".into(), source }
+            Some(p) => Some(Arc::new(runtime.load(p, Slot::Authorizer, &cfg.env).map_err(|error| {
+                GateError::Plugin { file: file.clone(), key: "authorization.path".into(), error }
             })?)),
         };
         Ok(Gate { methods, accounts: accounts.clone(), authorizer })

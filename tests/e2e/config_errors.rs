@@ -58,3 +58,10 @@ fn env_file_is_read_relative_to_the_config() {
     let token = bearer(&hs256(SECRET, json!({"sub": "from-env-file", "exp": now() + 60})));
     assert_eq!(get(&server.url("/v1/whoami"), &[("authorization", &token)]).body["user_id"], "from-env-file");
 }
+
+#[test]
+fn a_plugin_error_is_said_once() {
+    let err = refuses(json!({"authorization": {"path": plugins().api_key, "config": {"keys": []}}}), &[]);
+    let reason = "does not export `agentflow:auth/authorize@";
+    assert_eq!(err.matches(reason).count(), 1, "{err}");
+}

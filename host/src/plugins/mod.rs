@@ -51,6 +51,9 @@ pub fn open_storage(cfg: &Config) -> Result<Option<KvStore>, PluginError> {
     KvStore::open(&dir).map(Some).map_err(PluginError::Storage)
 }
 
+/// The version of the `agentflow:auth` WIT package this server speaks.
+pub const WIT_VERSION: &str = "0.2.0";
+
 /// Which interface a plugin must export for the place it is used in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
@@ -154,4 +157,18 @@ pub enum AuthzOutcome {
         /// Reason shown to the client.
         detail: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_version_matches_the_wit_package() {
+        let wit = include_str!("../../../wit/agentflow-auth.wit");
+        assert!(wit.contains(&format!("package agentflow:auth@{WIT_VERSION};")), "WIT_VERSION is stale");
+        for slot in [Slot::Authenticator, Slot::Authorizer] {
+            assert!(slot.export().ends_with(&format!("@{WIT_VERSION}")), "{}", slot.export());
+        }
+    }
 }

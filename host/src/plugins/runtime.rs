@@ -18,7 +18,7 @@ use super::kv::KvStore;
 use super::outbound::AllowList;
 use super::plugin::{Exports, LoadedVersion, Plugin};
 use super::state::{PluginShared, PluginState};
-use super::{PluginError, SecretSource, Slot};
+use super::{PluginError, SecretSource, Slot, WIT_VERSION};
 use crate::config::{Env, PluginConfig};
 
 /// How often the engine's epoch advances; the resolution of time limits.
@@ -131,25 +131,16 @@ impl PluginRuntime {
         let bytes = std::fs::read(wasm).map_err(|e| fail(format!("cannot read {}: {e}", wasm.display())))?;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
         let component = self.component(&bytes).map_err(fail)?;
+        if let Some(other) = other_contract_version(&self.engine, &component) {
+            return Err(fail(format!(
+                "was built against `{other}`, but this server speaks agentflow:auth@{WIT_VERSION}: rebuild it with the current agentflow-plugin-sdk"
+            )));
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("imports something the host does not offer: {e:#}")))?;
-        let missing = |_| {
-            // A plugin built against another version of the contract says
-            // so in its export names; tell the author what to do about it.
-            let interface = slot.export().split('@').next().unwrap_or_default();
-            let other = component
-                .component_type()
-                .exports(&self.engine)
-                .map(|(name, _)| name.to_owned())
-                .find(|name| name.split('@').next() == Some(interface) && name.as_str() != slot.export());
-            let hint = match other {
-                Some(name) => format!(" (it exports `{name}`: rebuild it with the current agentflow-plugin-sdk)"),
-                None => String::new(),
-            };
-            fail(format!("does not export `{}`, which the {slot:?} slot needs{hint}", slot.export()))
-        };
+        let missing = |_| fail(format!("does not export `{}`, which the {slot:?} slot needs", slot.export()));
         let exports = match slot {
             Slot::Authenticator => Exports::Authenticate(authn::AuthenticatorPre::new(pre).map_err(missing)?),
             Slot::Authorizer => Exports::Authorize(authz::AuthorizerPre::new(pre).map_err(missing)?),
@@ -212,6 +203,18 @@ fn engine_config(pooled: bool) -> Config {
 
 /// Sandboxes that can exist at once (concurrent plugin calls, all plugins).
 const POOL_SLOTS: u32 = 1000;
+
+/// The first `agentflow:auth` interface the component imports or exports at
+/// a version other than ours (a plugin built with an older SDK), if any.
+fn other_contract_version(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(name, _)| name);
+    let exports = ty.exports(engine).map(|(name, _)| name);
+    imports.chain(exports).find_map(|name| {
+        let (interface, version) = name.split_once('@')?;
+        (interface.starts_with("agentflow:auth/") && version != WIT_VERSION).then(|| name.to_owned())
+    })
+}
 
 fn load_error(cfg: &PluginConfig, reason: String) -> PluginError {
     PluginError::Load { name: cfg.name.clone(), path: cfg.path.clone(), reason }
