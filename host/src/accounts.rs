@@ -299,12 +299,22 @@ pub struct PluginSecrets {
 }
 
 impl PluginSecrets {
-    /// Reads and decrypts the operator's variables.
-    pub async fn load(accounts: &Accounts, env: crate::config::Env) -> Result<PluginSecrets, ApiError> {
+    /// Reads and decrypts the operator's variables among `granted` (the
+    /// secret names plugins are granted); names the environment already
+    /// answers, and variables no plugin may read, stay encrypted.
+    pub async fn load(
+        accounts: &Accounts,
+        env: crate::config::Env,
+        granted: &[&str],
+    ) -> Result<PluginSecrets, ApiError> {
         let mut variables = std::collections::HashMap::new();
-        if let Some(name) = &accounts.settings.superuser {
+        let wanted: Vec<&str> = granted.iter().copied().filter(|name| env.get(name).is_none()).collect();
+        if let (Some(name), false) = (&accounts.settings.superuser, wanted.is_empty()) {
             let owner = accounts.store.get_user_by_username(name).await?;
             for v in accounts.store.list_variables(&owner.id).await? {
+                if !wanted.contains(&v.name.as_str()) {
+                    continue;
+                }
                 match accounts.secrets.decrypt(&v.value_encrypted) {
                     Ok(bytes) => {
                         variables.insert(v.name, String::from_utf8_lossy(&bytes).into_owned());

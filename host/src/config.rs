@@ -264,6 +264,18 @@ impl Config {
         Ok(Config { file: path.to_path_buf(), agent, env, auth, authorization, plugins })
     }
 
+    /// Every plugin the config names: the `auth` plugins, then the
+    /// authorizer.
+    pub fn plugins(&self) -> impl Iterator<Item = &PluginConfig> {
+        self.auth
+            .iter()
+            .filter_map(|m| match m {
+                AuthMethodConfig::Plugin(p) => Some(p),
+                AuthMethodConfig::Jwt(_) | AuthMethodConfig::ApiKey => None,
+            })
+            .chain(self.authorization.iter())
+    }
+
     /// The folder relative paths are resolved against.
     pub fn dir(&self) -> PathBuf {
         self.file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))

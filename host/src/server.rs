@@ -49,7 +49,8 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     if let Some(storage) = crate::plugins::open_storage(cfg)? {
         runtime = runtime.with_storage(storage);
     }
-    let secrets = crate::accounts::PluginSecrets::load(&accounts, cfg.env.clone())
+    let granted: Vec<&str> = cfg.plugins().flat_map(|p| p.secrets.iter().map(String::as_str)).collect();
+    let secrets = crate::accounts::PluginSecrets::load(&accounts, cfg.env.clone(), &granted)
         .await
         .map_err(|e| StartError::Secrets(e.to_string()))?;
     runtime = runtime.with_secrets(Arc::new(secrets));

@@ -22,7 +22,7 @@ pub use outbound::AllowList;
 pub use plugin::{Plugin, PluginStatus, Reloaded};
 pub use runtime::PluginRuntime;
 
-use crate::config::{AuthMethodConfig, Config, Env};
+use crate::config::{Config, Env};
 use crate::identity::Identity;
 
 /// Where the values of granted secrets come from. The environment (real
@@ -42,9 +42,7 @@ impl SecretSource for Env {
 /// Opens the plugins' key-value storage under the data dir when the config
 /// names any plugin (see [`kv`] for where it lives).
 pub fn open_storage(cfg: &Config) -> Result<Option<KvStore>, PluginError> {
-    let any_plugin =
-        cfg.authorization.is_some() || cfg.auth.iter().any(|m| matches!(m, AuthMethodConfig::Plugin(_)));
-    if !any_plugin {
+    if cfg.plugins().next().is_none() {
         return Ok(None);
     }
     let dir = crate::config::data_dir(&cfg.env, &cfg.dir());
