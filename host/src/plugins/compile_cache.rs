@@ -5,7 +5,6 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 
-use sha2::Digest;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -22,15 +21,16 @@ impl CompileCache {
         CompileCache { dir, engine_key: format!("{:016x}", hasher.finish()) }
     }
 
-    /// The cached compilation of `bytes`, or `compile()` stored for next time.
-    /// A cache that cannot be read or written only costs a compilation.
+    /// The cached compilation of the component whose bytes hash to
+    /// `sha256`, or `compile()` stored for next time. A cache that cannot be
+    /// read or written only costs a compilation.
     pub fn get_or_compile(
         &self,
         engine: &Engine,
-        bytes: &[u8],
+        sha256: &str,
         compile: impl FnOnce() -> Result<Component, String>,
     ) -> Result<Component, String> {
-        let name = format!("{}-{}.cwasm", hex::encode(sha2::Sha256::digest(bytes)), self.engine_key);
+        let name = format!("{sha256}-{}.cwasm", self.engine_key);
         let path = self.dir.join(name);
         if path.is_file() {
             // SAFETY: the file was written by `Component::serialize` of this

@@ -50,6 +50,12 @@ impl<V> Default for OutcomeCache<V> {
 }
 
 impl<V: Clone> OutcomeCache<V> {
+    /// Whether nothing was ever stored (the plugin sent no usable hint), so
+    /// a lookup needs no key.
+    pub fn is_unused(&self) -> bool {
+        self.vary_sets.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
     /// The answer a still-valid cached entry gives `req` in `scope`, if any.
     pub fn lookup(&self, scope: &str, req: &PluginRequest) -> Option<V> {
         let sets = self.vary_sets.read().unwrap_or_else(|e| e.into_inner());

@@ -1,6 +1,7 @@
 //! One loaded plugin: its current compiled version and the calls into it,
 //! each in a fresh sandbox with memory and time limits.
 
+use std::cell::LazyCell;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,12 +173,12 @@ impl Plugin {
     /// version they started with. On failure the running version stays and
     /// the reason is kept for [`Plugin::status`].
     pub fn reload(&self) -> Result<Reloaded, PluginError> {
-        let result = self.runtime.build(&self.cfg).and_then(|wasm| {
-            let bytes_sha = std::fs::read(&wasm).ok().map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
-            if bytes_sha.as_deref() == Some(self.version().sha256()) {
+        let result = self.runtime.build(&self.cfg).and_then(|path| {
+            let wasm = self.runtime.read_wasm(&self.cfg, &path)?;
+            if wasm.sha256 == self.version().sha256() {
                 return Ok(None);
             }
-            self.runtime.compile_file(&self.cfg, &wasm, self.slot).map(Some)
+            self.runtime.compile_wasm(&self.cfg, wasm, self.slot).map(Some)
         });
         let mut last_error = lock(&self.last_error);
         match result {
@@ -334,9 +335,12 @@ impl Plugin {
     pub async fn authorize(&self, who: &Identity, access: &Access, req: &PluginRequest) -> Result<AuthzOutcome, PluginError> {
         let version = self.version();
         let claims = Value::Object(who.claims.clone()).to_string();
-        // Cached allows are scoped to this caller asking for this access.
-        let scope = serde_json::json!([who.user_id, who.roles, claims, access.resource, access.action, access.resource_id]).to_string();
-        if version.authz_cache.lookup(&scope, req).is_some() {
+        // Cached allows are scoped to this caller asking for this access;
+        // the key is built only for an authorizer that sends hints.
+        let scope = LazyCell::new(|| {
+            serde_json::json!([who.user_id, who.roles, who.claims, access.resource, access.action, access.resource_id]).to_string()
+        });
+        if !version.authz_cache.is_unused() && version.authz_cache.lookup(&scope, req).is_some() {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(AuthzOutcome::Allow);
         }

@@ -111,8 +111,8 @@ impl PluginRuntime {
 
     /// Builds `cfg.path` when it is a crate folder, then compiles it.
     pub(crate) fn compile(&self, cfg: &PluginConfig, slot: Slot) -> Result<LoadedVersion, PluginError> {
-        let wasm = self.build(cfg)?;
-        self.compile_file(cfg, &wasm, slot)
+        let wasm = self.read_wasm(cfg, &self.build(cfg)?)?;
+        self.compile_wasm(cfg, wasm, slot)
     }
 
     /// The `.wasm` of `cfg`: the path itself, or what cargo built from the
@@ -125,12 +125,18 @@ impl PluginRuntime {
         }
     }
 
-    /// Compiles the component at `wasm` into a ready-to-instantiate version.
-    pub(crate) fn compile_file(&self, cfg: &PluginConfig, wasm: &Path, slot: Slot) -> Result<LoadedVersion, PluginError> {
-        let fail = |reason: String| load_error(cfg, reason);
-        let bytes = std::fs::read(wasm).map_err(|e| fail(format!("cannot read {}: {e}", wasm.display())))?;
+    /// Reads the component at `path` and hashes it, once: the hash tells a
+    /// reload whether anything changed and names the compiled copy on disk.
+    pub(crate) fn read_wasm(&self, cfg: &PluginConfig, path: &Path) -> Result<WasmFile, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| load_error(cfg, format!("cannot read {}: {e}", path.display())))?;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        let component = self.component(&bytes).map_err(fail)?;
+        Ok(WasmFile { path: path.to_path_buf(), bytes, sha256 })
+    }
+
+    /// Compiles a component file into a ready-to-instantiate version.
+    pub(crate) fn compile_wasm(&self, cfg: &PluginConfig, wasm: WasmFile, slot: Slot) -> Result<LoadedVersion, PluginError> {
+        let fail = |reason: String| load_error(cfg, reason);
+        let component = self.compile_component(&wasm.bytes, &wasm.sha256).map_err(fail)?;
         if let Some(other) = other_contract_version(&self.engine, &component) {
             return Err(fail(format!(
                 "was built against `{other}`, but this server speaks agentflow:auth@{WIT_VERSION}: rebuild it with the current agentflow-plugin-sdk"
@@ -145,12 +151,18 @@ impl PluginRuntime {
             Slot::Authenticator => Exports::Authenticate(authn::AuthenticatorPre::new(pre).map_err(missing)?),
             Slot::Authorizer => Exports::Authorize(authz::AuthorizerPre::new(pre).map_err(missing)?),
         };
-        Ok(LoadedVersion::new(exports, sha256, wasm.to_path_buf()))
+        Ok(LoadedVersion::new(exports, wasm.sha256, wasm.path))
     }
 
     /// Compiles component bytes, explaining what they are when they are not
     /// a component.
     pub(crate) fn component(&self, bytes: &[u8]) -> Result<Component, String> {
+        self.compile_component(bytes, &hex::encode(sha2::Sha256::digest(bytes)))
+    }
+
+    /// [`PluginRuntime::component`] for bytes whose SHA-256 is known; the
+    /// compile cache keys on it.
+    fn compile_component(&self, bytes: &[u8], sha256: &str) -> Result<Component, String> {
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
             return Err("this is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target".into());
         }
@@ -158,7 +170,7 @@ impl PluginRuntime {
             Component::new(&self.engine, bytes).map_err(|e| format!("not a valid WebAssembly component: {}", first_line(&e)))
         };
         match &self.compile_cache {
-            Some(cache) => cache.get_or_compile(&self.engine, bytes, compile),
+            Some(cache) => cache.get_or_compile(&self.engine, sha256, compile),
             None => compile(),
         }
     }
@@ -199,6 +211,14 @@ fn engine_config(pooled: bool) -> Config {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
+}
+
+/// A component file as read from disk.
+pub(crate) struct WasmFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, hex.
+    pub sha256: String,
 }
 
 /// Sandboxes that can exist at once (concurrent plugin calls, all plugins).
