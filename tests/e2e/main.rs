@@ -4,8 +4,10 @@
 //! One test binary (faster to link on a small machine); one module per area.
 
 mod support;
+mod support_agentflow;
 
 mod accounts;
+mod agentflow_server;
 mod auth_chain;
 mod config_errors;
 mod hostile_plugins;
