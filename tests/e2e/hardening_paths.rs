@@ -165,9 +165,8 @@ fn forged_identity_in_bodies_never_reaches_the_agent_whatever_the_content_type()
         assert_eq!(seen.header("content-type"), Some("application/json"), "{content_type:?}");
     }
 
-    // Refused, never forwarded: not a JSON object, two Content-Types, a
-    // compressed body, a duplicate `config` key trick is rewritten (above
-    // shapes), a JSON array.
+    // Refused with 400, never forwarded: not a JSON object, a JSON array,
+    // two Content-Types (either order), a compressed body.
     let before = up.count();
     let refused: &[(&[(&str, &str)], &str)] = &[
         (&[("Content-Type", "text/plain")], "user_id=mallory"),
