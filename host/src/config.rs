@@ -92,6 +92,9 @@ pub struct PluginConfig {
     /// instead of a fresh one each: faster, but whatever the plugin keeps in
     /// memory is seen by later callers. Off unless the plugin asks.
     pub reuse_instance: bool,
+    /// Request headers the plugin reads credentials from
+    /// (`"credential_headers"`), lower-case: never forwarded to the agent.
+    pub credential_headers: Vec<String>,
 }
 
 /// The `plugins` section: defaults that apply to every plugin.
@@ -210,6 +213,8 @@ struct RawPlugin {
     kv_kb: Option<u32>,
     #[serde(default)]
     reuse_instance: bool,
+    #[serde(default)]
+    credential_headers: Vec<String>,
 }
 
 impl Config {
@@ -339,6 +344,7 @@ impl Ctx<'_> {
                 timeout_ms: None,
                 kv_kb: None,
                 reuse_instance: false,
+                credential_headers: Vec::new(),
             },
             Value::Object(_) => serde_json::from_value(v.clone()).map_err(|e| (key.to_owned(), e.to_string()))?,
             _ => return Err((key.to_owned(), "must be a path or an object with \"path\"".into())),
@@ -363,6 +369,12 @@ impl Ctx<'_> {
         for (i, host) in raw.allowed_hosts.iter().enumerate() {
             check_allowed_host(host).map_err(|r| (format!("{key}.allowed_hosts[{i}]"), r))?;
         }
+        let credential_headers = raw
+            .credential_headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| check_header_name(h).map_err(|r| (format!("{key}.credential_headers[{i}]"), r)))
+            .collect::<Result<_, _>>()?;
         Ok(PluginConfig {
             name,
             path,
@@ -373,6 +385,7 @@ impl Ctx<'_> {
             timeout_ms,
             kv_kb,
             reuse_instance: raw.reuse_instance,
+            credential_headers,
         })
     }
 }
@@ -407,13 +420,20 @@ fn check_allowed_host(entry: &str) -> Result<(), String> {
     }
 }
 
+/// A request header name, returned lower-case.
+fn check_header_name(name: &str) -> Result<String, String> {
+    http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map(|n| n.as_str().to_owned())
+        .map_err(|_| format!("{name:?} is not a valid header name (letters, digits and -_!#$%&'*+.^`|~ only)"))
+}
+
 fn parse_agent_url(url: &str) -> Result<String, String> {
     let trimmed = url.trim_end_matches('/');
     let rest = trimmed
         .strip_prefix("http://")
         .or_else(|| trimmed.strip_prefix("https://"))
         .ok_or_else(|| format!("{url:?} must be an http:// or https:// base URL of the agent server"))?;
-    if rest.is_empty() || rest.contains('?') || rest.contains('#') {
+    if rest.is_empty() || rest.contains('?') || rest.contains('#') || reqwest::Url::parse(trimmed).is_err() {
         return Err(format!("{url:?} must be a base URL like \"http://127.0.0.1:9000\""));
     }
     Ok(trimmed.to_owned())
@@ -493,6 +513,20 @@ mod tests {
         assert_eq!(load(r#"{"agent": "http://127.0.0.1:9000/"}"#).unwrap().agent.unwrap(), "http://127.0.0.1:9000");
         let e = load(r#"{"auth": {"method": "custom", "path": "p.wasm", "allowed_hosts": ["http://x"]}}"#).unwrap_err();
         assert_eq!(e.key, "auth.allowed_hosts[0]");
+    }
+
+    #[test]
+    fn credential_headers_are_checked_and_lower_cased() {
+        let c = load(r#"{"auth": {"method": "custom", "path": "p.wasm", "credential_headers": ["X-Token", "x_session"]}}"#).unwrap();
+        match &c.auth[0] {
+            AuthMethodConfig::Plugin(p) => assert_eq!(p.credential_headers, ["x-token", "x_session"]),
+            other => panic!("expected plugin, got {other:?}"),
+        }
+        let e = load(r#"{"authorization": {"path": "p.wasm", "credential_headers": ["x-ok", "bad header"]}}"#).unwrap_err();
+        assert_eq!(e.key, "authorization.credential_headers[1]");
+        assert!(e.reason.contains("not a valid header name"), "{e}");
+        let e = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "credential_headers": [""]}]}"#).unwrap_err();
+        assert_eq!(e.key, "auth[0].credential_headers[0]");
     }
 
     #[test]

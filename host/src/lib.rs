@@ -4,6 +4,7 @@
 //! assembles a running server from a [`config::Config`], and [`routes::app`]
 //! is the router tests can serve on their own port.
 pub mod accounts;
+pub mod agent_request;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -10,7 +10,7 @@ use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::pipeline::{Gate, GateError};
 use crate::plugins::{PluginError, PluginRuntime};
-use crate::proxy::Upstream;
+use crate::proxy::{HeaderPolicy, Upstream};
 use crate::routes::{AppState, app};
 
 /// Why the server cannot start.
@@ -69,7 +69,9 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     if cfg.agent.is_none() {
         tracing::warn!("no \"agent\" configured: AgentFlow routes answer 503");
     }
-    Ok(AppState { gate: Arc::new(gate), upstream: cfg.agent.clone().map(Upstream::new), accounts })
+    let headers = HeaderPolicy::new(cfg.plugins().flat_map(|p| p.credential_headers.iter()));
+    let upstream = cfg.agent.clone().map(|base| Upstream::new(base, headers));
+    Ok(AppState { gate: Arc::new(gate), upstream, accounts })
 }
 
 /// Binds `host:port` and serves until the process is stopped.

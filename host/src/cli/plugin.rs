@@ -173,6 +173,7 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
         timeout_ms: args.timeout_ms,
         kv_kb: 1024,
         reuse_instance: false,
+        credential_headers: Vec::new(),
     };
     let plugin = runtime.load(&cfg, slot, &Env::process_only())?;
     let headers = match req.headers {

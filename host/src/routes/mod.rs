@@ -18,8 +18,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
 
-pub use agent::classify;
-
 use crate::accounts::Accounts;
 use crate::error::ApiError;
 use crate::identity::Identity;
