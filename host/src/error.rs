@@ -1,5 +1,6 @@
 //! The one error type the HTTP layer answers with, and its mapping to
-//! status codes and JSON bodies `{"detail": ..., "code": ...}`.
+//! status codes and JSON bodies: `{"detail": ..., "code": ...}` plus the
+//! AgentFlow error envelope (see [`envelope`]).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -123,6 +124,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The refusal body in both shapes: agentflow's own `detail` / `code`, and
+/// the AgentFlow server's envelope (`error.code`, `error.message`,
+/// `metadata.request_id`, `metadata.timestamp`), which its clients read.
+pub fn envelope(code: &str, detail: &str) -> serde_json::Value {
+    let request_id = crate::request_id::current().unwrap_or_default();
+    let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    serde_json::json!({
+        "detail": detail,
+        "code": code,
+        "error": { "code": code.to_ascii_uppercase(), "message": detail, "details": [] },
+        "metadata": { "request_id": request_id, "timestamp": timestamp, "message": detail },
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
@@ -130,7 +145,7 @@ impl IntoResponse for ApiError {
             ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
             _ => {}
         }
-        let body = serde_json::json!({ "detail": self.detail(), "code": self.code() });
+        let body = envelope(self.code(), &self.detail());
         let mut response = (self.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {

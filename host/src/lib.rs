@@ -14,6 +14,7 @@ pub mod passwords;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
+pub mod request_id;
 pub mod secrets;
 pub mod routes;
 pub mod server;

@@ -10,6 +10,7 @@ mod accounts;
 mod agentflow_server;
 mod auth_chain;
 mod config_errors;
+mod envelope;
 mod hardening_paths;
 mod hostile_plugins;
 mod jwt;

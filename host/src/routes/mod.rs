@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/refresh", post(auth::refresh))
         .route("/v1/logout", post(auth::logout))
         .route("/v1/auto_login", get(auth::auto_login))
+        .layer(middleware::from_fn(crate::request_id::assign))
         .with_state(state)
 }
 
