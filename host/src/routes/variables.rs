@@ -2,14 +2,14 @@
 //! `POST/GET /v1/variables`, `PATCH/DELETE /v1/variables/{id}`.
 
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::users::account_of;
-use super::{AppState, Caller};
+use super::AppState;
+use super::account::Account;
 use crate::error::ApiError;
-use crate::store::{NewVariable, Store, StoreError, Variable, VariableKind, unix_now};
+use crate::store::{NewVariable, Store, StoreError, User, Variable, VariableKind, unix_now};
 
 /// Longest variable value accepted.
 const MAX_VALUE: usize = 64 * 1024;
@@ -66,9 +66,8 @@ fn check(name: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Any user with an account: stores an encrypted variable.
-pub async fn create(State(state): State<AppState>, Extension(caller): Extension<Caller>, Json(body): Json<CreateVariable>) -> Result<(StatusCode, Json<VariableView>), ApiError> {
-    let me = account_of(&state, &caller).await?;
+/// Any account: stores an encrypted variable.
+pub async fn create(State(state): State<AppState>, Account(me): Account, Json(body): Json<CreateVariable>) -> Result<(StatusCode, Json<VariableView>), ApiError> {
     check(Some(&body.name), Some(&body.value))?;
     let new = NewVariable { user_id: me.id, name: body.name, kind: body.kind, value_encrypted: state.accounts.secrets.encrypt(body.value.as_bytes()) };
     let stored = state.accounts.store.create_variable(new, unix_now()).await.map_err(|e| match e {
@@ -78,9 +77,8 @@ pub async fn create(State(state): State<AppState>, Extension(caller): Extension<
     Ok((StatusCode::CREATED, Json(view(&state, stored)?)))
 }
 
-/// Any user with an account: their variables.
-pub async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<VariableView>>, ApiError> {
-    let me = account_of(&state, &caller).await?;
+/// Any account: their variables.
+pub async fn list(State(state): State<AppState>, Account(me): Account) -> Result<Json<Vec<VariableView>>, ApiError> {
     let vars = state.accounts.store.list_variables(&me.id).await?;
     Ok(Json(vars.into_iter().map(|v| view(&state, v)).collect::<Result<_, _>>()?))
 }
@@ -95,8 +93,8 @@ pub struct PatchVariable {
 }
 
 /// The owner: changes the value and/or type.
-pub async fn update(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>, Json(body): Json<PatchVariable>) -> Result<Json<VariableView>, ApiError> {
-    let current = owned(&state, &caller, &id).await?;
+pub async fn update(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>, Json(body): Json<PatchVariable>) -> Result<Json<VariableView>, ApiError> {
+    let current = owned(&state, &me, &id).await?;
     check(None, body.value.as_deref())?;
     let encrypted = match &body.value {
         Some(v) => state.accounts.secrets.encrypt(v.as_bytes()),
@@ -107,15 +105,14 @@ pub async fn update(State(state): State<AppState>, Extension(caller): Extension<
 }
 
 /// The owner: deletes it.
-pub async fn delete(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    owned(&state, &caller, &id).await?;
+pub async fn delete(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    owned(&state, &me, &id).await?;
     state.accounts.store.delete_variable(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The variable if the caller owns it; 404 otherwise.
-async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<Variable, ApiError> {
-    let me = account_of(state, caller).await?;
+/// The variable if `me` owns it; 404 otherwise.
+async fn owned(state: &AppState, me: &User, id: &str) -> Result<Variable, ApiError> {
     let v = state.accounts.store.get_variable(id).await?;
     if v.user_id != me.id {
         return Err(ApiError::NotFound("not found".into()));
