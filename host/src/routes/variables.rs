@@ -92,16 +92,31 @@ pub struct PatchVariable {
     kind: Option<VariableKind>,
 }
 
-/// The owner: changes the value and/or type.
+/// The owner: changes the value and/or type. Turning a credential into a
+/// generic variable needs a new `value` in the same request: generic values
+/// are shown, credential values never are.
 pub async fn update(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>, Json(body): Json<PatchVariable>) -> Result<Json<VariableView>, ApiError> {
     let current = owned(&state, &me, &id).await?;
     check(None, body.value.as_deref())?;
+    let kind = body.kind.unwrap_or(current.kind);
+    reveals_credential(current.kind, kind, body.value.is_some())?;
     let encrypted = match &body.value {
         Some(v) => state.accounts.secrets.encrypt(v.as_bytes()),
         None => current.value_encrypted,
     };
-    let updated = state.accounts.store.update_variable(&id, body.kind.unwrap_or(current.kind), encrypted, unix_now()).await?;
+    let updated = state.accounts.store.update_variable(&id, kind, encrypted, unix_now()).await?;
     Ok(Json(view(&state, updated)?))
+}
+
+/// Refuses a change that would show a stored credential: credential to
+/// generic without a new value.
+fn reveals_credential(from: VariableKind, to: VariableKind, new_value: bool) -> Result<(), ApiError> {
+    if from == VariableKind::Credential && to == VariableKind::Generic && !new_value {
+        return Err(ApiError::BadRequest(
+            "`value`: changing a credential to generic needs a new value in the same request (stored credentials are never revealed)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The owner: deletes it.
@@ -118,4 +133,19 @@ async fn owned(state: &AppState, me: &User, id: &str) -> Result<Variable, ApiErr
         return Err(ApiError::NotFound("not found".into()));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use VariableKind::{Credential, Generic};
+
+    #[test]
+    fn a_credential_turns_generic_only_with_a_new_value() {
+        assert!(reveals_credential(Credential, Generic, false).is_err());
+        assert!(reveals_credential(Credential, Generic, true).is_ok());
+        assert!(reveals_credential(Credential, Credential, false).is_ok());
+        assert!(reveals_credential(Generic, Credential, false).is_ok());
+        assert!(reveals_credential(Generic, Generic, false).is_ok());
+    }
 }
