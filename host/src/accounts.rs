@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::identity::Identity;
+use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::jwt::{JwtSigner, JwtVerifier};
 use crate::passwords;
 use crate::secrets::{KeyOrigin, SecretBox};
@@ -17,6 +17,11 @@ use crate::store::{
 
 /// Claim that tells access tokens from refresh tokens.
 pub const TOKEN_TYPE_CLAIM: &str = "type";
+
+/// Claim of access tokens naming their login (the refresh-token family),
+/// as OpenID Connect names a session. Checked against the store on every
+/// request, so logout and refresh-token reuse end the login at once.
+pub const LOGIN_CLAIM: &str = "sid";
 
 /// Why the account system cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +193,7 @@ impl Accounts {
         let ttl = self.settings.access_token_ttl;
         let access = json!({
             "sub": user.id, "user_id": user.id, "username": user.username, "roles": roles_of(user),
-            "type": "access", "iat": now, "exp": now + ttl,
+            "type": "access", LOGIN_CLAIM: family, "iat": now, "exp": now + ttl,
         });
         let refresh = json!({
             "sub": user.id, "type": "refresh", "fam": family, "jti": jti,
@@ -249,8 +254,41 @@ impl Accounts {
         }
     }
 
+    /// Checks a verified access token (claim `type: "access"`) against the
+    /// store: its login must exist, belong to its user and not be revoked,
+    /// and the user must be active. Roles come from the account as it is now,
+    /// not from the token, so a demoted superuser loses `admin` at once.
+    // No cache: one sled read per lookup is cheap, and a cache would delay
+    // revocation.
+    pub async fn resume_login(&self, mut who: Identity) -> Result<Authenticated, ApiError> {
+        let refused = |why: &str| ApiError::InvalidCredentials { detail: format!("invalid token: {why}"), invalid_token: true };
+        let login = who
+            .claims
+            .get(LOGIN_CLAIM)
+            .and_then(Value::as_str)
+            .ok_or_else(|| refused("not issued by this server's login; log in again"))?
+            .to_owned();
+        let family = match self.store.get_family(&login).await {
+            Ok(f) if f.user_id == who.user_id => f,
+            Ok(_) | Err(StoreError::NotFound) => return Err(refused("unknown login; log in again")),
+            Err(e) => return Err(e.into()),
+        };
+        if family.revoked {
+            return Err(refused("this login has ended (logged out, or its refresh token was reused)"));
+        }
+        let user = match self.store.get_user(&family.user_id).await {
+            Ok(u) if u.is_active => u,
+            Ok(_) | Err(StoreError::NotFound) => return Err(refused("the account is no longer active")),
+            Err(e) => return Err(e.into()),
+        };
+        who.roles = roles_of(&user);
+        // The agent and `/v1/whoami` see the claims too: keep them truthful.
+        who.claims.insert("roles".into(), json!(who.roles));
+        Ok(Authenticated { identity: who, origin: IdentityOrigin::Account { user_id: user.id, login } })
+    }
+
     /// Authenticates an `x-api-key` value issued by `POST /v1/api-keys`.
-    pub async fn authenticate_api_key(&self, key: &str) -> Result<Identity, ApiError> {
+    pub async fn authenticate_api_key(&self, key: &str) -> Result<Authenticated, ApiError> {
         let refused = || ApiError::InvalidCredentials { detail: "invalid API key".into(), invalid_token: false };
         let record = match self.store.get_api_key_by_hash(&hash_api_key(key)).await {
             Ok(r) => r,
@@ -265,7 +303,8 @@ impl Accounts {
         claims.insert("auth_method".into(), json!("api_key"));
         claims.insert("api_key_id".into(), json!(record.id));
         claims.insert("username".into(), json!(user.username));
-        Ok(Identity { user_id: user.id.clone(), roles: roles_of(&user), claims })
+        let identity = Identity { user_id: user.id.clone(), roles: roles_of(&user), claims };
+        Ok(Authenticated { identity, origin: IdentityOrigin::ApiKey { user_id: user.id, key_id: record.id } })
     }
 
     /// Forgets failed-login counters older than the lockout window every few

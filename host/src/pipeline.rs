@@ -8,7 +8,7 @@ use http::HeaderMap;
 use crate::accounts::{Accounts, TOKEN_TYPE_CLAIM};
 use crate::config::{AuthMethodConfig, Config};
 use crate::error::ApiError;
-use crate::identity::Identity;
+use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::jwt::{JwtConfigError, JwtVerifier, TokenError};
 use crate::plugins::{Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Slot};
 
@@ -50,7 +50,7 @@ pub enum AuthMethod {
 /// Authentication chain plus optional authorizer.
 pub struct Gate {
     methods: Vec<AuthMethod>,
-    /// Checks that users behind tokens from `POST /v1/login` are still active.
+    /// Checks tokens from `POST /v1/login` against their login and account.
     accounts: Arc<Accounts>,
     authorizer: Option<Arc<Plugin>>,
 }
@@ -107,10 +107,11 @@ impl Gate {
     }
 
     /// Runs the chain: the first method that authenticates wins, a method
-    /// without credentials passes to the next, a refusal stops.
-    pub async fn authenticate(&self, headers: &HeaderMap, req: Option<&PluginRequest>) -> Result<Identity, ApiError> {
+    /// without credentials passes to the next, a refusal stops. The answer
+    /// says how the caller was proved (see [`IdentityOrigin`]).
+    pub async fn authenticate(&self, headers: &HeaderMap, req: Option<&PluginRequest>) -> Result<Authenticated, ApiError> {
         if self.is_open() {
-            return Ok(anonymous());
+            return Ok(Authenticated { identity: anonymous(), origin: IdentityOrigin::Anonymous });
         }
         for method in &self.methods {
             match method {
@@ -124,14 +125,12 @@ impl Gate {
                             },
                             invalid_token: true,
                         })?;
-                        // Tokens from our own login die with the account.
+                        // A token that says it is one of our access tokens must
+                        // be one: a live login of an active account.
                         if who.claims.get(TOKEN_TYPE_CLAIM).and_then(|t| t.as_str()) == Some("access") {
-                            self.accounts.active_user(&who.user_id).await.map_err(|_| ApiError::InvalidCredentials {
-                                detail: "invalid token: the account is no longer active".into(),
-                                invalid_token: true,
-                            })?;
+                            return self.accounts.resume_login(who).await;
                         }
-                        return Ok(who);
+                        return Ok(Authenticated { identity: who, origin: IdentityOrigin::Jwt });
                     }
                 },
                 AuthMethod::ApiKey(accounts) => match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
@@ -141,7 +140,10 @@ impl Gate {
                 AuthMethod::Plugin(plugin) => {
                     let req = req.expect("the plugin view is built whenever a plugin is configured");
                     match plugin.authenticate(req).await? {
-                        AuthnOutcome::Authenticated { who, .. } => return Ok(who),
+                        AuthnOutcome::Authenticated { who, .. } => {
+                            let origin = IdentityOrigin::Plugin { name: plugin.name().to_owned() };
+                            return Ok(Authenticated { identity: who, origin });
+                        }
                         AuthnOutcome::NoCredentials => continue,
                         AuthnOutcome::Refused { status, detail } => return Err(refusal(status, detail, true)),
                     }

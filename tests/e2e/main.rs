@@ -11,6 +11,7 @@ mod agentflow_server;
 mod auth_chain;
 mod config_errors;
 mod envelope;
+mod hardening_identity;
 mod hardening_paths;
 mod hostile_plugins;
 mod jwt;

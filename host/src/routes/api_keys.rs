@@ -1,12 +1,12 @@
 //! API keys: `POST/GET /v1/api-keys`, `DELETE /v1/api-keys/{id}`.
 
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::users::account_of;
-use super::{AppState, Caller};
+use super::AppState;
+use super::account::Account;
 use crate::error::ApiError;
 use crate::store::{ApiKey, NewApiKey, Store, unix_now};
 
@@ -43,9 +43,8 @@ pub struct CreatedKey {
     key: String,
 }
 
-/// Any user with an account: creates a key for themselves.
-pub async fn create(State(state): State<AppState>, Extension(caller): Extension<Caller>, Json(body): Json<CreateKey>) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    let me = account_of(&state, &caller).await?;
+/// Any account: creates a key for themselves.
+pub async fn create(State(state): State<AppState>, Account(me): Account, Json(body): Json<CreateKey>) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     if body.name.chars().count() > 100 {
         return Err(ApiError::BadRequest("name must be at most 100 characters".into()));
     }
@@ -54,16 +53,14 @@ pub async fn create(State(state): State<AppState>, Extension(caller): Extension<
     Ok((StatusCode::CREATED, Json(CreatedKey { view: stored.into(), key })))
 }
 
-/// Any user with an account: their keys, masked.
-pub async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
-    let me = account_of(&state, &caller).await?;
+/// Any account: their keys, masked.
+pub async fn list(State(state): State<AppState>, Account(me): Account) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
     let keys = state.accounts.store.list_api_keys(&me.id).await?;
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }
 
 /// The key's owner or a superuser: revokes it.
-pub async fn delete(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let me = account_of(&state, &caller).await?;
+pub async fn delete(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let key = state.accounts.store.get_api_key(&id).await?;
     if key.user_id != me.id && !me.is_superuser {
         // Same answer as a missing key: other users' key ids are not confirmed.

@@ -1,6 +1,7 @@
 //! The HTTP surface: the router, the authentication layer in front of
 //! everything but `/ping`, and the shared state handlers use.
 
+mod account;
 mod agent;
 mod api_keys;
 mod auth;
@@ -20,7 +21,7 @@ use axum::routing::{delete, get, patch, post};
 
 use crate::accounts::Accounts;
 use crate::error::ApiError;
-use crate::identity::Identity;
+use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::pipeline::Gate;
 use crate::plugins::PluginRequest;
 use crate::proxy::Upstream;
@@ -41,6 +42,8 @@ pub struct AppState {
 pub struct Caller {
     /// Who they are.
     pub identity: Identity,
+    /// How that was proved (only account-issued credentials reach the account API).
+    pub origin: IdentityOrigin,
     /// The request as plugins see it (only built when plugins are in use).
     pub plugin_view: Option<Arc<PluginRequest>>,
     /// The peer address.
@@ -80,8 +83,8 @@ async fn ping() -> axum::Json<serde_json::Value> {
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let client_ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let plugin_view = state.gate.uses_plugins().then(|| Arc::new(plugin_view(&req, client_ip.clone())));
-    let identity = state.gate.authenticate(req.headers(), plugin_view.as_deref()).await?;
-    req.extensions_mut().insert(Caller { identity, plugin_view, client_ip });
+    let Authenticated { identity, origin } = state.gate.authenticate(req.headers(), plugin_view.as_deref()).await?;
+    req.extensions_mut().insert(Caller { identity, origin, plugin_view, client_ip });
     Ok(next.run(req).await)
 }
 

@@ -1,11 +1,12 @@
 //! User administration: `/v1/users/whoami` and `/v1/users[/{id}]`.
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Caller};
+use super::AppState;
+use super::account::{Account, Superuser};
 use crate::accounts::{validate_password, validate_username};
 use crate::error::ApiError;
 use crate::passwords;
@@ -35,26 +36,9 @@ impl From<User> for UserView {
     }
 }
 
-/// The store user behind the caller; callers authenticated some other way
-/// (an external JWT, a plugin) have no account.
-pub async fn account_of(state: &AppState, caller: &Caller) -> Result<User, ApiError> {
-    match state.accounts.store.get_user(&caller.identity.user_id).await {
-        Ok(u) if u.is_active => Ok(u),
-        Ok(_) => Err(ApiError::InvalidCredentials { detail: "account is not active".into(), invalid_token: false }),
-        Err(StoreError::NotFound) => Err(ApiError::Forbidden("this endpoint needs an agentflow user account".into())),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The caller's account if it is a superuser, else 403.
-pub async fn superuser_of(state: &AppState, caller: &Caller) -> Result<User, ApiError> {
-    let user = account_of(state, caller).await?;
-    if user.is_superuser { Ok(user) } else { Err(ApiError::Forbidden("superuser only".into())) }
-}
-
-/// Any user with an account: their own record.
-pub async fn whoami(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<UserView>, ApiError> {
-    Ok(Json(account_of(&state, &caller).await?.into()))
+/// Any account: their own record.
+pub async fn whoami(Account(me): Account) -> Json<UserView> {
+    Json(me.into())
 }
 
 /// `offset` / `limit` of a listing.
@@ -80,8 +64,7 @@ pub struct UserPage {
 }
 
 /// Superusers: every user, paginated (`limit` at most 500).
-pub async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>, Query(p): Query<Paging>) -> Result<Json<UserPage>, ApiError> {
-    superuser_of(&state, &caller).await?;
+pub async fn list(State(state): State<AppState>, _: Superuser, Query(p): Query<Paging>) -> Result<Json<UserPage>, ApiError> {
     let limit = p.limit.clamp(1, 500);
     let page = state.accounts.store.list_users(p.offset, limit).await?;
     Ok(Json(UserPage { items: page.items.into_iter().map(Into::into).collect(), total: page.total, offset: p.offset, limit }))
@@ -99,8 +82,7 @@ pub struct CreateUser {
 }
 
 /// Superusers: creates a user; `is_active` defaults to AGENTFLOW_NEW_USER_IS_ACTIVE.
-pub async fn create(State(state): State<AppState>, Extension(caller): Extension<Caller>, Json(body): Json<CreateUser>) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    superuser_of(&state, &caller).await?;
+pub async fn create(State(state): State<AppState>, _: Superuser, Json(body): Json<CreateUser>) -> Result<(StatusCode, Json<UserView>), ApiError> {
     validate_username(&body.username)?;
     validate_password(&body.password)?;
     let password_hash = passwords::hash_password_async(body.password).await.map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -128,8 +110,7 @@ pub struct PatchUser {
 
 /// Users change their own password; superusers change anyone's password
 /// and `is_active` / `is_superuser`.
-pub async fn update(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>, Json(body): Json<PatchUser>) -> Result<Json<UserView>, ApiError> {
-    let me = account_of(&state, &caller).await?;
+pub async fn update(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>, Json(body): Json<PatchUser>) -> Result<Json<UserView>, ApiError> {
     let is_self = me.id == id;
     if !me.is_superuser && (!is_self || body.is_active.is_some() || body.is_superuser.is_some()) {
         return Err(ApiError::Forbidden("only a superuser may change this".into()));
@@ -153,8 +134,7 @@ pub async fn update(State(state): State<AppState>, Extension(caller): Extension<
 }
 
 /// Superusers: deletes a user (not themselves) with their keys, logins and variables.
-pub async fn delete(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let me = superuser_of(&state, &caller).await?;
+pub async fn delete(State(state): State<AppState>, Superuser(me): Superuser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     if me.id == id {
         return Err(ApiError::BadRequest("a superuser cannot delete themselves".into()));
     }

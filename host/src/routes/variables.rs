@@ -2,14 +2,14 @@
 //! `POST/GET /v1/variables`, `PATCH/DELETE /v1/variables/{id}`.
 
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::users::account_of;
-use super::{AppState, Caller};
+use super::AppState;
+use super::account::Account;
 use crate::error::ApiError;
-use crate::store::{NewVariable, Store, StoreError, Variable, VariableKind, unix_now};
+use crate::store::{NewVariable, Store, StoreError, User, Variable, VariableKind, unix_now};
 
 /// Longest variable value accepted.
 const MAX_VALUE: usize = 64 * 1024;
@@ -66,9 +66,8 @@ fn check(name: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Any user with an account: stores an encrypted variable.
-pub async fn create(State(state): State<AppState>, Extension(caller): Extension<Caller>, Json(body): Json<CreateVariable>) -> Result<(StatusCode, Json<VariableView>), ApiError> {
-    let me = account_of(&state, &caller).await?;
+/// Any account: stores an encrypted variable.
+pub async fn create(State(state): State<AppState>, Account(me): Account, Json(body): Json<CreateVariable>) -> Result<(StatusCode, Json<VariableView>), ApiError> {
     check(Some(&body.name), Some(&body.value))?;
     let new = NewVariable { user_id: me.id, name: body.name, kind: body.kind, value_encrypted: state.accounts.secrets.encrypt(body.value.as_bytes()) };
     let stored = state.accounts.store.create_variable(new, unix_now()).await.map_err(|e| match e {
@@ -78,9 +77,8 @@ pub async fn create(State(state): State<AppState>, Extension(caller): Extension<
     Ok((StatusCode::CREATED, Json(view(&state, stored)?)))
 }
 
-/// Any user with an account: their variables.
-pub async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<VariableView>>, ApiError> {
-    let me = account_of(&state, &caller).await?;
+/// Any account: their variables.
+pub async fn list(State(state): State<AppState>, Account(me): Account) -> Result<Json<Vec<VariableView>>, ApiError> {
     let vars = state.accounts.store.list_variables(&me.id).await?;
     Ok(Json(vars.into_iter().map(|v| view(&state, v)).collect::<Result<_, _>>()?))
 }
@@ -94,31 +92,60 @@ pub struct PatchVariable {
     kind: Option<VariableKind>,
 }
 
-/// The owner: changes the value and/or type.
-pub async fn update(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>, Json(body): Json<PatchVariable>) -> Result<Json<VariableView>, ApiError> {
-    let current = owned(&state, &caller, &id).await?;
+/// The owner: changes the value and/or type. Turning a credential into a
+/// generic variable needs a new `value` in the same request: generic values
+/// are shown, credential values never are.
+pub async fn update(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>, Json(body): Json<PatchVariable>) -> Result<Json<VariableView>, ApiError> {
+    let current = owned(&state, &me, &id).await?;
     check(None, body.value.as_deref())?;
+    let kind = body.kind.unwrap_or(current.kind);
+    reveals_credential(current.kind, kind, body.value.is_some())?;
     let encrypted = match &body.value {
         Some(v) => state.accounts.secrets.encrypt(v.as_bytes()),
         None => current.value_encrypted,
     };
-    let updated = state.accounts.store.update_variable(&id, body.kind.unwrap_or(current.kind), encrypted, unix_now()).await?;
+    let updated = state.accounts.store.update_variable(&id, kind, encrypted, unix_now()).await?;
     Ok(Json(view(&state, updated)?))
 }
 
+/// Refuses a change that would show a stored credential: credential to
+/// generic without a new value.
+fn reveals_credential(from: VariableKind, to: VariableKind, new_value: bool) -> Result<(), ApiError> {
+    if from == VariableKind::Credential && to == VariableKind::Generic && !new_value {
+        return Err(ApiError::BadRequest(
+            "`value`: changing a credential to generic needs a new value in the same request (stored credentials are never revealed)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The owner: deletes it.
-pub async fn delete(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    owned(&state, &caller, &id).await?;
+pub async fn delete(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    owned(&state, &me, &id).await?;
     state.accounts.store.delete_variable(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The variable if the caller owns it; 404 otherwise.
-async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<Variable, ApiError> {
-    let me = account_of(state, caller).await?;
+/// The variable if `me` owns it; 404 otherwise.
+async fn owned(state: &AppState, me: &User, id: &str) -> Result<Variable, ApiError> {
     let v = state.accounts.store.get_variable(id).await?;
     if v.user_id != me.id {
         return Err(ApiError::NotFound("not found".into()));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use VariableKind::{Credential, Generic};
+
+    #[test]
+    fn a_credential_turns_generic_only_with_a_new_value() {
+        assert!(reveals_credential(Credential, Generic, false).is_err());
+        assert!(reveals_credential(Credential, Generic, true).is_ok());
+        assert!(reveals_credential(Credential, Credential, false).is_ok());
+        assert!(reveals_credential(Generic, Credential, false).is_ok());
+        assert!(reveals_credential(Generic, Generic, false).is_ok());
+    }
 }
