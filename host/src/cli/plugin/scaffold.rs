@@ -127,7 +127,7 @@ fn dev_config(kind: Kind) -> String {
     let (key, entry) = match kind {
         Kind::Authenticator => (
             "auth",
-            r#"{"method": "custom", "path": ".", "config": {"token": "dev-token", "user": "dev"}}"#,
+            r#"{"method": "custom", "path": ".", "credential_headers": ["x-token"], "config": {"token": "dev-token", "user": "dev"}}"#,
         ),
         Kind::Authorizer => ("authorization", r#"{"path": ".", "config": {"allow_roles": ["admin"]}}"#),
     };
