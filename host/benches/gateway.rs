@@ -49,6 +49,9 @@ use agentflow::jwt::{JwtSigner, JwtVerifier};
 use agentflow::plugins::{Access, AuthnOutcome, AuthzOutcome, PluginRequest, PluginRuntime, Slot};
 use serde_json::{Map, Value, json};
 
+// In a folder of its own: a file directly in benches/ would be taken for
+// another bench target.
+#[path = "gateway/login_flood.rs"]
 mod login_flood;
 
 const ROLE_VAR: &str = "AGENTFLOW_BENCH_ROLE";
