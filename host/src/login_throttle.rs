@@ -89,18 +89,28 @@ impl AddressThrottle {
                 return Err(Throttled { retry_after: 1 });
             }
         }
-        let slot = slots.entry(key.clone()).or_insert(Slot { tokens: self.capacity, updated: now, in_flight: 0 });
+        let slot = slots.entry(key.clone()).or_insert(Slot {
+            tokens: self.capacity,
+            updated: now,
+            in_flight: 0,
+        });
         self.refill(slot, now);
         if slot.in_flight >= self.max_in_flight {
             return Err(Throttled { retry_after: 1 });
         }
         if slot.tokens < 1.0 {
             let wait = ((1.0 - slot.tokens) / self.per_second).ceil();
-            return Err(Throttled { retry_after: (wait as u64).max(1) });
+            return Err(Throttled {
+                retry_after: (wait as u64).max(1),
+            });
         }
         slot.tokens -= 1.0;
         slot.in_flight += 1;
-        Ok(Ticket { throttle: self, key: key.clone(), refund: false })
+        Ok(Ticket {
+            throttle: self,
+            key: key.clone(),
+            refund: false,
+        })
     }
 
     fn refill(&self, slot: &mut Slot, now: Instant) {
@@ -146,7 +156,11 @@ impl Ticket<'_> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        let mut slots = self.throttle.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self
+            .throttle
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = slots.get_mut(&self.key) {
             slot.in_flight = slot.in_flight.saturating_sub(1);
             if self.refund {
@@ -182,7 +196,10 @@ mod tests {
         }
         let refused = t.admit(&a, now).unwrap_err();
         assert_eq!(refused.retry_after, 20, "one attempt per 20 s at 3/min");
-        assert!(t.admit(&key("10.0.0.2"), now).is_ok(), "other addresses are not affected");
+        assert!(
+            t.admit(&key("10.0.0.2"), now).is_ok(),
+            "other addresses are not affected"
+        );
         assert!(t.admit(&a, now + Duration::from_secs(20)).is_ok());
     }
 
@@ -215,6 +232,10 @@ mod tests {
         drop(t.admit(&key("10.0.0.1"), now).unwrap());
         let _busy = t.admit(&key("10.0.0.2"), now).unwrap();
         t.prune(now + Duration::from_secs(2));
-        assert_eq!(t.tracked(), 1, "only the address with a login in flight stays");
+        assert_eq!(
+            t.tracked(),
+            1,
+            "only the address with a login in flight stays"
+        );
     }
 }

@@ -28,13 +28,19 @@ pub fn run(fx: &Fixtures, opts: &LoadOpts) {
         ("AGENTFLOW_LOGIN_ATTEMPTS_PER_MINUTE", "1000000"),
         ("AGENTFLOW_LOGIN_IN_FLIGHT_PER_ADDRESS", "1000000"),
     ];
-    let scenarios: [(&str, &[(&str, &str)]); 2] =
-        [("default limits (flood from one address)", &[]), ("per-address limits lifted (hashing pool only)", &lifted)];
+    let scenarios: [(&str, &[(&str, &str)]); 2] = [
+        ("default limits (flood from one address)", &[]),
+        ("per-address limits lifted (hashing pool only)", &lifted),
+    ];
     let flood_script = fx.dir.path().join("login-flood.lua");
     std::fs::write(&flood_script, FLOOD_LUA).unwrap();
-    println!("## Login flood: GET /v1/whoami (JWT from a login) quiet vs during a wrong-password flood of POST /v1/login (wrk, 64 connections)");
+    println!(
+        "## Login flood: GET /v1/whoami (JWT from a login) quiet vs during a wrong-password flood of POST /v1/login (wrk, 64 connections)"
+    );
     println!();
-    println!("| scenario | whoami req/s quiet / flood | p50 quiet / flood | p99 quiet / flood | flood p99 / quiet p99 | logins answered/s | logins refused (429) or failed |");
+    println!(
+        "| scenario | whoami req/s quiet / flood | p50 quiet / flood | p99 quiet / flood | flood p99 / quiet p99 | logins answered/s | logins refused (429) or failed |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (label, extra) in scenarios {
         let mut env: Vec<(&str, String)> = vec![
@@ -57,7 +63,13 @@ pub fn run(fx: &Fixtures, opts: &LoadOpts) {
         run_wrk(opts, 1, &script, &url); // warm-up, discarded
         let quiet = run_wrk(opts, opts.duration_s, &script, &url);
         let flood = Command::new("wrk")
-            .args(["-t1", "-c64", &format!("-d{}s", opts.duration_s + 2), "--latency", "-s"])
+            .args([
+                "-t1",
+                "-c64",
+                &format!("-d{}s", opts.duration_s + 2),
+                "--latency",
+                "-s",
+            ])
             .arg(&flood_script)
             .arg(format!("{base}/v1/login"))
             .stdout(Stdio::piped())
@@ -70,7 +82,10 @@ pub fn run(fx: &Fixtures, opts: &LoadOpts) {
         let flood = parse_wrk(&String::from_utf8_lossy(&flood_out.stdout));
         drop(server);
         let (flood_rps, flood_refused) = match &flood {
-            Some(f) => (format!("{:.0}", f.rps), format!("{} of {}", f.non_2xx + f.socket_errors, f.requests)),
+            Some(f) => (
+                format!("{:.0}", f.rps),
+                format!("{} of {}", f.non_2xx + f.socket_errors, f.requests),
+            ),
             None => ("?".into(), "?".into()),
         };
         println!(
@@ -89,12 +104,18 @@ pub fn run(fx: &Fixtures, opts: &LoadOpts) {
 
 /// Logs the bench admin in; its access token.
 fn admin_token(base: &str) -> Result<String, String> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let resp = client
         .post(format!("{base}/v1/login"))
         .json(&json!({"username": ADMIN, "password": ADMIN_PW}))
         .send()
         .map_err(|e| e.to_string())?;
     let body: Value = resp.json().map_err(|e| e.to_string())?;
-    body["access_token"].as_str().map(str::to_owned).ok_or_else(|| format!("login failed: {body}"))
+    body["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("login failed: {body}"))
 }

@@ -53,7 +53,10 @@ impl HashPool {
     /// time or the queue is already full. The permit is meant to move into
     /// the blocking task, so a caller that goes away (a dropped connection)
     /// does not free the slot while its hash still runs.
-    pub async fn acquire_within(&self, wait: Duration) -> Result<OwnedSemaphorePermit, PasswordError> {
+    pub async fn acquire_within(
+        &self,
+        wait: Duration,
+    ) -> Result<OwnedSemaphorePermit, PasswordError> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
@@ -61,7 +64,9 @@ impl HashPool {
         match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; treat it like a timeout anyway.
-            Ok(Err(_)) | Err(_) => Err(PasswordError::Busy { retry_after: RETRY_AFTER_SECS }),
+            Ok(Err(_)) | Err(_) => Err(PasswordError::Busy {
+                retry_after: RETRY_AFTER_SECS,
+            }),
         }
     }
 
@@ -82,7 +87,9 @@ impl HashPool {
         let before = self.waiting.fetch_add(1, Ordering::AcqRel);
         let spot = QueueSpot(&self.waiting);
         if before >= limit {
-            return Err(PasswordError::Busy { retry_after: RETRY_AFTER_SECS });
+            return Err(PasswordError::Busy {
+                retry_after: RETRY_AFTER_SECS,
+            });
         }
         Ok(spot)
     }
@@ -117,7 +124,9 @@ fn global_or(permits: usize) -> &'static HashPool {
 /// One fewer than the cores (at least 1): a core stays free for the
 /// requests that do not hash, so a login flood cannot starve them.
 pub fn default_permits() -> usize {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     cores.saturating_sub(1).max(1)
 }
 
@@ -131,8 +140,14 @@ mod tests {
         let pool = HashPool::new(1);
         let held = pool.acquire_within(QUEUE_WAIT).await.unwrap();
         let started = Instant::now();
-        let err = pool.acquire_within(Duration::from_millis(50)).await.unwrap_err();
-        assert!(matches!(err, PasswordError::Busy { retry_after } if retry_after > 0), "{err}");
+        let err = pool
+            .acquire_within(Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PasswordError::Busy { retry_after } if retry_after > 0),
+            "{err}"
+        );
         assert!(started.elapsed() < Duration::from_secs(1));
         drop(held);
         assert!(pool.acquire_within(Duration::from_millis(50)).await.is_ok());
@@ -158,7 +173,9 @@ mod tests {
         let waiters: Vec<_> = (0..WAITERS_PER_PERMIT)
             .map(|_| {
                 let pool = pool.clone();
-                tokio::spawn(async move { pool.acquire_within(Duration::from_secs(5)).await.is_ok() })
+                tokio::spawn(
+                    async move { pool.acquire_within(Duration::from_secs(5)).await.is_ok() },
+                )
             })
             .collect();
         // Let every waiter queue up, then one more is refused at once.
@@ -167,7 +184,10 @@ mod tests {
         }
         let started = Instant::now();
         assert!(pool.acquire_within(Duration::from_secs(5)).await.is_err());
-        assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "refused without waiting"
+        );
         for w in waiters {
             w.abort();
         }

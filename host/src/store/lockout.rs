@@ -95,13 +95,23 @@ impl LockoutPolicy {
     /// 5 failures within 15 minutes lock an account for one client address
     /// for 15 minutes.
     pub fn per_address() -> LockoutPolicy {
-        LockoutPolicy { max_failures: 5, lockout_secs: 900, max_lockout_secs: 900, window_secs: 900 }
+        LockoutPolicy {
+            max_failures: 5,
+            lockout_secs: 900,
+            max_lockout_secs: 900,
+            window_secs: 900,
+        }
     }
 
     /// 50 failures (from any addresses) within 15 minutes lock an account
     /// everywhere for 1 minute, then 2, 4, … up to 1 hour while they go on.
     pub fn per_account() -> LockoutPolicy {
-        LockoutPolicy { max_failures: 50, lockout_secs: 60, max_lockout_secs: 3600, window_secs: 900 }
+        LockoutPolicy {
+            max_failures: 50,
+            lockout_secs: 60,
+            max_lockout_secs: 3600,
+            window_secs: 900,
+        }
     }
 
     /// Length of the lock after `lockouts` earlier locks in a row.
@@ -134,14 +144,19 @@ pub struct LoginPolicy {
 
 impl Default for LoginPolicy {
     fn default() -> Self {
-        LoginPolicy { per_address: LockoutPolicy::per_address(), per_account: LockoutPolicy::per_account() }
+        LoginPolicy {
+            per_address: LockoutPolicy::per_address(),
+            per_account: LockoutPolicy::per_account(),
+        }
     }
 }
 
 impl LoginPolicy {
     /// How long any counter can matter: older ones can be pruned.
     pub fn memory_secs(&self) -> u64 {
-        self.per_address.memory_secs().max(self.per_account.memory_secs())
+        self.per_address
+            .memory_secs()
+            .max(self.per_account.memory_secs())
     }
 }
 
@@ -205,7 +220,12 @@ mod tests {
     use super::*;
 
     const T0: u64 = 1_700_000_000;
-    const P: LockoutPolicy = LockoutPolicy { max_failures: 3, lockout_secs: 100, max_lockout_secs: 350, window_secs: 60 };
+    const P: LockoutPolicy = LockoutPolicy {
+        max_failures: 3,
+        lockout_secs: 100,
+        max_lockout_secs: 350,
+        window_secs: 60,
+    };
 
     fn admit_n(mut st: FailureState, n: u32, now: u64) -> FailureState {
         for _ in 0..n {
@@ -217,8 +237,15 @@ mod tests {
     #[test]
     fn the_attempt_that_reaches_the_limit_is_still_checked_then_the_lock_holds() {
         let st = admit_n(FailureState::default(), 3, T0);
-        assert_eq!((st.count, st.locked_until, st.lockouts), (3, Some(T0 + 100), 1));
-        assert_eq!(st.admit(T0 + 40, P), Err(60), "refused while locked, with the wait");
+        assert_eq!(
+            (st.count, st.locked_until, st.lockouts),
+            (3, Some(T0 + 100), 1)
+        );
+        assert_eq!(
+            st.admit(T0 + 40, P),
+            Err(60),
+            "refused while locked, with the wait"
+        );
         assert!(st.is_locked(T0 + 99) && !st.is_locked(T0 + 100));
     }
 
@@ -229,7 +256,10 @@ mod tests {
             assert!(st.admit(t, P).is_err());
         }
         let after = st.admit(T0 + 100, P).unwrap();
-        assert_eq!((after.count, after.locked_until, after.lockouts), (1, None, 1));
+        assert_eq!(
+            (after.count, after.locked_until, after.lockouts),
+            (1, None, 1)
+        );
     }
 
     #[test]
@@ -265,7 +295,8 @@ mod tests {
 
     #[test]
     fn old_counters_without_a_backoff_field_still_decode() {
-        let st: FailureState = serde_json::from_str(r#"{"count":2,"locked_until":null,"last_failure_at":5}"#).unwrap();
+        let st: FailureState =
+            serde_json::from_str(r#"{"count":2,"locked_until":null,"last_failure_at":5}"#).unwrap();
         assert_eq!((st.count, st.lockouts), (2, 0));
     }
 

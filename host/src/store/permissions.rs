@@ -11,7 +11,10 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         if !dir.is_dir() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
     }
@@ -79,6 +82,9 @@ mod tests {
         }
         private_tree(&root).unwrap();
         assert_eq!((mode(&root), mode(&root.join("blobs"))), (0o700, 0o700));
-        assert_eq!((mode(&root.join("conf")), mode(&root.join("blobs/1"))), (0o600, 0o600));
+        assert_eq!(
+            (mode(&root.join("conf")), mode(&root.join("blobs/1"))),
+            (0o600, 0o600)
+        );
     }
 }

@@ -32,7 +32,10 @@ impl SledStore {
     ) -> StoreResult<AttemptVerdict> {
         self.failures
             .transaction(|tx| {
-                let locked = |retry_after: u64, scope| AttemptVerdict::Locked { retry_after: retry_after.max(1), scope };
+                let locked = |retry_after: u64, scope| AttemptVerdict::Locked {
+                    retry_after: retry_after.max(1),
+                    scope,
+                };
                 let pair = match read(tx, &keys.pair)?.admit(now, policy.per_address) {
                     Ok(next) => next,
                     Err(wait) => return Ok(locked(wait, LockScope::Address)),
