@@ -26,7 +26,8 @@
 //! variant, so it cancels out of the ratios.
 //!
 //! Options (after `--`): `--quick` (1 s per load run), `--micro` (only the
-//! micro-benchmarks), `--load` (only the load runs). Environment:
+//! micro-benchmarks), `--load` (only the load runs), `--login-flood` (only
+//! authenticated latency during a login flood; see `gateway/login_flood.rs`). Environment:
 //! `BENCH_DURATION` (seconds per load run, default 3), `BENCH_ROUNDS` (passes over
 //! all variants, default 3; figures are medians), `BENCH_CONNECTIONS`
 //! (default 32), `BENCH_THREADS` (wrk threads, default 2), `BENCH_ITERS`
@@ -47,6 +48,11 @@ use agentflow::identity::Identity;
 use agentflow::jwt::{JwtSigner, JwtVerifier};
 use agentflow::plugins::{Access, AuthnOutcome, AuthzOutcome, PluginRequest, PluginRuntime, Slot};
 use serde_json::{Map, Value, json};
+
+// In a folder of its own: a file directly in benches/ would be taken for
+// another bench target.
+#[path = "gateway/login_flood.rs"]
+mod login_flood;
 
 const ROLE_VAR: &str = "AGENTFLOW_BENCH_ROLE";
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
@@ -76,6 +82,10 @@ fn main() {
 
     print_machine();
     let fixtures = Fixtures::prepare();
+    if args.iter().any(|a| a == "--login-flood") {
+        login_flood::run(&fixtures, &opts);
+        return;
+    }
     let mut report = Report::default();
     if !only_load {
         micro(&fixtures, iters, &mut report);

@@ -1,18 +1,23 @@
 //! The account system as a service: users, logins with rotating refresh
 //! tokens, API keys and encrypted variables, over the [`Store`] trait.
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use serde_json::{Map, Value, json};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::jwt::{JwtSigner, JwtVerifier};
-use crate::passwords;
+use crate::login_throttle::{AddressThrottle, ClientKey};
+use crate::passwords::{self, PasswordError};
 use crate::secrets::{KeyOrigin, SecretBox};
 use crate::settings::{AccountSettings, SettingError};
 use crate::store::{
-    LockoutPolicy, NewUser, RotateOutcome, SledStore, Store, StoreError, User, UserUpdate, hash_api_key, new_id,
-    unix_now,
+    AttemptKeys, AttemptOutcome, AttemptVerdict, LockScope, NewUser, RotateOutcome, SledStore, Store, StoreError,
+    User, UserUpdate, hash_api_key, new_id, unix_now,
 };
 
 /// Claim that tells access tokens from refresh tokens.
@@ -67,7 +72,7 @@ pub struct Accounts {
     /// The settings it was started with.
     pub settings: AccountSettings,
     jwt: Option<(JwtSigner, JwtVerifier)>,
-    lockout: LockoutPolicy,
+    throttle: AddressThrottle,
 }
 
 impl Accounts {
@@ -75,6 +80,15 @@ impl Accounts {
     /// superuser named in the settings.
     pub async fn open(cfg: &Config) -> Result<Accounts, AccountsError> {
         let settings = AccountSettings::from_env(&cfg.env, &cfg.dir())?;
+        // Owner-only before anything (key file, database) is written into it.
+        crate::store::permissions::private_dir(&settings.data_dir).map_err(|e| AccountsError::Store {
+            path: settings.data_dir.display().to_string(),
+            reason: format!("cannot make it private (0700): {e}"),
+        })?;
+        let hashers = passwords::pool::configure(settings.login.hash_concurrency);
+        if hashers != settings.login.hash_concurrency {
+            tracing::warn!(in_force = hashers, "the password hashing pool was sized before AGENTFLOW_PASSWORD_HASH_CONCURRENCY was read");
+        }
         let (secrets, origin) = SecretBox::from_settings(
             settings.secret_key.as_deref(),
             settings.secret_key_previous.as_deref(),
@@ -101,7 +115,8 @@ impl Accounts {
         if settings.auto_login {
             tracing::warn!("AGENTFLOW_AUTO_LOGIN is on: GET /v1/auto_login hands a superuser token to anyone who asks");
         }
-        let accounts = Accounts { store, secrets, settings, jwt, lockout: LockoutPolicy::default() };
+        let throttle = AddressThrottle::new(settings.login.attempts_per_minute, settings.login.in_flight_per_address);
+        let accounts = Accounts { store, secrets, settings, jwt, throttle };
         if let (Some(name), Some(password)) = (&accounts.settings.superuser, &accounts.settings.superuser_password) {
             accounts.ensure_superuser(name, password).await.map_err(|e| AccountsError::Superuser(e.to_string()))?;
         }
@@ -111,53 +126,114 @@ impl Accounts {
     /// Creates `username` as an active superuser, or updates its password
     /// and flags if it exists.
     pub async fn ensure_superuser(&self, username: &str, password: &str) -> Result<User, ApiError> {
-        validate_username(username)?;
         validate_password(password)?;
+        let existing = self.find_user_by_name(username).await?;
+        if existing.is_none() {
+            // Names stored before the ASCII rule keep working; new ones follow it.
+            validate_username(username)?;
+        }
         let hash = passwords::hash_password_async(password.to_owned()).await.map_err(internal)?;
         let now = unix_now();
-        match self.store.get_user_by_username(username).await {
-            Ok(user) => {
+        match existing {
+            Some(user) => {
                 let update = UserUpdate { password_hash: Some(hash), is_active: Some(true), is_superuser: Some(true), username: None };
                 Ok(self.store.update_user(&user.id, update, now).await?)
             }
-            Err(StoreError::NotFound) => {
+            None => {
                 let new = NewUser { username: username.to_owned(), password_hash: hash, is_active: true, is_superuser: true };
                 Ok(self.store.create_user(new, now).await?)
             }
-            Err(e) => Err(e.into()),
         }
     }
 
-    /// Checks a username and password; throttles repeated failures.
-    pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, ApiError> {
-        let now = unix_now();
-        let state = self.store.failure_state(username).await?;
-        if state.is_locked(now) {
-            let retry_after = state.locked_until.unwrap_or(now).saturating_sub(now).max(1);
-            return Err(ApiError::TooManyRequests { detail: "Too many failed login attempts; try again later".into(), retry_after });
+    /// Checks a username and password sent from `client` (the address the
+    /// login is throttled under; a proxy-aware caller passes the real
+    /// client). In order: the per-address budget (429), the attempt counted
+    /// against the account-and-address and account counters before any
+    /// hashing (429 when either is locked), the password checked within the
+    /// bounded hashing pool (429 when it stays busy), and only a right
+    /// password on an active account clears this address's counter.
+    pub async fn login(&self, username: &str, password: &str, client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
+        let address = ClientKey::of(client);
+        let mut ticket = self
+            .throttle
+            .admit(&address, Instant::now())
+            .map_err(|t| too_many("Too many login attempts from your address; try again later", t.retry_after))?;
+        // No account has a longer name (the rule is public), and a huge name
+        // must not become a counter key.
+        if username.chars().count() > MAX_USERNAME_CHARS {
+            return Err(wrong_credentials());
         }
-        let user = match self.store.get_user_by_username(username).await {
-            Ok(user) => Some(user),
-            Err(StoreError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let verified = match &user {
-            Some(u) => passwords::verify_password_async(password.to_owned(), u.password_hash.clone()).await,
-            None => {
-                // Same work as a real check, so timing does not reveal which usernames exist.
-                passwords::dummy_verify_async(password.to_owned()).await;
-                false
+        let name = canonical_username(username);
+        let keys = AttemptKeys::new(&name, address.as_str());
+        let policy = self.settings.login.policy();
+        match self.store.begin_login_attempt(&keys, unix_now(), policy).await? {
+            AttemptVerdict::Admitted => {}
+            AttemptVerdict::Locked { retry_after, scope: LockScope::Address } => {
+                return Err(too_many("Too many failed login attempts; try again later", retry_after));
+            }
+            AttemptVerdict::Locked { retry_after, scope: LockScope::Account } => {
+                return Err(too_many("Too many failed login attempts on this account; try again later", retry_after));
+            }
+        }
+        let verified = match self.check_password(&name, username, password).await {
+            Ok(verified) => verified,
+            Err(e) => {
+                // Never checked: neither the address nor the account pays for it.
+                ticket.refund();
+                self.store.finish_login_attempt(&keys, AttemptOutcome::NotChecked, policy).await?;
+                return Err(e);
             }
         };
-        let Some(user) = user.filter(|_| verified) else {
-            self.store.record_failure(username, now, self.lockout).await?;
-            return Err(ApiError::InvalidCredentials { detail: "Incorrect username or password".into(), invalid_token: false });
+        // A wrong password, an unknown user, and the right password of an
+        // inactive account all stay counted: none of them resets a counter.
+        let Some(user) = verified else {
+            return Err(wrong_credentials());
         };
-        self.store.clear_failures(username).await?;
         if !user.is_active {
             return Err(ApiError::InvalidCredentials { detail: "Your account is not active; ask an administrator to activate it".into(), invalid_token: false });
         }
+        self.store.finish_login_attempt(&keys, AttemptOutcome::Succeeded, policy).await?;
+        ticket.refund();
         self.start_login(&user).await
+    }
+
+    /// The user `name` (canonical) or, for names stored before
+    /// normalization, `raw` if the password matches; `None` for an unknown
+    /// user or a wrong password (both cost one hash). `Err` when the
+    /// password was not checked.
+    async fn check_password(&self, name: &str, raw: &str, password: &str) -> Result<Option<User>, ApiError> {
+        let user = match self.find_user_by_name(name).await? {
+            Some(user) => Some(user),
+            None if raw != name => self.find_user_by_name(raw).await?,
+            None => None,
+        };
+        if password.chars().count() > MAX_PASSWORD_CHARS {
+            // No stored password is this long (the rule is public): skip the hash.
+            return Ok(None);
+        }
+        let checked = match &user {
+            Some(u) => passwords::verify_password_async(password.to_owned(), u.password_hash.clone()).await,
+            // Same work as a real check, so timing does not reveal which usernames exist.
+            None => passwords::dummy_verify_async(password.to_owned()).await.map(|()| false),
+        };
+        match checked {
+            Ok(true) => Ok(user),
+            Ok(false) => Ok(None),
+            Err(PasswordError::Busy { retry_after }) => {
+                Err(too_many("The server is busy checking passwords; try again shortly", retry_after))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// A user by (any case of) `name`, or `None`.
+    async fn find_user_by_name(&self, name: &str) -> Result<Option<User>, ApiError> {
+        match self.store.get_user_by_username(name).await {
+            Ok(user) => Ok(Some(user)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Starts a refresh-token family for a new login and signs its first pair.
@@ -316,7 +392,8 @@ impl Accounts {
             loop {
                 every.tick().await;
                 let Some(accounts) = accounts.upgrade() else { break };
-                let before = unix_now().saturating_sub(accounts.lockout.window_secs.max(accounts.lockout.lockout_secs));
+                accounts.throttle.prune(Instant::now());
+                let before = unix_now().saturating_sub(accounts.settings.login.policy().memory_secs());
                 if let Err(e) = accounts.store.prune_failures(before).await {
                     tracing::warn!(error = %e, "pruning failed-login counters failed");
                 }
@@ -377,16 +454,36 @@ pub fn roles_of(user: &User) -> Vec<String> {
     vec![if user.is_superuser { "admin" } else { "user" }.to_owned()]
 }
 
-/// 3–64 characters: letters, digits, `.`, `_`, `-`, `@`.
+/// Longest username (characters).
+const MAX_USERNAME_CHARS: usize = 64;
+/// Longest password (characters).
+const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// The form of a typed username that lookups and failed-login counters use:
+/// Unicode NFKC, so compatibility forms such as full-width `ａｌｉｃｅ` are
+/// the same name as `alice` (case is ignored by the store).
+pub fn canonical_username(name: &str) -> String {
+    name.nfkc().collect()
+}
+
+/// Names of new accounts: 3–64 characters, each an ASCII letter or digit,
+/// `.`, `_`, `-` or `@`. ASCII only, so no two names can look alike across
+/// scripts (Cyrillic `а` vs Latin `a`); such text is NFKC-normal already, so
+/// [`canonical_username`] of any lookalike compatibility form (full-width
+/// letters) finds the same account; case is ignored when comparing.
 pub fn validate_username(name: &str) -> Result<(), ApiError> {
-    let ok = (3..=64).contains(&name.chars().count())
-        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok { Ok(()) } else { Err(ApiError::BadRequest("username must be 3-64 letters, digits, '.', '_', '-' or '@'".into())) }
+    let ok = (3..=MAX_USERNAME_CHARS).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest("username must be 3-64 ASCII letters, digits, '.', '_', '-' or '@'".into()))
+    }
 }
 
 /// At least 8 characters, at most 1024 (argon2 input stays bounded).
 pub fn validate_password(password: &str) -> Result<(), ApiError> {
-    if (8..=1024).contains(&password.chars().count()) {
+    if (8..=MAX_PASSWORD_CHARS).contains(&password.chars().count()) {
         Ok(())
     } else {
         Err(ApiError::BadRequest("password must be 8-1024 characters".into()))
@@ -413,6 +510,14 @@ fn not_found_is_invalid(e: StoreError) -> ApiError {
         StoreError::NotFound => invalid_refresh("unknown login"),
         other => other.into(),
     }
+}
+
+fn too_many(detail: &str, retry_after: u64) -> ApiError {
+    ApiError::TooManyRequests { detail: detail.into(), retry_after: retry_after.max(1) }
+}
+
+fn wrong_credentials() -> ApiError {
+    ApiError::InvalidCredentials { detail: "Incorrect username or password".into(), invalid_token: false }
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod jwt;
+pub mod login_throttle;
 pub mod passwords;
 pub mod pipeline;
 pub mod plugins;

@@ -2,10 +2,15 @@
 //! time verification for unknown users, and async wrappers that keep the hashing
 //! off the async runtime's worker threads.
 //!
+//! Every async hash runs inside one process-wide budget ([`pool`]): at most
+//! a few at once, so a login flood costs bounded memory and CPU.
+//!
 //! Password policy (minimum length, character rules) is the caller's job; this
 //! module hashes whatever it is given.
 
 use std::sync::OnceLock;
+
+pub mod pool;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -36,6 +41,12 @@ pub enum PasswordError {
     /// The blocking task running the hash panicked or was cancelled.
     #[error("password hashing task failed: {0}")]
     Task(String),
+    /// Every hashing slot stayed busy for the whole wait: shed the request.
+    #[error("the server is busy checking passwords; retry in {retry_after} s")]
+    Busy {
+        /// Seconds the caller should wait before retrying.
+        retry_after: u64,
+    },
 }
 
 /// The argon2id hasher with this module's parameters.
@@ -124,24 +135,46 @@ pub fn warm_up() {
     let _ = dummy_hash();
 }
 
-/// [`hash_password`] on tokio's blocking thread pool.
+/// Runs `work` on tokio's blocking pool while holding `permit`: the permit
+/// moves into the task, so the slot stays taken until the hash is done even
+/// if the caller is dropped meanwhile.
+async fn run_with<T: Send + 'static>(
+    permit: tokio::sync::OwnedSemaphorePermit,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PasswordError> {
+    tokio::task::spawn_blocking(move || {
+        let value = work();
+        drop(permit);
+        value
+    })
+    .await
+    .map_err(|e| PasswordError::Task(e.to_string()))
+}
+
+/// [`hash_password`] on tokio's blocking thread pool, within the
+/// process-wide hashing budget ([`pool`]). Waits for a slot as long as it
+/// takes: it serves authenticated callers (setting a password), whom an
+/// anonymous login flood must not be able to refuse.
 pub async fn hash_password_async(password: String) -> Result<String, PasswordError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| PasswordError::Task(e.to_string()))?
+    let permit = pool::global().acquire().await?;
+    run_with(permit, move || hash_password(&password)).await?
 }
 
-/// [`verify_password`] on tokio's blocking thread pool; a failed task counts
-/// as a mismatch.
-pub async fn verify_password_async(password: String, phc: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .unwrap_or(false)
+/// [`verify_password`] on tokio's blocking thread pool, within the
+/// process-wide hashing budget: `Busy` when no slot frees up within
+/// [`pool::QUEUE_WAIT`] (shed the login with `Retry-After`). A failed task
+/// counts as a mismatch.
+pub async fn verify_password_async(password: String, phc: String) -> Result<bool, PasswordError> {
+    let permit = pool::global().acquire_within(pool::QUEUE_WAIT).await?;
+    Ok(run_with(permit, move || verify_password(&password, &phc)).await.unwrap_or(false))
 }
 
-/// [`dummy_verify`] on tokio's blocking thread pool.
-pub async fn dummy_verify_async(password: String) {
-    let _ = tokio::task::spawn_blocking(move || dummy_verify(&password)).await;
+/// [`dummy_verify`] like [`verify_password_async`] (same budget, same
+/// shedding), so an unknown username behaves like a known one.
+pub async fn dummy_verify_async(password: String) -> Result<(), PasswordError> {
+    let permit = pool::global().acquire_within(pool::QUEUE_WAIT).await?;
+    let _ = run_with(permit, move || dummy_verify(&password)).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -230,8 +263,8 @@ mod tests {
     #[tokio::test]
     async fn async_wrappers() {
         let phc = hash_password_async("async pw".to_string()).await.unwrap();
-        assert!(verify_password_async("async pw".to_string(), phc.clone()).await);
-        assert!(!verify_password_async("nope".to_string(), phc).await);
-        dummy_verify_async("x".to_string()).await;
+        assert!(verify_password_async("async pw".to_string(), phc.clone()).await.unwrap());
+        assert!(!verify_password_async("nope".to_string(), phc).await.unwrap());
+        dummy_verify_async("x".to_string()).await.unwrap();
     }
 }

@@ -12,6 +12,7 @@ mod auth_chain;
 mod config_errors;
 mod envelope;
 mod hardening_identity;
+mod hardening_login;
 mod hardening_paths;
 mod hostile_plugins;
 mod jwt;

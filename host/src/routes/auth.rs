@@ -1,8 +1,10 @@
 //! Public account routes: `POST /v1/login`, `POST /v1/refresh`,
 //! `POST /v1/logout` and `GET /v1/auto_login`.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -25,10 +27,13 @@ pub struct RefreshForm {
     refresh_token: String,
 }
 
-/// Anyone: exchanges a username and password for tokens.
+/// Anyone: exchanges a username and password for tokens; throttled per
+/// client address (the peer address: served without ConnectInfo, every
+/// caller shares one budget).
 pub async fn login(State(state): State<AppState>, req: Request) -> Result<Json<TokenPair>, ApiError> {
+    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let form: LoginForm = json_or_form(req).await?;
-    Ok(Json(state.accounts.login(&form.username, &form.password).await?))
+    Ok(Json(state.accounts.login(&form.username, &form.password, client).await?))
 }
 
 /// Anyone holding a refresh token: rotates it (single use).

@@ -9,11 +9,14 @@
 use std::fmt;
 use std::future::Future;
 
+mod lockout;
+pub mod permissions;
 pub mod sled_store;
 #[cfg(test)]
 mod tests;
 mod types;
 
+pub use lockout::*;
 pub use sled_store::SledStore;
 pub use types::*;
 
@@ -165,19 +168,30 @@ pub trait Store: Send + Sync + 'static {
         F: FnMut(&str) -> Result<String, E> + Send,
         E: fmt::Display;
 
-    /// Counts a failed login for `username` (any case) under `policy`.
-    fn record_failure(
+    /// Counts a login attempt under both of `keys`' counters *before* its
+    /// password is checked, atomically: `Locked` (nothing counted) if
+    /// either counter is locked at `now`. Not flushed (see
+    /// [`finish_login_attempt`](Store::finish_login_attempt)).
+    fn begin_login_attempt(
         &self,
-        username: &str,
+        keys: &AttemptKeys,
         now: u64,
-        policy: LockoutPolicy,
-    ) -> impl Future<Output = StoreResult<FailureState>> + Send;
-    /// Forgets the failures of `username` (after a successful login).
-    fn clear_failures(&self, username: &str) -> impl Future<Output = StoreResult<()>> + Send;
-    /// The failure state of `username` (default if none).
+        policy: LoginPolicy,
+    ) -> impl Future<Output = StoreResult<AttemptVerdict>> + Send;
+    /// Settles an admitted attempt (see [`AttemptOutcome`]). Counters are
+    /// not flushed: they run on every anonymous login, and a flush per
+    /// attempt queued logins behind each other's fsync under a flood; the
+    /// database's periodic flush (every 500 ms) persists them.
+    fn finish_login_attempt(
+        &self,
+        keys: &AttemptKeys,
+        outcome: AttemptOutcome,
+        policy: LoginPolicy,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The counter under `key` (an [`AttemptKeys`] field; default if none).
     fn failure_state(
         &self,
-        username: &str,
+        key: &str,
     ) -> impl Future<Output = StoreResult<FailureState>> + Send;
     /// Removes counters whose last failure is before `before` and that are not
     /// locked at `before`; returns how many. Failures are counted for unknown

@@ -3,7 +3,7 @@
 //! entity and its index entries, and a flush before a write is acknowledged.
 //!
 //! Trees: `users`, `api_keys`, `families`, `variables` (id → JSON), `failures`
-//! (lower-cased username → JSON), `meta` (schema version) and `index`:
+//! (lower-cased username, or that and `\0{client address}` → JSON), `meta` (schema version) and `index`:
 //! `name\0{lower username}` → user id, `keyhash\0{hash}` → key id,
 //! `userkey\0{user}\0{key}`, `userfam\0{user}\0{family}` → empty,
 //! `uservar\0{user}\0{name}` → variable id.
@@ -11,7 +11,8 @@
 //! sled calls are synchronous but short (in-memory tree, log-structured
 //! writes): the `*_blocking` methods in `users`, `credentials` and
 //! `variables` do them, and the [`Store`] impl here runs them and awaits the
-//! flush. sled allows one process per database.
+//! flush (failed-login counters excepted: see the trait). sled allows one
+//! process per database, whose folder is kept 0700 and files 0600.
 
 use std::fmt;
 use std::path::Path;
@@ -25,6 +26,7 @@ use subtle::ConstantTimeEq;
 use super::*;
 
 mod credentials;
+mod failures;
 mod users;
 mod variables;
 
@@ -90,12 +92,17 @@ fn valid(id: &str) -> StoreResult<()> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in the directory `path`.
+    /// Opens (or creates) the database in the directory `path`, readable
+    /// by the owner only (folder 0700, files 0600, whatever the umask).
     pub fn open(path: &Path) -> StoreResult<SledStore> {
+        let private = |e: std::io::Error| StoreError::Storage(format!("cannot make {} private: {e}", path.display()));
+        permissions::private_dir(path).map_err(private)?;
         let db = sled::Config::new()
             .path(path)
             .open()
             .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        // sled created its files with the umask's modes.
+        permissions::private_tree(path).map_err(private)?;
         Self::from_db(db)
     }
 
@@ -401,28 +408,33 @@ impl Store for SledStore {
         self.flushed(self.reencrypt_variables_blocking(f)).await
     }
 
-    async fn record_failure(
+    async fn begin_login_attempt(
         &self,
-        username: &str,
+        keys: &AttemptKeys,
         now: u64,
-        policy: LockoutPolicy,
-    ) -> StoreResult<FailureState> {
-        self.flushed(self.record_failure_blocking(username, now, policy))
-            .await
+        policy: LoginPolicy,
+    ) -> StoreResult<AttemptVerdict> {
+        // Not flushed: see the trait docs.
+        self.begin_login_attempt_blocking(keys, now, policy)
     }
 
-    async fn clear_failures(&self, username: &str) -> StoreResult<()> {
-        let removed = self.clear_failures_blocking(username);
-        self.flushed_if(removed.map(|r| ((), r))).await
+    async fn finish_login_attempt(
+        &self,
+        keys: &AttemptKeys,
+        outcome: AttemptOutcome,
+        policy: LoginPolicy,
+    ) -> StoreResult<()> {
+        // Not flushed: see the trait docs.
+        self.finish_login_attempt_blocking(keys, outcome, policy)
     }
 
-    async fn failure_state(&self, username: &str) -> StoreResult<FailureState> {
-        self.failure_state_blocking(username)
+    async fn failure_state(&self, key: &str) -> StoreResult<FailureState> {
+        self.failure_state_blocking(key)
     }
 
     async fn prune_failures(&self, before: u64) -> StoreResult<u64> {
-        let count = self.prune_failures_blocking(before);
-        self.flushed_if(count.map(|n| (n, n > 0))).await
+        // Not flushed: forgetting a counter twice after a crash is harmless.
+        self.prune_failures_blocking(before)
     }
 
     async fn flush(&self) -> StoreResult<()> {

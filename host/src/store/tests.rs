@@ -145,9 +145,11 @@ async fn reopen_after_drop_keeps_data() {
             .create_variable(new_var(&user.id, "TOKEN", "enc".into()), T0)
             .await
             .unwrap();
-        s.record_failure("persisted", T0, LockoutPolicy::default())
+        let keys = AttemptKeys::new("persisted", "10.0.0.1");
+        s.begin_login_attempt(&keys, T0, LoginPolicy::default())
             .await
             .unwrap();
+        s.flush().await.unwrap();
         (user, key, fam, var)
     };
     let s = SledStore::open(dir.path()).unwrap();
@@ -158,7 +160,9 @@ async fn reopen_after_drop_keeps_data() {
         s.get_variable_by_name(&user.id, "TOKEN").await.unwrap(),
         var
     );
-    assert_eq!(s.failure_state("Persisted").await.unwrap().count, 1);
+    let keys = AttemptKeys::new("Persisted", "10.0.0.1");
+    assert_eq!(s.failure_state(&keys.account).await.unwrap().count, 1);
+    assert_eq!(s.failure_state(&keys.pair).await.unwrap().count, 1);
     drop(s);
     // A database from a newer schema is refused, not misread.
     let db = sled::open(dir.path()).unwrap();
@@ -369,7 +373,7 @@ async fn delete_user_cascades() {
         hashes.push(key.hash.clone());
         ids.push((key.id, fam.id, var.id));
     }
-    s.record_failure("DOOMED", T0, LockoutPolicy::default())
+    s.begin_login_attempt(&AttemptKeys::new("DOOMED", "10.0.0.1"), T0, LoginPolicy::default())
         .await
         .unwrap();
     s.delete_user(&doomed.id).await.unwrap();
@@ -449,73 +453,103 @@ async fn key_rotation_reencrypts_all_variables() {
     assert_eq!(s.list_variables(&u1.id).await.unwrap(), before);
 }
 
-#[tokio::test]
-async fn failed_logins_lock_and_reset() {
-    let s = temp();
-    let policy = LockoutPolicy {
-        max_failures: 3,
-        lockout_secs: 100,
-        window_secs: 60,
-    };
-    assert_eq!(
-        s.failure_state("eve").await.unwrap(),
-        FailureState::default()
-    );
-    assert_eq!(s.record_failure("Eve", T0, policy).await.unwrap().count, 1);
-    assert_eq!(
-        s.record_failure("EVE", T0 + 1, policy)
-            .await
-            .unwrap()
-            .locked_until,
-        None
-    );
-    let locked = s.record_failure("eve", T0 + 2, policy).await.unwrap();
-    assert_eq!((locked.count, locked.locked_until), (3, Some(T0 + 102)));
-    assert!(locked.is_locked(T0 + 101) && !locked.is_locked(T0 + 102));
-    // A failure while locked extends the lock.
-    assert_eq!(
-        s.record_failure("eve", T0 + 50, policy)
-            .await
-            .unwrap()
-            .locked_until,
-        Some(T0 + 150)
-    );
-    // After the lock, counting starts again.
-    let after = s.record_failure("eve", T0 + 200, policy).await.unwrap();
-    assert_eq!((after.count, after.locked_until), (1, None));
-    // Outside the window, too.
-    assert_eq!(
-        s.record_failure("eve", T0 + 400, policy)
-            .await
-            .unwrap()
-            .count,
-        1
-    );
-    s.clear_failures("EvE").await.unwrap();
-    assert_eq!(
-        s.failure_state("eve").await.unwrap(),
-        FailureState::default()
-    );
+const TIGHT: LoginPolicy = LoginPolicy {
+    per_address: LockoutPolicy { max_failures: 3, lockout_secs: 100, max_lockout_secs: 100, window_secs: 60 },
+    per_account: LockoutPolicy { max_failures: 5, lockout_secs: 30, max_lockout_secs: 120, window_secs: 60 },
+};
 
-    s.record_failure("old", T0, policy).await.unwrap();
-    s.record_failure("recent", T0 + 1000, policy).await.unwrap();
-    for _ in 0..3 {
-        s.record_failure(
-            "locked",
-            T0,
-            LockoutPolicy {
-                lockout_secs: 10_000,
-                ..policy
-            },
-        )
-        .await
-        .unwrap();
+async fn attempts<S: Store>(s: &S, keys: &AttemptKeys, n: usize, now: u64) -> Vec<AttemptVerdict> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(s.begin_login_attempt(keys, now, TIGHT).await.unwrap());
     }
-    assert_eq!(s.prune_failures(T0 + 500).await.unwrap(), 1);
+    out
+}
+
+fn admitted(v: &[AttemptVerdict]) -> usize {
+    v.iter().filter(|v| **v == AttemptVerdict::Admitted).count()
+}
+
+#[tokio::test]
+async fn login_attempts_are_counted_before_checking_and_lock_per_address() {
+    let s = temp();
+    let eve = AttemptKeys::new("Eve", "10.0.0.1");
+    assert_eq!(s.failure_state(&eve.pair).await.unwrap(), FailureState::default());
+    let verdicts = attempts(&s, &eve, 10, T0).await;
+    assert_eq!(admitted(&verdicts), 3, "{verdicts:?}");
     assert_eq!(
-        s.failure_state("old").await.unwrap(),
-        FailureState::default()
+        verdicts[3],
+        AttemptVerdict::Locked { retry_after: 100, scope: LockScope::Address }
     );
+    // Same account, other address: still admitted (the account limit is looser).
+    let other = AttemptKeys::new("EVE", "10.0.0.2");
+    assert_eq!(admitted(&attempts(&s, &other, 2, T0 + 1).await), 2);
+    // The account counter saw every admitted attempt; the fifth locks it everywhere.
+    assert_eq!(s.failure_state(&eve.account).await.unwrap().count, 5);
+    let third = AttemptKeys::new("eve", "10.0.0.3");
+    assert!(matches!(
+        s.begin_login_attempt(&third, T0 + 2, TIGHT).await.unwrap(),
+        AttemptVerdict::Locked { scope: LockScope::Account, .. }
+    ));
+    // After the address lock, that address counts again from one.
+    assert_eq!(admitted(&attempts(&s, &eve, 1, T0 + 100).await), 1);
+    assert_eq!(s.failure_state(&eve.pair).await.unwrap().count, 1);
+}
+
+#[tokio::test]
+async fn settled_attempts_refund_or_clear_counters() {
+    let s = temp();
+    let bob = AttemptKeys::new("bob", "10.0.0.1");
+    attempts(&s, &bob, 2, T0).await;
+    // A success clears the address counter and hands its own attempt back
+    // to the account counter, but not the earlier failures.
+    s.finish_login_attempt(&bob, AttemptOutcome::Succeeded, TIGHT).await.unwrap();
+    assert_eq!(s.failure_state(&bob.pair).await.unwrap(), FailureState::default());
+    assert_eq!(s.failure_state(&bob.account).await.unwrap().count, 1);
+    // An unchecked attempt is handed back to both; a failure keeps both.
+    attempts(&s, &bob, 1, T0).await;
+    s.finish_login_attempt(&bob, AttemptOutcome::NotChecked, TIGHT).await.unwrap();
+    assert_eq!(s.failure_state(&bob.pair).await.unwrap(), FailureState::default());
+    assert_eq!(s.failure_state(&bob.account).await.unwrap().count, 1);
+    attempts(&s, &bob, 1, T0).await;
+    s.finish_login_attempt(&bob, AttemptOutcome::Failed, TIGHT).await.unwrap();
+    assert_eq!(s.failure_state(&bob.pair).await.unwrap().count, 1);
+    assert_eq!(s.failure_state(&bob.account).await.unwrap().count, 2);
+}
+
+#[tokio::test]
+async fn parallel_attempts_admit_at_most_the_limit() {
+    let s = std::sync::Arc::new(temp());
+    let keys = AttemptKeys::new("burst", "10.0.0.9");
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (s, keys) = (s.clone(), keys.clone());
+            tokio::spawn(async move { s.begin_login_attempt(&keys, T0, TIGHT).await.unwrap() })
+        })
+        .collect();
+    let mut verdicts = Vec::new();
+    for t in tasks {
+        verdicts.push(t.await.unwrap());
+    }
+    assert_eq!(admitted(&verdicts), 3);
+}
+
+#[tokio::test]
+async fn old_failure_counters_are_pruned() {
+    let s = temp();
+    let policy = LoginPolicy {
+        per_address: LockoutPolicy { lockout_secs: 10_000, max_lockout_secs: 10_000, ..TIGHT.per_address },
+        ..TIGHT
+    };
+    s.begin_login_attempt(&AttemptKeys::new("old", "a"), T0, TIGHT).await.unwrap();
+    s.begin_login_attempt(&AttemptKeys::new("recent", "a"), T0 + 1000, TIGHT).await.unwrap();
+    let locked = AttemptKeys::new("locked", "a");
+    for _ in 0..3 {
+        s.begin_login_attempt(&locked, T0, policy).await.unwrap();
+    }
+    // "old": its pair and account counters; "locked": its account counter.
+    assert_eq!(s.prune_failures(T0 + 500).await.unwrap(), 3);
+    assert_eq!(s.failure_state("old").await.unwrap(), FailureState::default());
     assert_eq!(s.failure_state("recent").await.unwrap().count, 1);
-    assert_eq!(s.failure_state("locked").await.unwrap().count, 3);
+    assert_eq!(s.failure_state(&locked.pair).await.unwrap().count, 3);
 }

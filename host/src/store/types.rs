@@ -1,5 +1,5 @@
-//! The stored entities (users, API keys, refresh-token families, variables,
-//! failed-login counters) and their helpers: ids, time, API-key material.
+//! The stored entities (users, API keys, refresh-token families, variables;
+//! failed-login counters are in `lockout`) and their helpers: ids, time, API-key material.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -214,46 +214,6 @@ pub struct NewVariable {
     pub kind: VariableKind,
     /// Fernet token of the value.
     pub value_encrypted: String,
-}
-
-/// Failed-login bookkeeping for one (lower-cased) username.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailureState {
-    /// Failures counted in the current window.
-    pub count: u32,
-    /// Logins are refused until this time (unix seconds), if set.
-    pub locked_until: Option<u64>,
-    /// Time of the last failure, unix seconds (0 if none).
-    pub last_failure_at: u64,
-}
-
-impl FailureState {
-    /// True while the lock is in force at `now`.
-    pub fn is_locked(&self, now: u64) -> bool {
-        self.locked_until.is_some_and(|until| now < until)
-    }
-}
-
-/// When repeated failures lock a username.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockoutPolicy {
-    /// Failures (within `window_secs` of each other) that trigger a lock.
-    pub max_failures: u32,
-    /// How long a lock lasts; each further failure while locked extends it.
-    pub lockout_secs: u64,
-    /// A failure this long after the previous one starts a new count.
-    pub window_secs: u64,
-}
-
-impl Default for LockoutPolicy {
-    /// 5 failures within 15 minutes lock the username for 15 minutes.
-    fn default() -> Self {
-        LockoutPolicy {
-            max_failures: 5,
-            lockout_secs: 900,
-            window_secs: 900,
-        }
-    }
 }
 
 /// One page of a listing plus the total number of items.

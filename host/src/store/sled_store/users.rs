@@ -1,5 +1,4 @@
-//! The blocking sled parts of users (create, rename, cascade delete, listing)
-//! and failed-login counters.
+//! The blocking sled parts of users (create, rename, cascade delete, listing).
 
 use super::*;
 
@@ -144,74 +143,5 @@ impl SledStore {
             total += 1;
         }
         Ok(Page { items, total })
-    }
-
-    pub(super) fn record_failure_blocking(
-        &self,
-        username: &str,
-        now: u64,
-        policy: LockoutPolicy,
-    ) -> StoreResult<FailureState> {
-        let k = username.to_lowercase();
-        loop {
-            let old = self.failures.get(&k).map_err(storage)?;
-            let mut st: FailureState = match &old {
-                Some(bytes) => dec("failure counter", bytes)?,
-                None => FailureState::default(),
-            };
-            let lock_over = st.locked_until.is_some_and(|until| now >= until);
-            let window_over = st.locked_until.is_none()
-                && now.saturating_sub(st.last_failure_at) > policy.window_secs;
-            if lock_over || window_over {
-                st = FailureState::default();
-            }
-            st.count = st.count.saturating_add(1);
-            st.last_failure_at = now;
-            if st.count >= policy.max_failures {
-                st.locked_until = Some(now.saturating_add(policy.lockout_secs));
-            }
-            let swapped = self.failures.compare_and_swap(&k, old, Some(enc(&st)?));
-            if swapped.map_err(storage)?.is_ok() {
-                return Ok(st);
-            }
-        }
-    }
-
-    /// Returns whether a counter was removed.
-    pub(super) fn clear_failures_blocking(&self, username: &str) -> StoreResult<bool> {
-        let removed = self
-            .failures
-            .remove(username.to_lowercase())
-            .map_err(storage)?;
-        Ok(removed.is_some())
-    }
-
-    pub(super) fn failure_state_blocking(&self, username: &str) -> StoreResult<FailureState> {
-        match self
-            .failures
-            .get(username.to_lowercase())
-            .map_err(storage)?
-        {
-            Some(bytes) => dec("failure counter", &bytes),
-            None => Ok(FailureState::default()),
-        }
-    }
-
-    pub(super) fn prune_failures_blocking(&self, before: u64) -> StoreResult<u64> {
-        let mut removed = 0;
-        for item in self.failures.iter() {
-            let (k, v) = item.map_err(storage)?;
-            let st: FailureState = dec("failure counter", &v)?;
-            if st.last_failure_at >= before || st.is_locked(before) {
-                continue;
-            }
-            let swapped = self
-                .failures
-                .compare_and_swap(&k, Some(&v), None as Option<&[u8]>);
-            if swapped.map_err(storage)?.is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }
