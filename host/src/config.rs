@@ -265,6 +265,7 @@ impl Config {
             Value::Null => None,
             v => Some(ctx.plugin(v, "authorization", None).map_err(|(k, r)| err(&k, r))?),
         };
+        check_unique_names(&raw.auth, &auth, &raw.authorization, authorization.as_ref()).map_err(|(k, r)| err(&k, r))?;
 
         Ok(Config { file: path.to_path_buf(), agent, env, auth, authorization, plugins })
     }
@@ -388,6 +389,47 @@ impl Ctx<'_> {
             credential_headers,
         })
     }
+}
+
+/// Refuses two plugin entries with one name: the name is a plugin's
+/// identity (its key-value store, its log and status lines), so entries
+/// sharing it would share one store and one size cap. Names given in
+/// `name` and names taken from the file count alike, compared without
+/// regard to case or surrounding spaces so lookalikes are refused too.
+fn check_unique_names(
+    raw_auth: &Value,
+    auth: &[AuthMethodConfig],
+    raw_authorization: &Value,
+    authorization: Option<&PluginConfig>,
+) -> Result<(), Mistake> {
+    // The key of each plugin entry and its raw JSON (to tell whether the
+    // name was given), in config order.
+    let raw_entries: Vec<(String, &Value)> = match raw_auth {
+        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (format!("auth[{i}]"), v)).collect(),
+        single => vec![("auth".to_owned(), single)],
+    };
+    let plugins = auth.iter().zip(raw_entries).filter_map(|(m, (key, raw))| match m {
+        AuthMethodConfig::Plugin(p) => Some((key, raw, p)),
+        AuthMethodConfig::Jwt(_) | AuthMethodConfig::ApiKey => None,
+    });
+    let plugins = plugins.chain(authorization.map(|p| ("authorization".to_owned(), raw_authorization, p)));
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (key, raw, plugin) in plugins {
+        let folded = plugin.name.trim().to_lowercase();
+        if let Some((_, first)) = seen.iter().find(|(name, _)| *name == folded) {
+            let (at, from) = match raw.get("name") {
+                Some(_) => (format!("{key}.name"), ""),
+                None => (format!("{key}.path"), " (taken from the file name)"),
+            };
+            let reason = format!(
+                "plugin name {:?}{from} duplicates `{first}`; two plugins with one name would share one key-value store: give each entry a distinct \"name\"",
+                plugin.name
+            );
+            return Err((at, reason));
+        }
+        seen.push((folded, key));
+    }
+    Ok(())
 }
 
 fn check_kv(kv_kb: u32, key: &str) -> Result<(), Mistake> {
@@ -527,6 +569,27 @@ mod tests {
         assert!(e.reason.contains("not a valid header name"), "{e}");
         let e = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "credential_headers": [""]}]}"#).unwrap_err();
         assert_eq!(e.key, "auth[0].credential_headers[0]");
+    }
+
+    #[test]
+    fn refuses_two_plugins_with_one_name() {
+        let e = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "name": "keys"}, "jwt", {"method": "custom", "path": "p.wasm", "name": "keys"}]}"#)
+            .unwrap_err();
+        assert_eq!(e.key, "auth[2].name");
+        assert!(e.reason.contains("duplicates `auth[0]`") && e.reason.contains("\"keys\""), "{e}");
+
+        // The name taken from the file counts too, across auth and authorization.
+        let e = load(r#"{"auth": {"method": "custom", "path": "p.wasm"}, "authorization": "p.wasm"}"#).unwrap_err();
+        assert_eq!(e.key, "authorization.path");
+        assert!(e.reason.contains("duplicates `auth`") && e.reason.contains("file name"), "{e}");
+
+        let e = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "name": "p"}, {"method": "custom", "path": "p.wasm", "name": "other"}], "authorization": {"path": "p.wasm", "name": " P "}}"#)
+            .unwrap_err();
+        assert_eq!(e.key, "authorization.name");
+        assert!(e.reason.contains("duplicates `auth[0]`"), "{e}");
+
+        let ok = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "name": "a"}, {"method": "custom", "path": "p.wasm", "name": "b"}], "authorization": "p.wasm"}"#);
+        assert!(ok.is_ok(), "distinct names load: {:?}", ok.err());
     }
 
     #[test]

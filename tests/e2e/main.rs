@@ -14,6 +14,7 @@ mod envelope;
 mod hardening_identity;
 mod hardening_login;
 mod hardening_paths;
+mod hardening_plugins;
 mod hostile_plugins;
 mod jwt;
 mod oauth;

@@ -9,6 +9,7 @@ mod crate_build;
 mod error;
 pub mod inspect;
 pub mod kv;
+mod log_limit;
 mod outcome_cache;
 mod outbound;
 mod plugin;

@@ -4,12 +4,17 @@
 //!
 //! The check runs in the wasi-http send hook, before any connection is
 //! made: a request to any other host fails inside the plugin with
-//! `HTTP-request-denied` and never reaches the network.
+//! `HTTP-request-denied` and never reaches the network. A denial is
+//! logged with the scheme and host only (a path or query may carry a
+//! token), within the plugin's log allowance.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::log_limit::{self, LogLimiter};
 
 /// The hosts one plugin may reach, parsed from `allowed_hosts`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,17 +56,32 @@ fn target(uri: &http::Uri) -> Option<(String, u16)> {
     Some((host, port))
 }
 
-/// The wasi-http hooks of one call: the allow-list and the deadline.
+/// What a denial log line shows of a request URI: `scheme://host:port`,
+/// never the path or query (they may carry tokens), escaped and cut like
+/// any text a plugin chooses.
+fn origin(uri: &http::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("(no scheme)");
+    let origin = match (uri.host(), uri.port_u16()) {
+        (Some(host), Some(port)) => format!("{scheme}://{host}:{port}"),
+        (Some(host), None) => format!("{scheme}://{host}"),
+        (None, _) => "(no host)".to_owned(),
+    };
+    log_limit::sanitize(&origin, 300)
+}
+
+/// The wasi-http hooks of one call: the allow-list, the deadline, and the
+/// plugin's log allowance (denials are logged).
 pub(crate) struct OutboundPolicy {
     plugin: String,
     allowed: AllowList,
+    log: Arc<LogLimiter>,
     deadline: Instant,
 }
 
 impl OutboundPolicy {
     /// A policy for one call of `plugin` ending at `deadline`.
-    pub fn new(plugin: String, allowed: AllowList, deadline: Instant) -> Self {
-        OutboundPolicy { plugin, allowed, deadline }
+    pub fn new(plugin: String, allowed: AllowList, log: Arc<LogLimiter>, deadline: Instant) -> Self {
+        OutboundPolicy { plugin, allowed, log, deadline }
     }
 
     /// Moves the deadline (a reused sandbox's next call).
@@ -89,11 +109,15 @@ impl WasiHttpHooks for OutboundPolicy {
     ) -> SendFuture {
         let allowed = target(request.uri()).is_some_and(|(host, port)| self.allowed.allows(&host, port));
         if !allowed {
-            tracing::warn!(
-                plugin = %self.plugin,
-                uri = %request.uri(),
-                "outbound HTTP request denied: the host is not in this plugin's \"allowed_hosts\""
-            );
+            let target = origin(request.uri());
+            // A plugin can retry in a loop: its denials share its log allowance.
+            if self.log.admit_host_line(target.len() + 100) {
+                tracing::warn!(
+                    plugin = %self.plugin,
+                    target = %target,
+                    "outbound HTTP request denied: the host is not in this plugin's \"allowed_hosts\""
+                );
+            }
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         // wasmtime's defaults wait up to 600 s; a plugin call has far less.
@@ -131,5 +155,13 @@ mod tests {
         assert_eq!(t("http://auth.example.com/x"), Some(("auth.example.com".into(), 80)));
         assert_eq!(t("http://127.0.0.1:9100/x"), Some(("127.0.0.1".into(), 9100)));
         assert_eq!(t("/relative"), None);
+    }
+
+    #[test]
+    fn denials_show_the_origin_only() {
+        let o = |u: &str| origin(&u.parse().unwrap());
+        assert_eq!(o("https://auth.example.com/introspect?token=s3cret"), "https://auth.example.com");
+        assert_eq!(o("http://127.0.0.1:9/a/b?c=d#e"), "http://127.0.0.1:9");
+        assert_eq!(o("/relative?token=s3cret"), "(no host)");
     }
 }

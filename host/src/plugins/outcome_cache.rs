@@ -3,7 +3,11 @@
 //!
 //! An entry is keyed on a scope (empty for authenticators; the caller and
 //! the access for authorizers) and the request's values of the hint's
-//! `vary` headers.
+//! `vary` headers. Every vary header must be present (and not blank) both
+//! in the request that produced an answer and in a request it is served
+//! to: a key is never formed from an absent header, so an answer given to
+//! a request without its vary headers is not stored, and a request lacking
+//! one (an anonymous request, say) can never match an entry.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -18,8 +22,9 @@ const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Distinct `vary` lists remembered per version (a plugin normally uses one).
 const MAX_VARY_SETS: usize = 8;
 
-/// Which vary list, the scope, and the request's values for those headers.
-type Key = (usize, String, Vec<Option<String>>);
+/// Which vary list, the scope, and the request's values for those headers
+/// (all present: see [`values`]).
+type Key = (usize, String, Vec<String>);
 
 struct Entry<V> {
     value: V,
@@ -65,14 +70,18 @@ impl<V: Clone> OutcomeCache<V> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         sets.iter().enumerate().find_map(|(i, set)| {
-            entries.map.get(&(i, scope.to_owned(), values(req, set))).filter(|e| e.expires > now).map(|e| e.value.clone())
+            // A request without every header of this vary list cannot
+            // match any of its entries.
+            let values = values(req, set)?;
+            entries.map.get(&(i, scope.to_owned(), values)).filter(|e| e.expires > now).map(|e| e.value.clone())
         })
     }
 
     /// Remembers `value` as the answer to `req` in `scope`, as the hint
     /// allows. A hint that would key the answer on nothing at all (empty
-    /// scope, no vary headers) would hand it to every request, so it is
-    /// ignored.
+    /// scope, no vary headers) would hand it to every request, and one
+    /// whose vary headers `req` does not carry would hand it to every
+    /// request also lacking them, so both are ignored.
     pub fn store(&self, scope: &str, req: &PluginRequest, hint: &CacheHint, value: &V) {
         let mut vary: Vec<String> = hint.vary.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
         vary.sort();
@@ -80,6 +89,10 @@ impl<V: Clone> OutcomeCache<V> {
         if (vary.is_empty() && scope.is_empty()) || hint.ttl_ms == 0 {
             return;
         }
+        let Some(key_values) = values(req, &vary) else {
+            tracing::debug!(vary = ?vary, "cache hint ignored: the request lacks a header it varies on");
+            return;
+        };
         let index = {
             let mut sets = self.vary_sets.write().unwrap_or_else(|e| e.into_inner());
             match sets.iter().position(|s| *s == vary) {
@@ -104,18 +117,20 @@ impl<V: Clone> OutcomeCache<V> {
                 return;
             }
         }
-        entries.map.insert((index, scope.to_owned(), values(req, &vary)), Entry { value: value.clone(), expires: now + ttl });
+        entries.map.insert((index, scope.to_owned(), key_values), Entry { value: value.clone(), expires: now + ttl });
     }
 }
 
 /// The request's values of `headers` (all values of a repeated header,
-/// joined, so `a, b` and `a` never share an entry).
-fn values(req: &PluginRequest, headers: &[String]) -> Vec<Option<String>> {
+/// joined, so `a, b` and `a` never share an entry), or `None` when any of
+/// them is absent or blank: an absent header must never become part of a
+/// key, or every request lacking it would share the entry.
+fn values(req: &PluginRequest, headers: &[String]) -> Option<Vec<String>> {
     headers
         .iter()
         .map(|name| {
             let all: Vec<&str> = req.0.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
-            (!all.is_empty()).then(|| all.join("\0"))
+            (!all.is_empty() && all.iter().all(|v| !v.trim().is_empty())).then(|| all.join("\0"))
         })
         .collect()
 }
@@ -146,6 +161,48 @@ mod tests {
         assert!(cache.lookup("", &req(&[("x-api-key", "k2")])).is_none());
         assert!(cache.lookup("", &req(&[])).is_none());
         assert!(cache.lookup("", &req(&[("x-api-key", "k1"), ("x-api-key", "k2")])).is_none());
+    }
+
+    #[test]
+    fn never_stores_an_answer_keyed_on_absent_vary_headers() {
+        let cache = OutcomeCache::<Identity>::default();
+        // Authenticated by x-api-key, but the hint varies on a header the
+        // request did not carry: storing it would hand alice to everyone
+        // without that header, anonymous requests included.
+        cache.store("", &req(&[("x-api-key", "k1")]), &hint(60_000, &["x-tenant"]), &who("alice"));
+        assert!(cache.lookup("", &req(&[])).is_none());
+        assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
+        assert!(cache.entries.lock().unwrap().map.is_empty(), "nothing was stored");
+        // One of two vary headers missing, or present but blank: same.
+        let both = hint(60_000, &["x-api-key", "x-tenant"]);
+        cache.store("", &req(&[("x-api-key", "k1")]), &both, &who("alice"));
+        cache.store("", &req(&[("x-api-key", "k1"), ("x-tenant", " ")]), &both, &who("alice"));
+        assert!(cache.entries.lock().unwrap().map.is_empty(), "nothing was stored");
+        assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
+    }
+
+    #[test]
+    fn a_request_must_carry_every_vary_header_to_be_served() {
+        let cache = OutcomeCache::<Identity>::default();
+        let full = [("x-api-key", "k1"), ("x-tenant", "t1")];
+        cache.store("", &req(&full), &hint(60_000, &["x-api-key", "x-tenant"]), &who("alice"));
+        assert_eq!(cache.lookup("", &req(&full)).unwrap().user_id, "alice");
+        assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
+        assert!(cache.lookup("", &req(&[("x-tenant", "t1")])).is_none());
+        assert!(cache.lookup("", &req(&[("x-api-key", "k1"), ("x-tenant", "")])).is_none());
+        assert!(cache.lookup("", &req(&[])).is_none());
+    }
+
+    #[test]
+    fn authorizer_answers_with_absent_vary_headers_never_cross_callers() {
+        let cache = OutcomeCache::<()>::default();
+        cache.store("alice read", &req(&[]), &hint(60_000, &["x-tenant"]), &());
+        assert!(cache.lookup("alice read", &req(&[])).is_none(), "not stored without x-tenant");
+        assert!(cache.lookup("bob read", &req(&[])).is_none());
+        cache.store("alice read", &req(&[("x-tenant", "t1")]), &hint(60_000, &["x-tenant"]), &());
+        assert_eq!(cache.lookup("alice read", &req(&[("x-tenant", "t1")])), Some(()));
+        assert_eq!(cache.lookup("bob read", &req(&[("x-tenant", "t1")])), None, "the scope keeps callers apart");
+        assert_eq!(cache.lookup("alice read", &req(&[])), None);
     }
 
     #[test]

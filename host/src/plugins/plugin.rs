@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 use super::bindings::{authn, authz, wit};
+use super::log_limit;
 use super::outcome_cache::OutcomeCache;
 use super::runtime::PluginRuntime;
 use super::state::{PluginShared, PluginState, truncate};
@@ -26,6 +27,8 @@ const MAX_ROLES: usize = 64;
 const MAX_ROLE: usize = 256;
 const MAX_CLAIMS: usize = 64 * 1024;
 const MAX_DETAIL: usize = 1024;
+/// How much of a failed plugin's stderr goes into the failure reason.
+const MAX_STDERR_SAID: usize = 1024;
 
 /// The pre-linked exports of one compiled version.
 pub(crate) enum Exports {
@@ -315,6 +318,7 @@ impl Plugin {
                 instance.agentflow_auth_authenticate().call_authenticate(&mut sb.store, &req.0).await
             })
             .await;
+        sandbox.store.data().end_call();
         let outcome = match result {
             Ok(o) => o,
             Err(e) => return Err(self.failure(self.classify(e, &sandbox.store))),
@@ -365,6 +369,7 @@ impl Plugin {
                 instance.agentflow_auth_authorize().call_authorize(&mut sb.store, &who, &what, &req.0).await
             })
             .await;
+        sandbox.store.data().end_call();
         let result = match result {
             Ok(answer) => {
                 self.release(&version, sandbox);
@@ -406,6 +411,9 @@ impl Plugin {
                 let stderr = store.data().stderr.contents();
                 let stderr = String::from_utf8_lossy(&stderr);
                 let said = stderr.lines().filter(|l| !l.trim().is_empty()).take(3).collect::<Vec<_>>().join(" | ");
+                // What the plugin wrote is its to choose: bound and escape it
+                // like its log lines.
+                let said = log_limit::sanitize(&said, MAX_STDERR_SAID);
                 // The trap kind, not wasmtime's multi-line backtrace.
                 let trap = match e.downcast_ref::<Trap>() {
                     Some(t) => t.to_string(),

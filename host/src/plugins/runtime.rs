@@ -105,6 +105,7 @@ impl PluginRuntime {
             secrets,
             kv,
             allowed_hosts: AllowList::parse(&cfg.allowed_hosts),
+            log: Arc::default(),
         });
         Ok(Plugin::new(cfg.clone(), slot, shared, version, self.clone()))
     }

@@ -1,6 +1,7 @@
 //! Per-call sandbox state and the `host` interface plugins may import:
-//! logging, config, granted secrets, private key-value storage, and
-//! `wasi:http` limited to the plugin's allowed hosts.
+//! logging (within the limits of [`super::log_limit`]), config, granted
+//! secrets, private key-value storage, and `wasi:http` limited to the
+//! plugin's allowed hosts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,13 +15,12 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{wit, wit_host};
 use super::kv::PluginKv;
+use super::log_limit::{self, CallBudget, LogLimiter};
 use super::outbound::{AllowList, OutboundPolicy};
 
 /// How much of a plugin's stderr is kept for error reports (a Rust panic
 /// message lands there).
 const STDERR_CAPTURE: usize = 16 * 1024;
-/// Longest log line a plugin may write.
-const MAX_LOG_LINE: usize = 4 * 1024;
 
 /// What every call of one plugin version shares.
 #[derive(Debug)]
@@ -35,6 +35,8 @@ pub(crate) struct PluginShared {
     pub kv: Option<Arc<PluginKv>>,
     /// The hosts it may send HTTP requests to.
     pub allowed_hosts: AllowList,
+    /// How much it may still write into the server's log.
+    pub log: Arc<LogLimiter>,
 }
 
 /// The data of one sandbox (one `Store`), created fresh for every call.
@@ -48,6 +50,8 @@ pub(crate) struct PluginState {
     shared: Arc<PluginShared>,
     http: WasiHttpCtx,
     outbound: OutboundPolicy,
+    /// What the current call has logged.
+    call_log: CallBudget,
 }
 
 impl PluginState {
@@ -56,7 +60,7 @@ impl PluginState {
     pub fn new(shared: Arc<PluginShared>, limits: StoreLimits, deadline: Instant) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        let outbound = OutboundPolicy::new(shared.name.clone(), shared.allowed_hosts.clone(), deadline);
+        let outbound = OutboundPolicy::new(shared.name.clone(), shared.allowed_hosts.clone(), shared.log.clone(), deadline);
         PluginState {
             deadline,
             wasi,
@@ -66,14 +70,31 @@ impl PluginState {
             shared,
             http: WasiHttpCtx::new(),
             outbound,
+            call_log: CallBudget::default(),
         }
     }
 
     /// Starts another call in a reused sandbox: a new deadline for guest
-    /// code and outbound HTTP alike.
+    /// code and outbound HTTP alike, and a new per-call log budget.
     pub fn begin_call(&mut self, deadline: Instant) {
         self.deadline = deadline;
         self.outbound.set_deadline(deadline);
+        self.call_log = CallBudget::default();
+    }
+
+    /// Ends a call (whatever its outcome): says how many log lines the
+    /// plugin's limits dropped, when a note is due.
+    pub fn end_call(&self) {
+        if let Some(dropped) = self.shared.log.due_note() {
+            tracing::warn!(
+                plugin = %self.shared.name,
+                dropped,
+                "suppressed {dropped} log lines from this plugin: over its log limit ({} lines / {} KiB per call, {} KiB/s)",
+                log_limit::MAX_LINES_PER_CALL,
+                log_limit::MAX_BYTES_PER_CALL / 1024,
+                log_limit::REFILL_BYTES_PER_SEC as usize / 1024,
+            );
+        }
     }
 }
 
@@ -94,7 +115,10 @@ impl wit::Host for PluginState {}
 impl wit_host::Host for PluginState {
     fn log(&mut self, level: wit_host::Level, message: String) {
         let plugin = self.shared.name.as_str();
-        let message = truncate(&message, MAX_LOG_LINE);
+        let message = log_limit::sanitize(&message, log_limit::MAX_LINE);
+        if !self.shared.log.admit(&mut self.call_log, message.len()) {
+            return;
+        }
         match level {
             wit_host::Level::Debug => tracing::debug!(plugin, "{message}"),
             wit_host::Level::Info => tracing::info!(plugin, "{message}"),

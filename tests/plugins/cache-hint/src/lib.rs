@@ -8,8 +8,13 @@
 //! `plugins/api-key` for that.
 //!
 //! ```json
-//! {"token": "bench-token", "user_id": "bench", "roles": ["user"], "ttl_ms": 60000}
+//! {"token": "bench-token", "user_id": "bench", "roles": ["user"], "ttl_ms": 60000, "vary": ["x-api-key"]}
 //! ```
+//!
+//! `vary` (default `["x-api-key"]`) is the hint's header list. The
+//! hardening tests set it to headers the credential is not in (a careless
+//! plugin) to prove the host never serves such an answer to a request
+//! without credentials.
 
 use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, CacheHint, Identity, Request};
 use serde::Deserialize;
@@ -28,10 +33,17 @@ pub struct Config {
     /// How long the host may reuse the answer (default one minute).
     #[serde(default = "default_ttl")]
     pub ttl_ms: u32,
+    /// The headers the hint says the answer depends on.
+    #[serde(default = "default_vary")]
+    pub vary: Vec<String>,
 }
 
 fn default_ttl() -> u32 {
     60_000
+}
+
+fn default_vary() -> Vec<String> {
+    vec!["x-api-key".into()]
 }
 
 /// The authenticator.
@@ -52,7 +64,7 @@ impl Authenticator for CachedToken {
             None => AuthnOutcome::NoCredentials,
             Some(t) if t == self.0.token => AuthnOutcome::Authenticated {
                 who: Identity::new(&self.0.user_id).with_roles(self.0.roles.iter().cloned()),
-                cache: Some(CacheHint { ttl_ms: self.0.ttl_ms, vary: vec!["x-api-key".into()] }),
+                cache: Some(CacheHint { ttl_ms: self.0.ttl_ms, vary: self.0.vary.clone() }),
             },
             Some(_) => AuthnOutcome::refused("invalid token"),
         }
@@ -67,7 +79,8 @@ mod tests {
     use super::*;
 
     fn plugin() -> CachedToken {
-        CachedToken::new(Config { token: "t".into(), user_id: "u".into(), roles: vec!["user".into()], ttl_ms: 5 }).unwrap()
+        let config = Config { token: "t".into(), user_id: "u".into(), roles: vec!["user".into()], ttl_ms: 5, vary: default_vary() };
+        CachedToken::new(config).unwrap()
     }
 
     #[test]

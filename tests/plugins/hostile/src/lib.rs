@@ -24,16 +24,18 @@
 //! | `recurse`     | unbounded recursion (stack overflow)                             |
 //! | `huge-output` | authenticated with an 8 MiB `user_id` (the host must reject it)  |
 //! | `slow`        | busy-waits `ms` milliseconds (default 300), then authenticated as `hostile-slow`, role `user` |
+//! | `log-flood`   | writes `lines` (default 5000) 64 KiB log lines, each with a forged line break, then authenticated as `hostile-log-flood` |
 //!
 //! `user_id` only matters in `ok` mode (hot-reload tests change it to see
-//! which build answered); `ms` only in `slow` mode. Unknown modes or fields
-//! make `new` fail, which the host reports as a 503.
+//! which build answered); `ms` only in `slow` mode; `lines` only in
+//! `log-flood` mode. Unknown modes or fields make `new` fail, which the
+//! host reports as a 503.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Request};
+use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Request, host};
 use serde::Deserialize;
 
 /// Size of each block hoarded by `grow-memory`.
@@ -61,6 +63,8 @@ pub enum Mode {
     HugeOutput,
     /// Take `ms` milliseconds of CPU, then succeed.
     Slow,
+    /// Flood the server's log, then succeed.
+    LogFlood,
 }
 
 /// The fixture's `config` object.
@@ -76,7 +80,21 @@ pub struct Config {
     /// How long `slow` mode busy-waits, in milliseconds.
     #[serde(default = "default_ms")]
     pub ms: u64,
+    /// How many lines `log-flood` mode writes.
+    #[serde(default = "default_lines")]
+    pub lines: u32,
 }
+
+fn default_lines() -> u32 {
+    5000
+}
+
+/// Length of each line `log-flood` writes.
+pub const FLOOD_LINE_LEN: usize = 64 * 1024;
+
+/// What `log-flood` writes after its forged line break, to show whether a
+/// plugin can start a log line of its own.
+pub const FORGED_LINE: &str = "ERROR agentflow: forged by hostile-plugin";
 
 fn default_user_id() -> String {
     "hostile-ok".to_owned()
@@ -110,6 +128,10 @@ impl Authenticator for Hostile {
             Mode::Slow => {
                 busy_wait(Duration::from_millis(self.0.ms));
                 Identity::new("hostile-slow").with_role("user")
+            }
+            Mode::LogFlood => {
+                flood_log(self.0.lines);
+                Identity::new("hostile-log-flood").with_role("user")
             }
         };
         AuthnOutcome::authenticated(who)
@@ -151,6 +173,16 @@ fn recurse(depth: u64) -> u64 {
     DEPTH.store(depth, Ordering::Relaxed);
     let below = recurse(depth + 1);
     below.wrapping_mul(31) ^ depth
+}
+
+/// Writes `lines` log lines of [`FLOOD_LINE_LEN`] bytes, each starting with
+/// a line break and a forged log line.
+fn flood_log(lines: u32) {
+    let mut line = format!("flood\n{FORGED_LINE} ");
+    line.push_str(&"x".repeat(FLOOD_LINE_LEN - line.len()));
+    for _ in 0..lines {
+        host::info(black_box(&line));
+    }
 }
 
 /// Burns CPU until `duration` has passed (no sleeping: the host must see a

@@ -56,6 +56,7 @@ fn modes_parse_in_kebab_case_and_typos_are_rejected() {
     assert_eq!(mode("huge-output").unwrap(), Mode::HugeOutput);
     assert_eq!(mode("recurse").unwrap(), Mode::Recurse);
     assert_eq!(mode("loop").unwrap(), Mode::Loop);
+    assert_eq!(mode("log-flood").unwrap(), Mode::LogFlood);
     assert!(mode("grow_memory").is_err());
     assert!(serde_json::from_value::<Config>(json!({"mdoe": "ok"})).is_err());
 }
