@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod identity;
 pub mod jwt;
 pub mod passwords;

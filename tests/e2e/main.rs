@@ -8,6 +8,7 @@ mod support;
 mod accounts;
 mod auth_chain;
 mod config_errors;
+mod hardening_server;
 mod hostile_plugins;
 mod jwt;
 mod oauth;

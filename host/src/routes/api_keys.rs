@@ -1,13 +1,13 @@
 //! API keys: `POST/GET /v1/api-keys`, `DELETE /v1/api-keys/{id}`.
 
-use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::users::account_of;
 use super::{AppState, Caller};
 use crate::error::ApiError;
+use crate::extract::{Json, Path};
 use crate::store::{ApiKey, NewApiKey, Store, unix_now};
 
 /// A key as listings show it: masked.

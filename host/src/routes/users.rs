@@ -1,13 +1,13 @@
 //! User administration: `/v1/users/whoami` and `/v1/users[/{id}]`.
 
-use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, Caller};
 use crate::accounts::{validate_password, validate_username};
 use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
 use crate::passwords;
 use crate::store::{NewUser, Store, StoreError, User, UserUpdate, unix_now};
 

@@ -1,14 +1,14 @@
 //! Encrypted variables (Langflow's global variables), per user:
 //! `POST/GET /v1/variables`, `PATCH/DELETE /v1/variables/{id}`.
 
-use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::users::account_of;
 use super::{AppState, Caller};
 use crate::error::ApiError;
+use crate::extract::{Json, Path};
 use crate::store::{NewVariable, Store, StoreError, Variable, VariableKind, unix_now};
 
 /// Longest variable value accepted.
