@@ -5,14 +5,18 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use http::Request;
-use http_body::Body as _;
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -104,7 +108,7 @@ pub async fn run(listener: TcpListener, router: Router, settings: &ServerSetting
             continue;
         };
         let (id, close) = connections.register();
-        let service = Service { router: router.clone(), remote, body_timeout: settings.body_timeout };
+        let service = Service { router: router.clone(), remote, body_timeout: settings.body_timeout, in_flight: Arc::default() };
         tokio::spawn(serve_connection(stream, service, http.clone(), close, connections.clone(), id, permit));
     }
     drop(listener);
@@ -157,6 +161,7 @@ async fn serve_connection(
 ) {
     // Small JSON answers go out without waiting for Nagle's timer.
     let _ = stream.set_nodelay(true);
+    let in_flight = service.in_flight.clone();
     let conn = http.serve_connection(TokioIo::new(stream), hyper::service::service_fn(move |req| service.call(req))).with_upgrades();
     tokio::pin!(conn);
     let mut closing = false;
@@ -169,6 +174,12 @@ async fn serve_connection(
                 break;
             }
             () = close.notified(), if !closing => {
+                // Idle, or still sending its request head (a slowloris, which
+                // hyper's graceful shutdown would wait for): drop it now.
+                if in_flight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                // Busy: finish the current response, then close.
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -184,10 +195,13 @@ struct Service {
     router: Router,
     remote: SocketAddr,
     body_timeout: Duration,
+    /// Requests of this connection whose response is not fully sent yet.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Service {
-    fn call(&self, req: Request<Incoming>) -> impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + use<> {
+    fn call(&self, req: Request<Incoming>) -> impl Future<Output = Result<Response, std::convert::Infallible>> + use<> {
+        let guard = InFlight::enter(&self.in_flight);
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(ConnectInfo(self.remote));
         // Bodiless requests (most GETs) skip the wrapper and its timer.
@@ -196,7 +210,51 @@ impl Service {
         } else {
             Body::new(DeadlineBody::new(body, tokio::time::Instant::now() + self.body_timeout))
         };
-        self.router.clone().oneshot(Request::from_parts(parts, body))
+        let response = self.router.clone().oneshot(Request::from_parts(parts, body));
+        async move {
+            let response = response.await?;
+            // The request stays in flight until hyper has sent (and dropped) the body.
+            Ok(response.map(|inner| Body::new(GuardedBody { inner, _guard: guard })))
+        }
+    }
+}
+
+/// Counts a request as in flight while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted until it is dropped.
+struct GuardedBody {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
