@@ -50,6 +50,18 @@ pub enum ApiError {
     /// The body is too large (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body's media type is not one the route reads (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body parsed but does not have the expected shape (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The route exists but not for this method (405; the router adds `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The client did not send the request body in time (408).
+    #[error("the request body was not received in time")]
+    RequestTimeout,
     /// A plugin failed; the request fails closed (503).
     #[error(transparent)]
     Plugin(#[from] PluginError),
@@ -74,6 +86,10 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Plugin(_) | ApiError::NoUpstream | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -92,6 +108,10 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Plugin(_) => "plugin_failed",

@@ -8,6 +8,7 @@ pub mod agent_request;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod identity;
 pub mod jwt;
 pub mod login_throttle;

@@ -1,7 +1,10 @@
 //! Assembling a running server from a validated config: plugins loaded,
-//! gate built, router served.
+//! gate built, router served by [`connections`] within the connection limits.
 
-use std::net::SocketAddr;
+mod deadline;
+mod fd_limit;
+mod connections;
+
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -12,6 +15,9 @@ use crate::pipeline::{Gate, GateError};
 use crate::plugins::{PluginError, PluginRuntime};
 use crate::proxy::{HeaderPolicy, Upstream};
 use crate::routes::{AppState, app};
+use crate::settings::{ServerSettings, SettingError};
+
+pub use deadline::BodyTimeout;
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +31,9 @@ pub enum StartError {
     /// The plugin engine could not start.
     #[error(transparent)]
     Engine(#[from] PluginError),
+    /// A listener setting (connection cap, timeouts) is invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingError),
     /// The encrypted variables granted to plugins cannot be read.
     #[error("cannot read plugin secrets from the encrypted variables: {0}")]
     Secrets(String),
@@ -76,6 +85,7 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
 
 /// Binds `host:port` and serves until the process is stopped.
 pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError> {
+    let settings = ServerSettings::from_env(&cfg.env)?;
     let state = build_state(cfg).await?;
     // Kept alive while serving: dropping it stops hot reload.
     let _watcher = if cfg.plugins.watch && state.gate.uses_plugins() {
@@ -88,11 +98,16 @@ pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError
     let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     // Tests and scripts read this line to find the port when started with --port 0.
     tracing::info!("agentflow listening on http://{local}");
-    let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| StartError::Bind { addr: local.to_string(), source })
+    let max_connections = fd_limit::fit(settings.max_connections, fd_limit::raise());
+    if max_connections < settings.max_connections {
+        tracing::warn!(
+            max_connections,
+            asked = settings.max_connections,
+            "AGENTFLOW_MAX_CONNECTIONS lowered to fit the open-files limit (raise `ulimit -n`)"
+        );
+    }
+    connections::run(listener, app(state), &settings, max_connections, shutdown_signal()).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,11 @@
 //! The account system's settings: `AGENTFLOW_*` variables from the
 //! environment or the `env` file, validated with errors naming the variable.
 
+mod server;
+
 use std::path::{Path, PathBuf};
+
+pub use server::ServerSettings;
 
 use crate::config::Env;
 use crate::store::{LockoutPolicy, LoginPolicy};

@@ -15,6 +15,7 @@ mod hardening_identity;
 mod hardening_login;
 mod hardening_paths;
 mod hardening_plugins;
+mod hardening_server;
 mod hostile_plugins;
 mod jwt;
 mod oauth;

@@ -101,8 +101,23 @@ impl Server {
         Stopped { dir, config: self.config.clone(), env: std::mem::take(&mut self.env) }
     }
 
-    fn spawn(dir: tempfile::TempDir, config: PathBuf, env: Vec<(String, String)>) -> Server {
+    /// Starts the binary with its open-files limit (soft and hard) lowered
+    /// to `nofile`, as on a host with `ulimit -n` that low.
+    pub fn start_with_fd_limit(config: Value, env: &[(&str, &str)], nofile: u64) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentflow.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut cmd = agentflow_command();
+        limit_open_files(&mut cmd, nofile);
+        Server::spawn_command(cmd, dir, path, env)
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, env: Vec<(String, String)>) -> Server {
+        Server::spawn_command(agentflow_command(), dir, config, env)
+    }
+
+    fn spawn_command(mut cmd: Command, dir: tempfile::TempDir, config: PathBuf, env: Vec<(String, String)>) -> Server {
         cmd.args(["run", "--port", "0", "--config"]).arg(&config);
         for (k, v) in &env {
             cmd.env(k, v);
@@ -187,6 +202,21 @@ pub fn agentflow_command() -> Command {
     }
     cmd.env("RUST_LOG", "info");
     cmd
+}
+
+/// Lowers the child's `RLIMIT_NOFILE` (soft and hard) to `nofile`.
+fn limit_open_files(cmd: &mut Command, nofile: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in pre_exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit { rlim_cur: nofile as libc::rlim_t, rlim_max: nofile as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Runs the binary to completion: (exit code, stdout, stderr).

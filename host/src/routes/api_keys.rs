@@ -1,13 +1,13 @@
 //! API keys: `POST/GET /v1/api-keys`, `DELETE /v1/api-keys/{id}`.
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::account::Account;
 use crate::error::ApiError;
+use crate::extract::{Json, Path};
 use crate::store::{ApiKey, NewApiKey, Store, unix_now};
 
 /// A key as listings show it: masked.

@@ -3,9 +3,7 @@
 
 use std::net::SocketAddr;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
-use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -13,6 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::accounts::TokenPair;
 use crate::error::ApiError;
+use crate::extract::{Json, JsonOrForm};
 
 /// Username and password, as JSON or as an HTML form.
 #[derive(Deserialize)]
@@ -54,18 +53,9 @@ pub async fn auto_login(State(state): State<AppState>) -> Result<Json<TokenPair>
     Ok(Json(state.accounts.auto_login().await?))
 }
 
-/// Parses the body as JSON or `application/x-www-form-urlencoded`.
+/// Parses the body as JSON or `application/x-www-form-urlencoded`
+/// (refusals: see [`crate::extract`]).
 async fn json_or_form<T: DeserializeOwned + 'static>(req: Request) -> Result<T, ApiError> {
-    let is_form = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        let axum::Form(v) = axum::Form::<T>::from_request(req, &()).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        Ok(v)
-    } else {
-        let Json(v) = Json::<T>::from_request(req, &()).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        Ok(v)
-    }
+    let JsonOrForm(v) = JsonOrForm::<T>::from_request(req, &()).await?;
+    Ok(v)
 }

@@ -70,8 +70,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/refresh", post(auth::refresh))
         .route("/v1/logout", post(auth::logout))
         .route("/v1/auto_login", get(auth::auto_login))
+        // Last, so it reaches every route above: a known path with the wrong
+        // method answers the JSON 405 (axum keeps the `Allow` header).
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::request_id::assign))
         .with_state(state)
+}
+
+/// A route that exists, asked with a method it does not take.
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Always public: liveness check.

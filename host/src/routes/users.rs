@@ -1,7 +1,6 @@
 //! User administration: `/v1/users/whoami` and `/v1/users[/{id}]`.
 
-use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +8,7 @@ use super::AppState;
 use super::account::{Account, Superuser};
 use crate::accounts::{validate_password, validate_username};
 use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
 use crate::passwords;
 use crate::store::{NewUser, Store, StoreError, User, UserUpdate, unix_now};
 

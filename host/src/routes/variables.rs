@@ -1,14 +1,14 @@
 //! Encrypted variables (Langflow's global variables), per user:
 //! `POST/GET /v1/variables`, `PATCH/DELETE /v1/variables/{id}`.
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::account::Account;
 use crate::error::ApiError;
+use crate::extract::{Json, Path};
 use crate::store::{NewVariable, Store, StoreError, User, Variable, VariableKind, unix_now};
 
 /// Longest variable value accepted.
