@@ -19,6 +19,12 @@ use crate::support_agentflow::*;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// An opened socket with its handshake response, or the HTTP refusal.
+type Connected = Result<(Socket, http::Response<Option<Vec<u8>>>), WsError>;
+
+/// Handshakes an agent stand-in saw: URI and headers.
+type Handshakes = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -39,7 +45,7 @@ fn ws_url(server: &Server, path: &str) -> String {
 
 /// Opens a socket with extra handshake headers; the handshake response or
 /// the HTTP refusal.
-async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<(Socket, http::Response<Option<Vec<u8>>>), WsError> {
+async fn connect(url: &str, headers: &[(&str, &str)]) -> Connected {
     let mut request = url.into_client_request().unwrap();
     for (k, v) in headers {
         request.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
@@ -115,7 +121,7 @@ fn a_query_token_authenticates_an_upgrade() {
 }
 
 /// The HTTP refusal of an upgrade: status and JSON body.
-fn refusal(result: Result<(Socket, http::Response<Option<Vec<u8>>>), WsError>) -> (u16, Value) {
+fn refusal(result: Connected) -> (u16, Value) {
     match result {
         Err(WsError::Http(response)) => {
             let body = response.body().as_deref().map(|b| serde_json::from_slice(b).unwrap()).unwrap_or(Value::Null);
@@ -170,9 +176,11 @@ fn handshake_token_places_are_not_credentials_on_plain_http() {
 /// echoes frames back, and closes with 4001 "bye" when sent `close-me`.
 struct EchoAgent {
     url: String,
-    handshakes: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    handshakes: Handshakes,
 }
 
+// The handshake callback's error type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
 async fn echo_agent() -> EchoAgent {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

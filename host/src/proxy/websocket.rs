@@ -69,10 +69,10 @@ pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
 /// are refused (400) rather than guessing which one counts.
 pub fn handshake_token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, ApiError> {
     let offered = offered_subprotocols(headers);
-    if offered.first().map(String::as_str) == Some(BEARER_SUBPROTOCOL) {
-        if let Some(token) = offered.get(1) {
-            return Ok(Some(token.clone()));
-        }
+    if offered.first().map(String::as_str) == Some(BEARER_SUBPROTOCOL)
+        && let Some(token) = offered.get(1)
+    {
+        return Ok(Some(token.clone()));
     }
     let mut tokens = query_pairs(query.unwrap_or_default()).filter(|(key, _, _)| key == TOKEN_PARAM);
     match (tokens.next(), tokens.next()) {
