@@ -23,3 +23,4 @@ mod performance;
 mod plugin_dev;
 mod plugin_platform;
 mod proxy;
+mod websocket;

@@ -59,6 +59,11 @@ impl AgentRequest {
         &self.access
     }
 
+    /// Whether this is a WebSocket route (proxied only as an upgrade).
+    pub fn is_websocket(&self) -> bool {
+        table::is_websocket(&self.method, &self.path)
+    }
+
     /// Whether the body carries identity (`config.user`, `config.user_id`)
     /// that the host must set: every `graph` route.
     pub fn carries_identity_in_body(&self) -> bool {
@@ -91,6 +96,9 @@ mod tests {
         assert_eq!(r.access().resource_id.as_deref(), Some("t-alice"));
         assert!(!r.carries_identity_in_body());
         assert!(parse("POST", "/v1/graph/invoke").unwrap().carries_identity_in_body());
+        assert!(parse("GET", "/v1/graph/ws?token=x").unwrap().is_websocket());
+        assert!(parse("GET", "/v1/graph/%6Cive").unwrap().is_websocket());
+        assert!(!parse("GET", "/v1/graph").unwrap().is_websocket());
     }
 
     #[test]

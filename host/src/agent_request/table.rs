@@ -19,6 +19,9 @@ pub fn classify(method: &Method, path: &CanonicalPath) -> Option<Access> {
         ("GET", ["graph"]) => access("graph", "read", None),
         ("POST", ["graph", "stop"]) => access("graph", "stop", None),
         ("POST", ["graph", "setup"]) => access("graph", "setup", None),
+        // WebSocket routes (see `is_websocket`): the thread id is in each frame.
+        ("GET", ["graph", "ws"]) => access("graph", "stream", None),
+        ("GET", ["graph", "live"]) => access("graph", "stream", None),
 
         ("GET", ["threads"]) => access("checkpointer", "read", None),
         ("POST", ["threads"]) => access("checkpointer", "write", None),
@@ -41,6 +44,13 @@ pub fn classify(method: &Method, path: &CanonicalPath) -> Option<Access> {
         ("DELETE", ["store", "memories", id]) => access("store", "delete", Some(id)),
         _ => None,
     }
+}
+
+/// Whether a routed request is one of the agent's WebSocket routes, served
+/// only through an upgrade.
+pub fn is_websocket(method: &Method, path: &CanonicalPath) -> bool {
+    let segments: Vec<&str> = path.segments().iter().map(String::as_str).collect();
+    method == Method::GET && matches!(segments.as_slice(), ["v1", "graph", "ws" | "live"])
 }
 
 #[cfg(test)]

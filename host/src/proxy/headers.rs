@@ -38,6 +38,9 @@ const NEVER_FORWARDED: &[&str] = &[
     "x-method-override",
     "x-original-url",
     "x-rewrite-url",
+    // The AgentFlow server reads `agentflow-bearer, <token>` here as a
+    // credential, even on plain HTTP.
+    "sec-websocket-protocol",
 ];
 
 /// Header families the host owns (`x-agentflow-*`) or that claim

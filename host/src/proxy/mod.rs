@@ -4,6 +4,7 @@
 
 mod body;
 mod headers;
+mod websocket;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use reqwest::Url;
 
 pub use body::MAX_JSON_BODY;
 pub use headers::HeaderPolicy;
+pub use websocket::{ForwardAll, FrameInspector, Verdict, handshake_token, is_upgrade};
 
 use crate::agent_request::AgentRequest;
 use crate::error::ApiError;

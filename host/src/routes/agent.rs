@@ -1,6 +1,8 @@
 //! The AgentFlow API handler: validate the request line once, authorize the
 //! result, forward that same result.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -9,6 +11,7 @@ use super::{AppState, Caller};
 use crate::agent_request::AgentRequest;
 use crate::error::ApiError;
 use crate::plugins::PluginRequest;
+use crate::proxy::ForwardAll;
 
 /// Any authenticated caller may reach this; the authorizer decides per
 /// resource/action, then the request goes to the agent upstream.
@@ -24,6 +27,10 @@ pub async fn forward(State(state): State<AppState>, req: Request<Body>) -> Resul
     state.gate.authorize(&caller.identity, target.access(), view.as_ref().or(caller.plugin_view.as_deref())).await?;
     let upstream = state.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
     let who = (!state.gate.is_open()).then_some(&caller.identity);
+    if target.is_websocket() {
+        let client_ip = caller.client_ip.as_deref();
+        return upstream.forward_websocket(&target, parts, who, client_ip, Arc::new(ForwardAll)).await;
+    }
     upstream.forward(&target, &parts.headers, body, who, caller.client_ip.as_deref()).await
 }
 

@@ -19,7 +19,10 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
 
+use http::{HeaderValue, header};
+
 use crate::accounts::Accounts;
+use crate::agent_request::AgentRequest;
 use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::pipeline::Gate;
@@ -89,11 +92,36 @@ async fn ping() -> axum::Json<serde_json::Value> {
 
 /// Runs the authentication chain and records the caller for handlers.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    websocket_token_as_bearer(&mut req)?;
     let client_ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let plugin_view = state.gate.uses_plugins().then(|| Arc::new(plugin_view(&req, client_ip.clone())));
     let Authenticated { identity, origin } = state.gate.authenticate(req.headers(), plugin_view.as_deref()).await?;
     req.extensions_mut().insert(Caller { identity, origin, plugin_view, client_ip });
     Ok(next.run(req).await)
+}
+
+/// A WebSocket upgrade on a socket route may carry its token where browsers
+/// can put it (the `agentflow-bearer` subprotocol pair or `?token=`); the
+/// chain reads it as `Authorization: Bearer` unless the client sent an
+/// `Authorization` header, which wins. Plain HTTP requests, and upgrades on
+/// other routes, are left alone: there neither place is a credential. The
+/// header never reaches the agent (it is a client credential), and the
+/// socket proxy strips `token` from the query it forwards.
+fn websocket_token_as_bearer(req: &mut Request) -> Result<(), ApiError> {
+    if req.headers().contains_key(header::AUTHORIZATION) || !crate::proxy::is_upgrade(req.method(), req.headers()) {
+        return Ok(());
+    }
+    if !AgentRequest::parse(req.method(), req.uri()).is_ok_and(|r| r.is_websocket()) {
+        return Ok(());
+    }
+    if let Some(token) = crate::proxy::handshake_token(req.headers(), req.uri().query())? {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ApiError::InvalidCredentials {
+            detail: "invalid token: malformed token".into(),
+            invalid_token: true,
+        })?;
+        req.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    Ok(())
 }
 
 /// The request as plugins see it; headers that are not UTF-8 are left out.
