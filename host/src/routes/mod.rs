@@ -35,6 +35,8 @@ pub struct AppState {
     pub upstream: Option<Upstream>,
     /// Users, logins, API keys and variables.
     pub accounts: Arc<Accounts>,
+    /// Allowed browser origins, if any.
+    pub cors: Option<Arc<crate::cors::CorsPolicy>>,
 }
 
 /// The authenticated caller of the current request (a request extension).
@@ -70,6 +72,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/refresh", post(auth::refresh))
         .route("/v1/logout", post(auth::logout))
         .route("/v1/auto_login", get(auth::auto_login))
+        // Outside authentication: preflights are answered without credentials.
+        .layer(middleware::from_fn_with_state(state.cors.clone(), crate::cors::handle))
         .layer(middleware::from_fn(crate::request_id::assign))
         .with_state(state)
 }
