@@ -20,3 +20,4 @@ mod performance;
 mod plugin_dev;
 mod plugin_platform;
 mod proxy;
+mod routes;
