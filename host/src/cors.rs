@@ -151,15 +151,17 @@ pub async fn handle(State(policy): State<Option<Arc<CorsPolicy>>>, req: Request,
         return response;
     };
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let preflight =
+        req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let allowed = origin.as_ref().and_then(|o| o.to_str().ok()).is_some_and(|o| policy.allows(o));
-    if preflight && origin.is_some() {
+    if let (true, Some(origin)) = (preflight, origin.as_ref()) {
         if !allowed {
-            let mut response = ApiError::Forbidden("this origin is not allowed to call the API (CORS)".into()).into_response();
+            let mut response =
+                ApiError::Forbidden("this origin is not allowed to call the API (CORS)".into()).into_response();
             response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
             return response;
         }
-        return preflight_answer(&policy, origin.as_ref().expect("checked above"), req.headers());
+        return preflight_answer(&policy, origin, req.headers());
     }
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
