@@ -41,6 +41,8 @@ pub struct Config {
     pub authorization: Option<PluginConfig>,
     /// Defaults for all plugins.
     pub plugins: PluginDefaults,
+    /// Browser origins allowed to call the gateway (`cors`, `CORS_ORIGINS`).
+    pub cors: Option<crate::cors::CorsPolicy>,
 }
 
 /// One entry of `auth`.
@@ -188,6 +190,8 @@ struct RawConfig {
     authorization: Value,
     #[serde(default)]
     plugins: Option<PluginDefaults>,
+    #[serde(default)]
+    cors: Value,
 }
 
 /// The object form of a plugin entry in `auth` or `authorization`.
@@ -267,7 +271,9 @@ impl Config {
         };
         check_unique_names(&raw.auth, &auth, &raw.authorization, authorization.as_ref()).map_err(|(k, r)| err(&k, r))?;
 
-        Ok(Config { file: path.to_path_buf(), agent, env, auth, authorization, plugins })
+        let cors = crate::cors::CorsPolicy::from_config(&raw.cors, &env).map_err(|(k, r)| err(&k, r))?;
+
+        Ok(Config { file: path.to_path_buf(), agent, env, auth, authorization, plugins, cors })
     }
 
     /// Every plugin the config names: the `auth` plugins, then the

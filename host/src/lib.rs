@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod agent_request;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod identity;

@@ -80,7 +80,8 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     }
     let headers = HeaderPolicy::new(cfg.plugins().flat_map(|p| p.credential_headers.iter()));
     let upstream = cfg.agent.clone().map(|base| Upstream::new(base, headers));
-    Ok(AppState { gate: Arc::new(gate), upstream, accounts })
+    let cors = cfg.cors.clone().map(Arc::new);
+    Ok(AppState { gate: Arc::new(gate), upstream, accounts, cors })
 }
 
 /// Binds `host:port` and serves until the process is stopped.

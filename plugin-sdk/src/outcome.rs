@@ -124,11 +124,11 @@ impl AuthnOutcome {
 /// The operation a caller wants to perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
-    /// `graph`, `checkpointer` or `store`.
+    /// `graph`, `checkpointer`, `store`, `files` or `config`.
     pub resource: String,
-    /// `invoke`, `stream`, `read`, `write`, `delete`, `stop` or `setup`.
+    /// `invoke`, `stream`, `read`, `write`, `delete`, `stop`, `fix` or `upload`.
     pub action: String,
-    /// The thread or memory id the route names, if any.
+    /// The thread, memory or file id the request names (path or body), if any.
     pub resource_id: Option<String>,
 }
 

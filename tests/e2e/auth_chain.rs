@@ -79,7 +79,8 @@ fn rbac_allows_and_denies_per_role() {
     let (guest, user, admin) = (token("guest"), token("user"), token("admin"));
     let invoke = |t: &str| post(&server.url("/v1/graph/invoke"), &[("authorization", t)], json!({"messages": []})).status;
     let threads = |t: &str| get(&server.url("/v1/threads"), &[("authorization", t)]);
-    let write_thread = |t: &str| post(&server.url("/v1/threads"), &[("authorization", t)], json!({})).status;
+    let write_thread =
+        |t: &str| send("PUT", &server.url("/v1/threads/t1/state"), &[("authorization", t)], Some(json!({"state": {}}))).status;
     let delete_memory = |t: &str| send("DELETE", &server.url("/v1/store/memories/m1"), &[("authorization", t)], None).status;
 
     assert_eq!(invoke(&guest), 200, "guest may invoke the graph");
@@ -112,7 +113,8 @@ fn rbac_allows_are_cached_per_caller_and_access_and_denials_never() {
     let token = |sub: &str, role: &str| bearer(&hs256(SECRET, json!({"sub": sub, "role": role, "exp": now() + 600})));
     let (user, other_user, admin) = (token("u-1", "user"), token("u-2", "user"), token("admin-1", "admin"));
     let invoke = |t: &str| post(&server.url("/v1/graph/invoke"), &[("authorization", t)], json!({"messages": []})).status;
-    let write_thread = |t: &str| post(&server.url("/v1/threads"), &[("authorization", t)], json!({})).status;
+    let write_thread =
+        |t: &str| send("PUT", &server.url("/v1/threads/t1/state"), &[("authorization", t)], Some(json!({"state": {}}))).status;
     let counts = || {
         let r = get(&server.url("/v1/plugins"), &[("authorization", &admin)]);
         assert_eq!(r.status, 200, "{:?}", r.body);

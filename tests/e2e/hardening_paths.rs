@@ -184,12 +184,18 @@ fn forged_identity_in_bodies_never_reaches_the_agent_whatever_the_content_type()
     }
     assert_eq!(up.count(), before);
 
-    // Duplicate keys: only the host's value is left.
-    let dup = r#"{"config": {"user_id": "mallory"}, "config": {"user_id": "mallory", "user_id": "eve"}}"#;
+    // Duplicate keys inside `config`: only the host's value is left.
+    let dup = r#"{"config": {"user_id": "mallory", "user_id": "eve", "thread_id": "t1"}}"#;
     let r = raw(&server, "POST", "/v1/graph/invoke", &[("Authorization", &auth)], dup.as_bytes());
     assert_eq!(r.status, 200, "{:?}", r.body);
     let body = String::from_utf8_lossy(&up.last().body).into_owned();
     assert!(!body.contains("mallory") && !body.contains("eve"), "{body}");
+    // Two `config` objects: which thread is meant is ambiguous, so refused.
+    let before = up.count();
+    let dup = r#"{"config": {"user_id": "mallory"}, "config": {"user_id": "mallory", "user_id": "eve"}}"#;
+    let r = raw(&server, "POST", "/v1/graph/invoke", &[("Authorization", &auth)], dup.as_bytes());
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(up.count(), before);
 
     // An empty body has nothing to rewrite and is forwarded empty.
     let r = raw(&server, "POST", "/v1/graph/invoke", &[("Authorization", &auth)], b"");

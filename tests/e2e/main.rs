@@ -23,4 +23,5 @@ mod performance;
 mod plugin_dev;
 mod plugin_platform;
 mod proxy;
+mod routes;
 mod websocket;

@@ -136,11 +136,12 @@ pub enum AuthnOutcome {
 /// The operation being authorized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
-    /// `graph`, `checkpointer` or `store`.
+    /// `graph`, `checkpointer`, `store`, `files` or `config`.
     pub resource: &'static str,
     /// The action on it.
     pub action: &'static str,
-    /// The thread or memory id named by the route.
+    /// The thread, memory or file id the request names (path or body),
+    /// decoded once.
     pub resource_id: Option<String>,
 }
 

@@ -2,15 +2,11 @@
 //! whatever the client's Content-Type says, so no content type, charset or
 //! `+json` variant lets a forged `config.user_id` through.
 
-use axum::body::Body;
 use http::header::{self, HeaderMap};
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::identity::Identity;
-
-/// Largest body the host rewrites (graph requests).
-pub const MAX_JSON_BODY: usize = 10 * 1024 * 1024;
 
 /// Refuses more than one `Content-Type`: the host and the agent could each
 /// read a different one.
@@ -22,25 +18,17 @@ pub fn check_single_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// The body to forward for a route that carries identity: the client's JSON
-/// object with `config.user` and `config.user_id` set by the host, or
-/// `None` when the body is empty (nothing to rewrite; it is forwarded
-/// empty). Anything else — not JSON, not an object, compressed — is refused
-/// with 400 rather than forwarded as sent.
-pub async fn with_identity(body: Body, headers: &HeaderMap, who: &Identity) -> Result<Option<Vec<u8>>, ApiError> {
-    // A compressed body cannot be read here, so it could hide anything.
-    let encoded = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| v.to_str().map_or(true, |v| !v.trim().eq_ignore_ascii_case("identity")));
-    if encoded {
-        return Err(ApiError::BadRequest("graph request bodies must not be content-encoded".into()));
-    }
-    let bytes =
-        axum::body::to_bytes(body, MAX_JSON_BODY).await.map_err(|_| ApiError::PayloadTooLarge(MAX_JSON_BODY))?;
+/// object (already read and size-checked by
+/// [`AgentRequest::with_body`](crate::agent_request::AgentRequest::with_body))
+/// with `config.user` and `config.user_id` set by the host, or `None` when
+/// the body is empty (nothing to rewrite; it is forwarded empty). Anything
+/// else — not JSON, not an object — is refused with 400 rather than
+/// forwarded as sent.
+pub fn with_identity(bytes: &[u8], who: &Identity) -> Result<Option<Vec<u8>>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    merge_identity_into(&bytes, who).map(Some)
+    merge_identity_into(bytes, who).map(Some)
 }
 
 /// Puts the identity into `config.user` / `config.user_id` of a JSON object,
@@ -74,14 +62,8 @@ mod tests {
         Identity { user_id: "alice".into(), roles: vec!["user".into()], claims: Default::default() }
     }
 
-    fn run(body: &'static [u8], headers: &[(&str, &str)]) -> Result<Option<Value>, ApiError> {
-        let mut h = HeaderMap::new();
-        for (k, v) in headers {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(with_identity(Body::from(body), &h, &alice()))
-            .map(|o| o.map(|b| serde_json::from_slice(&b).unwrap()))
+    fn run(body: &'static [u8]) -> Result<Option<Value>, ApiError> {
+        with_identity(body, &alice()).map(|o| o.map(|b| serde_json::from_slice(&b).unwrap()))
     }
 
     #[test]
@@ -111,26 +93,16 @@ mod tests {
     }
 
     #[test]
-    fn content_type_does_not_matter() {
-        let forged = br#"{"config": {"user_id": "mallory"}}"#;
-        for ct in
-            [&[][..], &[("content-type", "text/plain")], &[("content-type", "application/vnd.x+json; charset=utf-8")]]
-        {
-            let out = run(forged, ct).unwrap().unwrap();
-            assert_eq!(out["config"]["user_id"], "alice", "{ct:?}");
-        }
-        assert!(matches!(
-            run(b"user_id=mallory", &[("content-type", "application/x-www-form-urlencoded")]),
-            Err(ApiError::BadRequest(_))
-        ));
+    fn only_json_objects_are_forwarded() {
+        let out = run(br#"{"config": {"user_id": "mallory"}}"#).unwrap().unwrap();
+        assert_eq!(out["config"]["user_id"], "alice");
+        assert!(matches!(run(b"user_id=mallory"), Err(ApiError::BadRequest(_))));
     }
 
     #[test]
-    fn empty_bodies_stay_empty_and_encoded_bodies_are_refused() {
-        assert!(run(b"", &[]).unwrap().is_none());
-        assert!(run(b" \r\n", &[]).unwrap().is_none());
-        assert!(matches!(run(b"{}", &[("content-encoding", "gzip")]), Err(ApiError::BadRequest(_))));
-        assert!(run(b"{}", &[("content-encoding", "identity")]).unwrap().is_some());
+    fn empty_bodies_stay_empty() {
+        assert!(run(b"").unwrap().is_none());
+        assert!(run(b" \r\n").unwrap().is_none());
     }
 
     #[test]

@@ -14,11 +14,11 @@ use http::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 
-pub use body::MAX_JSON_BODY;
+pub use crate::agent_request::MAX_JSON_BODY;
 pub use headers::HeaderPolicy;
 pub use websocket::{ForwardAll, FrameInspector, Verdict, handshake_token, is_upgrade};
 
-use crate::agent_request::AgentRequest;
+use crate::agent_request::{AgentBody, AgentRequest};
 use crate::error::ApiError;
 use crate::identity::Identity;
 
@@ -55,18 +55,18 @@ impl Upstream {
         Upstream { base, base_path, headers, client }
     }
 
-    /// Forwards `target` for `who` with the client's `client_headers` and
-    /// `body`. On routes that carry identity in the body, the body is
-    /// rewritten with `config.user` and `config.user_id` set by the server.
+    /// Forwards `target` (with the body it carries) for `who` with the
+    /// client's `client_headers`. On routes that carry identity in the body,
+    /// the body is rewritten with `config.user` and `config.user_id` set by
+    /// the server.
     pub async fn forward(
         &self,
-        target: &AgentRequest,
+        mut target: AgentRequest,
         client_headers: &HeaderMap,
-        body: Body,
         who: Option<&Identity>,
         client_ip: Option<&str>,
     ) -> Result<Response<Body>, ApiError> {
-        let url = self.url_for(target)?;
+        let url = self.url_for(&target)?;
         body::check_single_content_type(client_headers)?;
 
         let mut headers = self.headers.filter(client_headers);
@@ -77,9 +77,9 @@ impl Upstream {
             attach_identity(&mut headers, who);
         }
 
-        let body = match who {
-            Some(who) if target.carries_identity_in_body() => {
-                match body::with_identity(body, client_headers, who).await? {
+        let body = match (target.take_body(), who) {
+            (AgentBody::Inspected(bytes), Some(who)) if target.carries_identity_in_body() => {
+                match body::with_identity(&bytes, who)? {
                     Some(json) => {
                         // The agent must read it as the JSON the host wrote.
                         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -88,7 +88,8 @@ impl Upstream {
                     None => reqwest::Body::from(Vec::new()),
                 }
             }
-            _ => reqwest::Body::wrap_stream(body.into_data_stream()),
+            (AgentBody::Inspected(bytes), _) => reqwest::Body::from(bytes),
+            (AgentBody::Streamed(body), _) => reqwest::Body::wrap_stream(body.into_data_stream()),
         };
 
         let upstream =

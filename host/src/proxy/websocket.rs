@@ -158,7 +158,7 @@ impl Upstream {
     /// the handshake has its HTTP answer relayed.
     pub async fn forward_websocket(
         &self,
-        target: &AgentRequest,
+        target: AgentRequest,
         mut parts: Parts,
         who: Option<&Identity>,
         client_ip: Option<&str>,
@@ -167,7 +167,7 @@ impl Upstream {
         let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &()).await.map_err(|rejection| {
             ApiError::BadRequest(format!("this route serves WebSocket upgrades only: {}", rejection.body_text()))
         })?;
-        let request = self.handshake_request(target, &parts.headers, who, client_ip)?;
+        let request = self.handshake_request(&target, &parts.headers, who, client_ip)?;
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));

@@ -38,6 +38,8 @@ pub struct AppState {
     pub upstream: Option<Upstream>,
     /// Users, logins, API keys and variables.
     pub accounts: Arc<Accounts>,
+    /// Allowed browser origins, if any.
+    pub cors: Option<Arc<crate::cors::CorsPolicy>>,
 }
 
 /// The authenticated caller of the current request (a request extension).
@@ -76,6 +78,8 @@ pub fn app(state: AppState) -> Router {
         // Last, so it reaches every route above: a known path with the wrong
         // method answers the JSON 405 (axum keeps the `Allow` header).
         .method_not_allowed_fallback(method_not_allowed)
+        // Outside authentication: preflights are answered without credentials.
+        .layer(middleware::from_fn_with_state(state.cors.clone(), crate::cors::handle))
         .layer(middleware::from_fn(crate::request_id::assign))
         .with_state(state)
 }

@@ -16,8 +16,9 @@
 //! ```
 //!
 //! `roles` maps role → resource → actions. Resources are `graph`,
-//! `checkpointer` and `store`; actions are `invoke`, `stream`, `read`,
-//! `write`, `delete`, `stop` and `setup`. `"*"` as a resource means every
+//! `checkpointer`, `store`, `files` and `config`; actions are `invoke`,
+//! `stream`, `read`, `write`, `delete`, `stop`, `fix` and `upload` (the
+//! route table in the README says which route is which). `"*"` as a resource means every
 //! resource, and `"*"` in an action list means every action.
 //!
 //! ## Answers

@@ -1,0 +1,163 @@
+//! Thread ids in graph request bodies, read the way the AgentFlow server's
+//! `RequirePermission` and `normalize_thread_id` read them: `str(v).strip()`,
+//! blank / `null` / booleans mean "no id", integers are their decimal form.
+//! Anything the server would read differently is refused (400), so the id an
+//! authorizer decides on is the thread the agent runs.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::table::BodyId;
+
+/// The fields that can carry a thread id. Unknown fields are skipped
+/// without building a tree; a duplicate of one of these is an error (the
+/// server would take the last one, a plugin might look at the first).
+#[derive(Deserialize)]
+struct IdFields {
+    #[serde(default)]
+    thread_id: Option<Value>,
+    #[serde(default, rename = "threadId")]
+    ag_ui_thread_id: Option<Value>,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+/// The thread id `body` names for a route whose id lives in the body.
+/// `Err` carries the reason shown to the client (a 400).
+pub fn thread_id(kind: BodyId, body: &[u8]) -> Result<Option<String>, String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let fields = match first {
+        None => IdFields { thread_id: None, ag_ui_thread_id: None, config: None },
+        Some(b'{') => serde_json::from_slice::<IdFields>(body)
+            .map_err(|e| format!("request body is not a valid JSON object: {e}"))?,
+        Some(_) => return Err("request body must be a JSON object".into()),
+    };
+    match kind {
+        BodyId::RunThread => {
+            let root = normalize(fields.thread_id.as_ref(), "thread_id")?;
+            let in_config = config_thread_id(fields.config.as_ref())?;
+            match (root, in_config) {
+                (Some(a), Some(b)) if a != b => Err("thread_id and config.thread_id must match".into()),
+                (root, in_config) => Ok(in_config.or(root)),
+            }
+        }
+        BodyId::RequiredThread => {
+            let root = match fields.thread_id {
+                Some(Value::String(s)) => strip(&s).to_owned(),
+                None | Some(Value::Null) => return Err("`thread_id` is required".into()),
+                Some(_) => return Err("`thread_id` must be a string".into()),
+            };
+            if root.is_empty() {
+                return Err("`thread_id` must not be blank".into());
+            }
+            match config_thread_id(fields.config.as_ref())? {
+                Some(other) if other != root => Err("thread_id and config.thread_id must match".into()),
+                _ => Ok(Some(root)),
+            }
+        }
+        BodyId::AgUiThread => match fields.ag_ui_thread_id {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(strip(&s).to_owned()).filter(|s| !s.is_empty())),
+            Some(_) => Err("`threadId` must be a string".into()),
+        },
+    }
+}
+
+/// `config.thread_id`; `config` itself must be an object when present.
+fn config_thread_id(config: Option<&Value>) -> Result<Option<String>, String> {
+    match config {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => normalize(map.get("thread_id"), "config.thread_id"),
+        Some(_) => Err("`config` in the request body must be an object".into()),
+    }
+}
+
+/// `normalize_thread_id`: strings stripped (blank = none), integers in
+/// decimal, `null` and booleans none. Other numbers are refused: Python
+/// and Rust spell some floats differently (`1e+16`), so the ids could differ.
+fn normalize(v: Option<&Value>, field: &str) -> Result<Option<String>, String> {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(strip(s).to_owned()).filter(|s| !s.is_empty())),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        Some(Value::Number(_)) => Err(format!("`{field}` must be a string or an integer")),
+        Some(_) => Err(format!("`{field}` must be a string")),
+    }
+}
+
+/// Python's `str.strip()`: Unicode whitespace plus the separators
+/// U+001C..U+001F, which Python counts as whitespace and Rust does not.
+fn strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: &str) -> Result<Option<String>, String> {
+        thread_id(BodyId::RunThread, body.as_bytes())
+    }
+
+    fn stop(body: &str) -> Result<Option<String>, String> {
+        thread_id(BodyId::RequiredThread, body.as_bytes())
+    }
+
+    fn some(s: &str) -> Result<Option<String>, String> {
+        Ok(Some(s.to_owned()))
+    }
+
+    #[test]
+    fn run_ids_come_from_config_or_root_and_must_agree() {
+        assert_eq!(run(r#"{"messages": [], "config": {"thread_id": "t1"}}"#), some("t1"));
+        assert_eq!(run(r#"{"thread_id": "t1"}"#), some("t1"));
+        assert_eq!(run(r#"{"thread_id": " t1 ", "config": {"thread_id": "t1"}}"#), some("t1"));
+        assert!(run(r#"{"thread_id": "t1", "config": {"thread_id": "t2"}}"#).unwrap_err().contains("must match"));
+        assert_eq!(run(r#"{"messages": []}"#), Ok(None));
+        assert_eq!(run(""), Ok(None));
+        assert_eq!(run("  \n"), Ok(None));
+    }
+
+    #[test]
+    fn run_ids_are_normalized_like_the_server() {
+        assert_eq!(run(r#"{"config": {"thread_id": "  t-1\t"}}"#), some("t-1"));
+        assert_eq!(run("{\"config\": {\"thread_id\": \"\\u001ft\\u001c\"}}"), some("t"), "Python strips U+001C..1F");
+        assert_eq!(run(r#"{"config": {"thread_id": 42}}"#), some("42"));
+        assert_eq!(run(r#"{"config": {"thread_id": -7}}"#), some("-7"));
+        for none in [r#""   ""#, "null", "true", "false"] {
+            assert_eq!(run(&format!(r#"{{"config": {{"thread_id": {none}}}}}"#)), Ok(None), "{none}");
+        }
+        for bad in ["4.5", "1e16", "[\"t1\"]", "{\"id\": 1}"] {
+            assert!(run(&format!(r#"{{"config": {{"thread_id": {bad}}}}}"#)).is_err(), "{bad}");
+        }
+        assert!(run(r#"{"thread_id": ["t1"]}"#).is_err());
+    }
+
+    #[test]
+    fn malformed_or_ambiguous_bodies_are_refused() {
+        assert!(run("[1]").is_err());
+        assert!(run("\"t1\"").is_err());
+        assert!(run("{").is_err());
+        assert!(run(r#"{"config": 3}"#).is_err());
+        assert!(run(r#"{"config": {}} trailing"#).is_err());
+        assert!(run(r#"{"config": {"thread_id": "a"}, "config": {"thread_id": "b"}}"#).is_err(), "duplicate config");
+        assert!(run(r#"{"thread_id": "a", "thread_id": "b"}"#).is_err(), "duplicate thread_id");
+    }
+
+    #[test]
+    fn stop_and_fix_need_a_string_thread_id() {
+        assert_eq!(stop(r#"{"thread_id": " t1 "}"#), some("t1"));
+        assert_eq!(stop(r#"{"thread_id": "t1", "config": {"thread_id": "t1"}}"#), some("t1"));
+        assert!(stop(r#"{"thread_id": "t1", "config": {"thread_id": "t2"}}"#).is_err());
+        for bad in [r#"{"thread_id": 42}"#, r#"{"thread_id": true}"#, r#"{"thread_id": "  "}"#, "{}", "", r#"{"thread_id": null}"#] {
+            assert!(stop(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ag_ui_uses_thread_id_in_camel_case() {
+        assert_eq!(thread_id(BodyId::AgUiThread, br#"{"threadId": "t9", "runId": "r"}"#), some("t9"));
+        assert_eq!(thread_id(BodyId::AgUiThread, br#"{"threadId": " "}"#), Ok(None));
+        assert!(thread_id(BodyId::AgUiThread, br#"{"threadId": 9}"#).is_err());
+    }
+}
