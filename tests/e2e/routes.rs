@@ -199,7 +199,9 @@ fn every_route_of_the_real_server_is_forwarded() {
         &[],
     );
     assert!(ROUTES.len() >= 33, "the 0.6.1 table has 33 rows");
-    for route in ROUTES {
+    // WebSocket rows are upgrades only (a plain GET is 400): tests/e2e/websocket.rs
+    // drives them through the gateway against this same server.
+    for route in ROUTES.iter().filter(|r| !r.websocket) {
         let (path, body) = request_for(route);
         let mut reply = send(route.method, &server.url(&path), &[], body.clone());
         if reply.body["code"] == "upstream_unavailable" {
