@@ -18,3 +18,4 @@ pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod upstream_token;

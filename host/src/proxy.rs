@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::upstream_token::UpstreamIdentity;
 
 /// Largest JSON body the host rewrites (graph requests).
 pub const MAX_JSON_BODY: usize = 10 * 1024 * 1024;
@@ -37,13 +38,17 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Request headers the upstream must not see: the client's credentials
 /// (the upstream gets the identity instead) and what the client re-computes.
-const NOT_FORWARDED: &[&str] = &["host", "content-length", "authorization", "x-api-key", "forwarded"];
+/// `sec-websocket-protocol`: the AgentFlow server reads `agentflow-bearer, <jwt>`
+/// there as a credential even on plain HTTP.
+const NOT_FORWARDED: &[&str] =
+    &["host", "content-length", "authorization", "x-api-key", "forwarded", "sec-websocket-protocol"];
 
 /// The agent server requests are forwarded to.
 #[derive(Clone)]
 pub struct Upstream {
     base: String,
     client: reqwest::Client,
+    identity: UpstreamIdentity,
 }
 
 impl Upstream {
@@ -54,11 +59,22 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .expect("a client without TLS always builds");
-        Upstream { base, client }
+        Upstream { base, client, identity: UpstreamIdentity::default() }
     }
 
-    /// Forwards `req` for `who`. With `merge_identity`, a JSON body gets
-    /// `config.user` and `config.user_id` set by the server.
+    /// The same upstream with the identity channels of `upstream` in agentflow.json.
+    pub fn with_identity(mut self, identity: UpstreamIdentity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// The JWKS of the upstream token's public key, when it has one.
+    pub fn jwks(&self) -> Option<&Value> {
+        self.identity.token.as_ref().and_then(|t| t.jwks())
+    }
+
+    /// Forwards `req` for `who`. With `merge_identity` (and `upstream.merge_body`
+    /// on), a JSON body gets `config.user` and `config.user_id` set by the server.
     pub async fn forward(
         &self,
         req: Request<Body>,
@@ -85,7 +101,12 @@ impl Upstream {
             headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
         }
         if let Some(who) = who {
-            attach_identity(&mut headers, who);
+            if self.identity.headers {
+                attach_identity(&mut headers, who);
+            }
+            if let Some(token) = &self.identity.token {
+                headers.insert(header::AUTHORIZATION, token.authorization(who)?);
+            }
         }
 
         let is_json = parts
@@ -93,7 +114,7 @@ impl Upstream {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
-        let body = match (merge_identity && is_json, who) {
+        let body = match (merge_identity && self.identity.merge_body && is_json, who) {
             (true, Some(who)) => {
                 let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
                     .await

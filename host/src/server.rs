@@ -12,6 +12,7 @@ use crate::pipeline::{Gate, GateError};
 use crate::plugins::{PluginError, PluginRuntime};
 use crate::proxy::Upstream;
 use crate::routes::{AppState, app};
+use crate::upstream_token::UpstreamIdentity;
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,9 @@ pub enum StartError {
     /// Plugin files cannot be watched for hot reload.
     #[error("{0}")]
     Watch(String),
+    /// The upstream token cannot be signed with the configured key.
+    #[error("`upstream.token`: {0}")]
+    Upstream(String),
     /// The address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -69,7 +73,12 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     if cfg.agent.is_none() {
         tracing::warn!("no \"agent\" configured: AgentFlow routes answer 503");
     }
-    Ok(AppState { gate: Arc::new(gate), upstream: cfg.agent.clone().map(Upstream::new), accounts })
+    let identity = UpstreamIdentity::from_settings(&cfg.upstream).map_err(StartError::Upstream)?;
+    if cfg.upstream.token.is_some() && gate.is_open() {
+        tracing::warn!("\"upstream.token\" is set but \"auth\" is null: there is no identity to sign, the agent gets no token");
+    }
+    let upstream = cfg.agent.clone().map(|base| Upstream::new(base).with_identity(identity));
+    Ok(AppState { gate: Arc::new(gate), upstream, accounts })
 }
 
 /// Binds `host:port` and serves until the process is stopped.
