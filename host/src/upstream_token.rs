@@ -19,7 +19,9 @@ use crate::identity::Identity;
 
 /// Claims the gateway decides; an identity's claims of the same name are
 /// dropped (its own `exp` must not outlive ours, its `aud` is not the agent).
-const RESERVED: &[&str] = &["user_id", "sub", "roles", "exp", "iat", "iss", "aud", "nbf", "jti"];
+const RESERVED: &[&str] = &[
+    "user_id", "sub", "roles", "exp", "iat", "iss", "aud", "nbf", "jti",
+];
 
 /// Identities remembered at once; beyond this the oldest tokens are evicted.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -43,15 +45,28 @@ pub struct UpstreamIdentity {
 impl Default for UpstreamIdentity {
     fn default() -> Self {
         let defaults = UpstreamSettings::default();
-        UpstreamIdentity { token: None, headers: defaults.headers, merge_body: defaults.merge_body }
+        UpstreamIdentity {
+            token: None,
+            headers: defaults.headers,
+            merge_body: defaults.merge_body,
+        }
     }
 }
 
 impl UpstreamIdentity {
     /// The channels `settings` asks for; builds the signer when a token is configured.
     pub fn from_settings(settings: &UpstreamSettings) -> Result<UpstreamIdentity, String> {
-        let token = settings.token.as_ref().map(TokenIssuer::new).transpose()?.map(Arc::new);
-        Ok(UpstreamIdentity { token, headers: settings.headers, merge_body: settings.merge_body })
+        let token = settings
+            .token
+            .as_ref()
+            .map(TokenIssuer::new)
+            .transpose()?
+            .map(Arc::new);
+        Ok(UpstreamIdentity {
+            token,
+            headers: settings.headers,
+            merge_body: settings.merge_body,
+        })
     }
 }
 
@@ -82,13 +97,23 @@ impl TokenIssuer {
     }
 
     /// [`TokenIssuer::new`] remembering at most `capacity` identities.
-    pub fn with_capacity(cfg: &UpstreamTokenConfig, capacity: usize) -> Result<TokenIssuer, String> {
+    pub fn with_capacity(
+        cfg: &UpstreamTokenConfig,
+        capacity: usize,
+    ) -> Result<TokenIssuer, String> {
         let (algorithm, key, jwk) = match (&cfg.key, cfg.algorithm) {
-            (UpstreamKey::Secret(s), UpstreamAlgorithm::Hs256) => (Algorithm::HS256, EncodingKey::from_secret(s), None),
-            (UpstreamKey::Secret(s), UpstreamAlgorithm::Hs384) => (Algorithm::HS384, EncodingKey::from_secret(s), None),
-            (UpstreamKey::Secret(s), UpstreamAlgorithm::Hs512) => (Algorithm::HS512, EncodingKey::from_secret(s), None),
+            (UpstreamKey::Secret(s), UpstreamAlgorithm::Hs256) => {
+                (Algorithm::HS256, EncodingKey::from_secret(s), None)
+            }
+            (UpstreamKey::Secret(s), UpstreamAlgorithm::Hs384) => {
+                (Algorithm::HS384, EncodingKey::from_secret(s), None)
+            }
+            (UpstreamKey::Secret(s), UpstreamAlgorithm::Hs512) => {
+                (Algorithm::HS512, EncodingKey::from_secret(s), None)
+            }
             (UpstreamKey::PrivatePem(pem), UpstreamAlgorithm::Rs256) => {
-                let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| format!("not an RSA private key PEM: {e}"))?;
+                let key = EncodingKey::from_rsa_pem(pem.as_bytes())
+                    .map_err(|e| format!("not an RSA private key PEM: {e}"))?;
                 (Algorithm::RS256, key, Some(rsa_public_jwk(pem)?))
             }
             (UpstreamKey::PrivatePem(pem), UpstreamAlgorithm::Es256) => {
@@ -102,7 +127,11 @@ impl TokenIssuer {
             None => (None, None),
             Some(mut jwk) => {
                 let kid = thumbprint(&jwk);
-                let alg = if algorithm == Algorithm::RS256 { "RS256" } else { "ES256" };
+                let alg = if algorithm == Algorithm::RS256 {
+                    "RS256"
+                } else {
+                    "ES256"
+                };
                 jwk.insert("kid".into(), Value::String(kid.clone()));
                 jwk.insert("alg".into(), alg.into());
                 jwk.insert("use".into(), "sig".into());
@@ -137,7 +166,8 @@ impl TokenIssuer {
     /// [`TokenIssuer::authorization`] at Unix time `now`.
     pub fn authorization_at(&self, who: &Identity, now: u64) -> Result<HeaderValue, ApiError> {
         let mut claims = self.claims(who);
-        let body = serde_json::to_vec(&claims).map_err(|e| ApiError::Internal(format!("upstream token claims: {e}")))?;
+        let body = serde_json::to_vec(&claims)
+            .map_err(|e| ApiError::Internal(format!("upstream token claims: {e}")))?;
         // The key covers exactly what is signed except the times, so two
         // client tokens of the same user (different exp/jti) share an entry.
         let cache_key: [u8; 32] = Sha256::digest(&body).into();
@@ -154,8 +184,9 @@ impl TokenIssuer {
         header.kid = self.kid.clone();
         let token = jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| ApiError::Internal(format!("signing the upstream token: {e}")))?;
-        let header = HeaderValue::try_from(format!("Bearer {token}"))
-            .map_err(|e| ApiError::Internal(format!("upstream token is not a header value: {e}")))?;
+        let header = HeaderValue::try_from(format!("Bearer {token}")).map_err(|e| {
+            ApiError::Internal(format!("upstream token is not a header value: {e}"))
+        })?;
         let renew_at = exp - self.ttl_s / 3;
 
         let mut cache = self.lock();
@@ -163,12 +194,22 @@ impl TokenIssuer {
             cache.retain(|_, c| now < c.renew_at);
             if cache.len() >= self.capacity {
                 // Still full of live tokens: drop the one due soonest.
-                if let Some(oldest) = cache.iter().min_by_key(|(_, c)| c.renew_at).map(|(k, _)| *k) {
+                if let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, c)| c.renew_at)
+                    .map(|(k, _)| *k)
+                {
                     cache.remove(&oldest);
                 }
             }
         }
-        cache.insert(cache_key, Cached { header: header.clone(), renew_at });
+        cache.insert(
+            cache_key,
+            Cached {
+                header: header.clone(),
+                renew_at,
+            },
+        );
         Ok(header)
     }
 
@@ -176,11 +217,18 @@ impl TokenIssuer {
     /// dropped), then `user_id`, `sub`, `roles`, and `iss`/`aud` only when
     /// configured (an agent refuses an `aud` it does not expect).
     fn claims(&self, who: &Identity) -> Map<String, Value> {
-        let mut claims: Map<String, Value> =
-            who.claims.iter().filter(|(k, _)| !RESERVED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut claims: Map<String, Value> = who
+            .claims
+            .iter()
+            .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         claims.insert("user_id".into(), Value::String(who.user_id.clone()));
         claims.insert("sub".into(), Value::String(who.user_id.clone()));
-        claims.insert("roles".into(), who.roles.iter().cloned().map(Value::String).collect());
+        claims.insert(
+            "roles".into(),
+            who.roles.iter().cloned().map(Value::String).collect(),
+        );
         if let Some(iss) = &self.issuer {
             claims.insert("iss".into(), Value::String(iss.clone()));
         }
@@ -203,7 +251,10 @@ impl TokenIssuer {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -212,12 +263,16 @@ fn b64(bytes: &[u8]) -> String {
 
 /// The DER inside the first PEM block, with its label.
 fn pem_der(pem: &str) -> Result<(String, Vec<u8>), String> {
-    let start = pem.find("-----BEGIN ").ok_or("no PEM block (-----BEGIN …-----) in the file")?;
+    let start = pem
+        .find("-----BEGIN ")
+        .ok_or("no PEM block (-----BEGIN …-----) in the file")?;
     let rest = &pem[start + "-----BEGIN ".len()..];
     let (label, rest) = rest.split_once("-----").ok_or("malformed PEM header")?;
     let end = rest.find("-----END ").ok_or("PEM block has no END line")?;
     let body: String = rest[..end].chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| format!("PEM body is not base64: {e}"))?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| format!("PEM body is not base64: {e}"))?;
     Ok((label.to_owned(), der))
 }
 
@@ -243,7 +298,9 @@ fn ec_public_jwk(pem: &str) -> Result<Map<String, Value>, String> {
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
     let (label, der) = pem_der(pem)?;
     if label != "PRIVATE KEY" {
-        return Err(format!("expected a PKCS#8 \"PRIVATE KEY\" PEM, found {label:?} (`openssl pkcs8 -topk8 -nocrypt` converts it)"));
+        return Err(format!(
+            "expected a PKCS#8 \"PRIVATE KEY\" PEM, found {label:?} (`openssl pkcs8 -topk8 -nocrypt` converts it)"
+        ));
     }
     let rng = ring::rand::SystemRandom::new();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
@@ -263,9 +320,16 @@ fn ec_public_jwk(pem: &str) -> Result<Map<String, Value>, String> {
 
 /// RFC 7638 thumbprint: SHA-256 of the required members in lexical order.
 fn thumbprint(jwk: &Map<String, Value>) -> String {
-    let members: &[&str] = if jwk["kty"] == "RSA" { &["e", "kty", "n"] } else { &["crv", "kty", "x", "y"] };
-    let canonical =
-        members.iter().map(|m| format!("\"{m}\":{}", jwk[*m])).collect::<Vec<_>>().join(",");
+    let members: &[&str] = if jwk["kty"] == "RSA" {
+        &["e", "kty", "n"]
+    } else {
+        &["crv", "kty", "x", "y"]
+    };
+    let canonical = members
+        .iter()
+        .map(|m| format!("\"{m}\":{}", jwk[*m]))
+        .collect::<Vec<_>>()
+        .join(",");
     b64(&Sha256::digest(format!("{{{canonical}}}").as_bytes()))
 }
 
@@ -288,11 +352,19 @@ mod tests {
     }
 
     fn who(user: &str, claims: Value) -> Identity {
-        Identity { user_id: user.into(), roles: vec!["user".into()], claims: claims.as_object().unwrap().clone() }
+        Identity {
+            user_id: user.into(),
+            roles: vec!["user".into()],
+            claims: claims.as_object().unwrap().clone(),
+        }
     }
 
     fn token(h: &HeaderValue) -> String {
-        h.to_str().unwrap().strip_prefix("Bearer ").unwrap().to_owned()
+        h.to_str()
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned()
     }
 
     fn decode(h: &HeaderValue) -> Map<String, Value> {
@@ -300,7 +372,9 @@ mod tests {
         v.validate_exp = false;
         v.validate_aud = false;
         v.required_spec_claims.clear();
-        jsonwebtoken::decode::<Map<String, Value>>(&token(h), &DecodingKey::from_secret(SECRET), &v).unwrap().claims
+        jsonwebtoken::decode::<Map<String, Value>>(&token(h), &DecodingKey::from_secret(SECRET), &v)
+            .unwrap()
+            .claims
     }
 
     #[test]
@@ -322,10 +396,16 @@ mod tests {
     #[test]
     fn the_same_user_with_another_client_token_shares_the_entry() {
         let i = issuer(10, None, None);
-        let a = i.authorization_at(&who("alice", json!({"exp": 5, "jti": "one"})), 1_000).unwrap();
-        let b = i.authorization_at(&who("alice", json!({"exp": 9, "jti": "two"})), 1_000).unwrap();
+        let a = i
+            .authorization_at(&who("alice", json!({"exp": 5, "jti": "one"})), 1_000)
+            .unwrap();
+        let b = i
+            .authorization_at(&who("alice", json!({"exp": 9, "jti": "two"})), 1_000)
+            .unwrap();
         assert_eq!(a, b);
-        let c = i.authorization_at(&who("alice", json!({"team": "red"})), 1_000).unwrap();
+        let c = i
+            .authorization_at(&who("alice", json!({"team": "red"})), 1_000)
+            .unwrap();
         assert_ne!(a, c, "different claims are a different token");
         let bob = i.authorization_at(&who("bob", json!({})), 1_000).unwrap();
         assert_eq!(decode(&bob)["user_id"], "bob");
@@ -335,17 +415,23 @@ mod tests {
     fn stays_bounded_and_evicts_expired_then_oldest() {
         let i = issuer(3, None, None);
         for (n, user) in ["a", "b", "c"].iter().enumerate() {
-            i.authorization_at(&who(user, json!({})), 1_000 + n as u64).unwrap();
+            i.authorization_at(&who(user, json!({})), 1_000 + n as u64)
+                .unwrap();
         }
         assert_eq!(i.cached(), 3);
         let d = who("d", json!({}));
         i.authorization_at(&d, 1_010).unwrap();
         assert_eq!(i.cached(), 3, "full: the entry due soonest (a) made room");
         let b = i.authorization_at(&who("b", json!({})), 1_010).unwrap();
-        assert_eq!(i.authorization_at(&who("b", json!({})), 1_010).unwrap(), b, "b kept");
+        assert_eq!(
+            i.authorization_at(&who("b", json!({})), 1_010).unwrap(),
+            b,
+            "b kept"
+        );
         // Much later every entry is due: inserting clears them all but the new one.
         for n in 0..100 {
-            i.authorization_at(&who(&format!("u{n}"), json!({})), 5_000 + n).unwrap();
+            i.authorization_at(&who(&format!("u{n}"), json!({})), 5_000 + n)
+                .unwrap();
             assert!(i.cached() <= 3);
         }
     }
@@ -374,7 +460,10 @@ mod tests {
     fn issuer_and_audience_only_when_configured() {
         let i = issuer(10, Some("gw"), Some("agent-api"));
         let c = decode(&i.authorization_at(&who("alice", json!({})), 1_000).unwrap());
-        assert_eq!((c["iss"].as_str(), c["aud"].as_str()), (Some("gw"), Some("agent-api")));
+        assert_eq!(
+            (c["iss"].as_str(), c["aud"].as_str()),
+            (Some("gw"), Some("agent-api"))
+        );
         assert!(i.jwks().is_none(), "an HMAC secret is never published");
     }
 
@@ -382,13 +471,18 @@ mod tests {
     fn refuses_keys_that_do_not_fit() {
         let cfg = UpstreamTokenConfig {
             algorithm: UpstreamAlgorithm::Rs256,
-            key: UpstreamKey::PrivatePem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into()),
+            key: UpstreamKey::PrivatePem(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(),
+            ),
             ttl_s: 60,
             issuer: None,
             audience: None,
         };
         assert!(TokenIssuer::new(&cfg).is_err());
-        let cfg = UpstreamTokenConfig { algorithm: UpstreamAlgorithm::Es256, ..cfg };
+        let cfg = UpstreamTokenConfig {
+            algorithm: UpstreamAlgorithm::Es256,
+            ..cfg
+        };
         assert!(TokenIssuer::new(&cfg).is_err());
         assert!(pem_der("no pem here").is_err());
     }
@@ -398,6 +492,9 @@ mod tests {
         // RFC 7638 §3.1.
         let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
         let jwk = json!({"kty": "RSA", "n": n, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"});
-        assert_eq!(thumbprint(jwk.as_object().unwrap()), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            thumbprint(jwk.as_object().unwrap()),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 }

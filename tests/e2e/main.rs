@@ -17,3 +17,4 @@ mod performance;
 mod plugin_dev;
 mod plugin_platform;
 mod proxy;
+mod upstream_identity;

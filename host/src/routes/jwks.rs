@@ -17,5 +17,9 @@ pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
         .as_ref()
         .and_then(|u| u.jwks())
         .ok_or_else(|| ApiError::NotFound("no public keys are published here".into()))?;
-    Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys.clone())).into_response())
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(keys.clone()),
+    )
+        .into_response())
 }
