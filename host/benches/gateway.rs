@@ -303,6 +303,21 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
     });
     row("JWT RS256 verify (2048-bit key)", &s);
 
+    // The gateway-signed upstream token: a cache hit per request for a known identity.
+    let issuer = agentflow::upstream_token::TokenIssuer::new(&agentflow::config::UpstreamTokenConfig {
+        algorithm: agentflow::config::UpstreamAlgorithm::Hs256,
+        key: agentflow::config::UpstreamKey::Secret(SECRET.as_bytes().to_vec()),
+        ttl_s: 3600,
+        issuer: None,
+        audience: None,
+    })
+    .expect("upstream token issuer");
+    let who = hs.verify(&fx.hs256_token).expect("valid HS256 token");
+    let s = Samples::measure(iters, || {
+        std::hint::black_box(issuer.authorization(std::hint::black_box(&who)).expect("upstream token"));
+    });
+    row("upstream token, cached (`TokenIssuer::authorization`, HS256)", &s);
+
     // Plugins, through the public API, on a single-threaded tokio runtime
     // (entering it per call costs well under a microsecond).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -43,6 +43,8 @@ pub struct Config {
     pub plugins: PluginDefaults,
     /// Browser origins allowed to call the gateway (`cors`, `CORS_ORIGINS`).
     pub cors: Option<crate::cors::CorsPolicy>,
+    /// How the caller's identity reaches the agent (`upstream`).
+    pub upstream: UpstreamSettings,
 }
 
 /// One entry of `auth`.
@@ -192,6 +194,7 @@ struct RawConfig {
     plugins: Option<PluginDefaults>,
     #[serde(default)]
     cors: Value,
+    upstream: Value,
 }
 
 /// The object form of a plugin entry in `auth` or `authorization`.
@@ -272,8 +275,9 @@ impl Config {
         check_unique_names(&raw.auth, &auth, &raw.authorization, authorization.as_ref()).map_err(|(k, r)| err(&k, r))?;
 
         let cors = crate::cors::CorsPolicy::from_config(&raw.cors, &env).map_err(|(k, r)| err(&k, r))?;
+        let upstream = upstream_settings(&raw.upstream, &env, &dir).map_err(|(k, r)| err(&k, r))?;
 
-        Ok(Config { file: path.to_path_buf(), agent, env, auth, authorization, plugins, cors })
+        Ok(Config { file: path.to_path_buf(), agent, env, auth, authorization, plugins, cors, upstream })
     }
 
     /// Every plugin the config names: the `auth` plugins, then the
@@ -438,6 +442,196 @@ fn check_unique_names(
     Ok(())
 }
 
+/// The `upstream` section: which identity channels carry the caller to the
+/// agent. Defaults: headers on; a signed token once configured; the body
+/// merge on *unless* a token is configured. Without a token the merge is
+/// what keeps a client from handing an agent that reads `config.user` a
+/// forged identity; with one, the AgentFlow server reads the token and
+/// discards body identity, so the merge is only cost.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// A gateway-signed JWT in `Authorization` (`upstream.token`).
+    pub token: Option<UpstreamTokenConfig>,
+    /// The `x-agentflow-*` identity headers (`upstream.headers`, default on).
+    pub headers: bool,
+    /// `config.user` / `config.user_id` merged into graph request bodies
+    /// (`upstream.merge_body`; default: on without a token, off with one).
+    pub merge_body: bool,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings { token: None, headers: true, merge_body: true }
+    }
+}
+
+/// Algorithms the gateway signs upstream tokens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    Hs256,
+    /// HMAC-SHA384 with a shared secret.
+    Hs384,
+    /// HMAC-SHA512 with a shared secret.
+    Hs512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (private key PEM; public half in the JWKS).
+    Rs256,
+    /// ECDSA P-256 with SHA-256 (PKCS#8 private key PEM; public half in the JWKS).
+    Es256,
+}
+
+impl UpstreamAlgorithm {
+    /// Whether the key is a shared secret (no public half to publish).
+    pub fn is_hmac(self) -> bool {
+        matches!(self, UpstreamAlgorithm::Hs256 | UpstreamAlgorithm::Hs384 | UpstreamAlgorithm::Hs512)
+    }
+}
+
+/// Key material of the upstream token.
+#[derive(Clone)]
+pub enum UpstreamKey {
+    /// The HMAC secret (read from the variable `secret_env` names).
+    Secret(Vec<u8>),
+    /// The PEM text of the private key (read from `private_key_file`).
+    PrivatePem(String),
+}
+
+/// Secrets never reach logs, not even through `{:?}`.
+impl std::fmt::Debug for UpstreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamKey::Secret(s) => write!(f, "Secret(<{} bytes>)", s.len()),
+            UpstreamKey::PrivatePem(_) => f.write_str("PrivatePem(<redacted>)"),
+        }
+    }
+}
+
+/// `upstream.token`: how the gateway signs the JWT the agent verifies.
+#[derive(Debug, Clone)]
+pub struct UpstreamTokenConfig {
+    /// Signing algorithm (`algorithm`, default `HS256`).
+    pub algorithm: UpstreamAlgorithm,
+    /// The secret or private key.
+    pub key: UpstreamKey,
+    /// Lifetime of a token in seconds (`ttl_s`, 10..=3600, default 60).
+    pub ttl_s: u64,
+    /// `iss` claim; sent only when set (must equal the agent's `JWT_ISSUER`).
+    pub issuer: Option<String>,
+    /// `aud` claim; sent only when set (must equal the agent's `JWT_AUDIENCE`).
+    pub audience: Option<String>,
+}
+
+/// Default lifetime of an upstream token: a minute.
+pub const DEFAULT_UPSTREAM_TTL_S: u64 = 60;
+
+/// Shortest HMAC secret accepted for the upstream token (RFC 7518 §3.2).
+const MIN_UPSTREAM_SECRET: usize = 32;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    token: Value,
+    #[serde(default)]
+    headers: Option<bool>,
+    #[serde(default)]
+    merge_body: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamToken {
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default)]
+    secret_env: Option<String>,
+    #[serde(default)]
+    private_key_file: Option<String>,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    audience: Option<String>,
+}
+
+/// Parses and checks `upstream`; reads the token's key material so a bad
+/// key stops the server at start, naming the key.
+fn upstream_settings(v: &Value, env: &Env, dir: &Path) -> Result<UpstreamSettings, Mistake> {
+    let raw: RawUpstream = match v {
+        Value::Null => return Ok(UpstreamSettings::default()),
+        Value::Object(_) => serde_json::from_value(v.clone()).map_err(|e| ("upstream".to_owned(), e.to_string()))?,
+        _ => return Err(("upstream".into(), "must be an object like {\"token\": {...}, \"headers\": true}".into())),
+    };
+    let token = match &raw.token {
+        Value::Null => None,
+        Value::Object(_) => Some(upstream_token(&raw.token, env, dir)?),
+        _ => return Err(("upstream.token".into(), "must be an object like {\"algorithm\": \"HS256\", \"secret_env\": \"UPSTREAM_JWT_SECRET\"}".into())),
+    };
+    let defaults = UpstreamSettings::default();
+    Ok(UpstreamSettings {
+        headers: raw.headers.unwrap_or(defaults.headers),
+        merge_body: raw.merge_body.unwrap_or(token.is_none()),
+        token,
+    })
+}
+
+fn upstream_token(v: &Value, env: &Env, dir: &Path) -> Result<UpstreamTokenConfig, Mistake> {
+    let key = |k: &str| format!("upstream.token.{k}");
+    let raw: RawUpstreamToken = serde_json::from_value(v.clone()).map_err(|e| ("upstream.token".to_owned(), e.to_string()))?;
+    let algorithm = match raw.algorithm.as_deref().unwrap_or("HS256") {
+        "HS256" => UpstreamAlgorithm::Hs256,
+        "HS384" => UpstreamAlgorithm::Hs384,
+        "HS512" => UpstreamAlgorithm::Hs512,
+        "RS256" => UpstreamAlgorithm::Rs256,
+        "ES256" => UpstreamAlgorithm::Es256,
+        other => return Err((key("algorithm"), format!("{other:?} is not supported; use HS256, HS384, HS512, RS256 or ES256"))),
+    };
+    let ttl_s = raw.ttl_s.unwrap_or(DEFAULT_UPSTREAM_TTL_S);
+    if !(10..=3600).contains(&ttl_s) {
+        return Err((key("ttl_s"), "must be between 10 and 3600 seconds".into()));
+    }
+    for (name, value) in [("issuer", &raw.issuer), ("audience", &raw.audience)] {
+        if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            return Err((key(name), "must not be empty; leave it out to send no such claim".into()));
+        }
+    }
+    let key_material = if algorithm.is_hmac() {
+        if raw.private_key_file.is_some() {
+            return Err((key("private_key_file"), "is for RS256/ES256; HMAC algorithms take `secret_env`".into()));
+        }
+        let var = raw.secret_env.as_deref().unwrap_or("UPSTREAM_JWT_SECRET");
+        if var.trim().is_empty() {
+            return Err((key("secret_env"), "must name an environment variable".into()));
+        }
+        let secret = env
+            .get(var)
+            .ok_or_else(|| (format!("env:{var}"), format!("not set; `upstream.token` signs with the secret in {var} (the agent's JWT_SECRET_KEY)")))?;
+        if secret.len() < MIN_UPSTREAM_SECRET {
+            return Err((
+                format!("env:{var}"),
+                format!("is {} bytes; HMAC secrets must be at least {MIN_UPSTREAM_SECRET} bytes (try `openssl rand -hex 32`)", secret.len()),
+            ));
+        }
+        UpstreamKey::Secret(secret.into_bytes())
+    } else {
+        if raw.secret_env.is_some() {
+            return Err((key("secret_env"), "is for HMAC algorithms; RS256/ES256 take `private_key_file`".into()));
+        }
+        let file = raw
+            .private_key_file
+            .as_deref()
+            .ok_or_else(|| (key("private_key_file"), "missing; RS256/ES256 sign with a private key PEM file".into()))?;
+        let path = dir.join(file);
+        let pem = std::fs::read_to_string(&path).map_err(|e| (key("private_key_file"), format!("cannot read {}: {e}", path.display())))?;
+        UpstreamKey::PrivatePem(pem)
+    };
+    let cfg = UpstreamTokenConfig { algorithm, key: key_material, ttl_s, issuer: raw.issuer, audience: raw.audience };
+    // Parse the key now: a PEM that cannot sign must stop the start, not the first request.
+    crate::upstream_token::TokenIssuer::new(&cfg).map_err(|r| (key(if algorithm.is_hmac() { "secret_env" } else { "private_key_file" }), r))?;
+    Ok(cfg)
+}
+
 fn check_kv(kv_kb: u32, key: &str) -> Result<(), Mistake> {
     if !(1..=1_048_576).contains(&kv_kb) {
         return Err((format!("{key}.kv_kb"), "must be between 1 and 1048576 (1 GiB)".into()));
@@ -561,6 +755,61 @@ mod tests {
         assert_eq!(load(r#"{"agent": "http://127.0.0.1:9000/"}"#).unwrap().agent.unwrap(), "http://127.0.0.1:9000");
         let e = load(r#"{"auth": {"method": "custom", "path": "p.wasm", "allowed_hosts": ["http://x"]}}"#).unwrap_err();
         assert_eq!(e.key, "auth.allowed_hosts[0]");
+    }
+
+    fn load_with_env(json: &str, env: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), env).unwrap();
+        std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+        let file = dir.path().join("agentflow.json");
+        std::fs::write(&file, json).unwrap();
+        Config::load(&file)
+    }
+
+    const UP_SECRET: &str = "UPSTREAM_TEST_ONLY_SECRET=0123456789abcdef0123456789abcdef\n";
+
+    #[test]
+    fn upstream_defaults_fit_the_agentflow_server() {
+        let c = load(r#"{}"#).unwrap();
+        assert!(c.upstream.token.is_none());
+        assert!(c.upstream.headers, "headers on by default");
+        assert!(c.upstream.merge_body, "without a token the body merge is on: nothing else stops a forged body identity");
+        let c = load_with_env(r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET"}}}"#, UP_SECRET).unwrap();
+        assert!(!c.upstream.merge_body, "with a token the merge is off: the AgentFlow server reads the token");
+        let c = load_with_env(
+            r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "audience": "api"}, "headers": false, "merge_body": true}}"#,
+            UP_SECRET,
+        )
+        .unwrap();
+        let t = c.upstream.token.unwrap();
+        assert_eq!((t.algorithm, t.ttl_s, t.audience.as_deref(), t.issuer), (UpstreamAlgorithm::Hs256, 60, Some("api"), None));
+        assert!(!format!("{:?}", t.key).contains("0123456789abcdef"), "the secret never shows in Debug");
+        assert!(!c.upstream.headers && c.upstream.merge_body);
+    }
+
+    #[test]
+    fn upstream_mistakes_name_the_key() {
+        let cases = [
+            (r#"{"upstream": {"tokn": {}}}"#, "upstream"),
+            (r#"{"upstream": true}"#, "upstream"),
+            (r#"{"upstream": {"token": "HS256"}}"#, "upstream.token"),
+            (r#"{"upstream": {"token": {"ttl": 5}}}"#, "upstream.token"),
+            (r#"{"upstream": {"token": {"algorithm": "none"}}}"#, "upstream.token.algorithm"),
+            (r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "ttl_s": 9}}}"#, "upstream.token.ttl_s"),
+            (r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "ttl_s": 3601}}}"#, "upstream.token.ttl_s"),
+            (r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "audience": " "}}}"#, "upstream.token.audience"),
+            (r#"{"upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_UNSET"}}}"#, "env:UPSTREAM_TEST_ONLY_UNSET"),
+            (r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SHORT"}}}"#, "env:UPSTREAM_TEST_ONLY_SHORT"),
+            (r#"{"upstream": {"token": {"private_key_file": "key.pem"}}}"#, "upstream.token.private_key_file"),
+            (r#"{"upstream": {"token": {"algorithm": "RS256"}}}"#, "upstream.token.private_key_file"),
+            (r#"{"upstream": {"token": {"algorithm": "RS256", "private_key_file": "missing.pem"}}}"#, "upstream.token.private_key_file"),
+            (r#"{"upstream": {"token": {"algorithm": "RS256", "private_key_file": "key.pem"}}}"#, "upstream.token.private_key_file"),
+            (r#"{"upstream": {"token": {"algorithm": "ES256", "secret_env": "X", "private_key_file": "key.pem"}}}"#, "upstream.token.secret_env"),
+        ];
+        for (json, key) in cases {
+            let e = load_with_env(json, &format!("{UP_SECRET}UPSTREAM_TEST_ONLY_SHORT=short\n")).unwrap_err();
+            assert_eq!(e.key, key, "{json}: {e}");
+        }
     }
 
     #[test]

@@ -23,3 +23,4 @@ pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod upstream_token;

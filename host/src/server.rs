@@ -18,6 +18,7 @@ use crate::routes::{AppState, app};
 use crate::settings::{ServerSettings, SettingError};
 
 pub use deadline::BodyTimeout;
+use crate::upstream_token::UpstreamIdentity;
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub enum StartError {
     /// Plugin files cannot be watched for hot reload.
     #[error("{0}")]
     Watch(String),
+    /// The upstream token cannot be signed with the configured key.
+    #[error("`upstream.token`: {0}")]
+    Upstream(String),
     /// The address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -78,8 +82,12 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     if cfg.agent.is_none() {
         tracing::warn!("no \"agent\" configured: AgentFlow routes answer 503");
     }
+    let identity = UpstreamIdentity::from_settings(&cfg.upstream).map_err(StartError::Upstream)?;
+    if cfg.upstream.token.is_some() && gate.is_open() {
+        tracing::warn!("\"upstream.token\" is set but \"auth\" is null: there is no identity to sign, the agent gets no token");
+    }
     let headers = HeaderPolicy::new(cfg.plugins().flat_map(|p| p.credential_headers.iter()));
-    let upstream = cfg.agent.clone().map(|base| Upstream::new(base, headers));
+    let upstream = cfg.agent.clone().map(|base| Upstream::new(base, headers).with_identity(identity));
     let cors = cfg.cors.clone().map(Arc::new);
     Ok(AppState { gate: Arc::new(gate), upstream, accounts, cors })
 }

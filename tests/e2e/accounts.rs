@@ -73,7 +73,7 @@ fn seeds_walkthrough_superuser_activation_and_permissions() {
 
     // The login token works on the gateway like any JWT, and dies with the account.
     assert_eq!(post(&server.url("/v1/graph/invoke"), &[("authorization", &bob_token)], json!({})).status, 200);
-    assert_eq!(up.last().json()["config"]["user_id"], bob_id.as_str());
+    assert_eq!(up.last().header("x-agentflow-user-id"), Some(bob_id.as_str()));
     let me_id = me.body["id"].as_str().unwrap();
     assert_eq!(send("DELETE", &server.url(&format!("/v1/users/{me_id}")), &[("authorization", &admin)], None).status, 400, "not self");
     assert_eq!(send("DELETE", &server.url(&format!("/v1/users/{bob_id}")), &[("authorization", &admin)], None).status, 204);

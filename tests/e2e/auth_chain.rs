@@ -29,7 +29,7 @@ fn rbac_plugin() -> Value {
 #[test]
 fn api_key_plugin_valid_invalid_missing() {
     let up = Upstream::start();
-    let server = Server::start(json!({"agent": up.base, "auth": api_key_plugin()}), &[]);
+    let server = Server::start(json!({"agent": up.base, "auth": api_key_plugin(), "upstream": {"merge_body": true}}), &[]);
     let body = json!({"messages": []});
 
     let ok = post(&server.url("/v1/graph/invoke"), &[("x-api-key", KEY)], body.clone());

@@ -39,8 +39,7 @@ fn valid_token_reaches_the_upstream_with_identity() {
     assert_eq!(seen.header("x-agentflow-user-id"), Some("user-123"));
     assert_eq!(seen.header("x-agentflow-roles"), Some("user"));
     assert_eq!(seen.header("authorization"), None, "credentials are not forwarded");
-    assert_eq!(seen.json()["config"]["user_id"], "user-123");
-    assert_eq!(seen.json()["config"]["user"]["claims"]["name"], "Alice");
+    assert_eq!(seen.json()["config"]["user_id"], "user-123", "without an upstream token the body merge is on");
 
     let me = get(&server.url("/v1/whoami"), &[("authorization", &bearer(&token))]);
     assert_eq!(me.status, 200);

@@ -24,4 +24,5 @@ mod plugin_dev;
 mod plugin_platform;
 mod proxy;
 mod routes;
+mod upstream_identity;
 mod websocket;

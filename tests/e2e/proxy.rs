@@ -26,7 +26,7 @@ fn no_auth_mode_forwards_everything_intact() {
 #[test]
 fn identity_cannot_be_spoofed() {
     let up = Upstream::start();
-    let server = Server::start(json!({"agent": up.base, "auth": "jwt"}), &[("JWT_SECRET_KEY", SECRET)]);
+    let server = Server::start(json!({"agent": up.base, "auth": "jwt", "upstream": {"merge_body": true}}), &[("JWT_SECRET_KEY", SECRET)]);
     let token = bearer(&hs256(SECRET, json!({"sub": "alice", "roles": ["user"], "exp": now() + 600})));
     let body = json!({"messages": [], "config": {"thread_id": "t1", "user_id": "mallory", "user": {"user_id": "mallory", "roles": ["admin"]}}});
     let r = post(

@@ -21,6 +21,7 @@ pub use websocket::{ForwardAll, FrameInspector, Verdict, handshake_token, is_upg
 use crate::agent_request::{AgentBody, AgentRequest};
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::upstream_token::UpstreamIdentity;
 
 /// Headers the host sets for the upstream; client-sent copies are removed.
 pub const USER_ID_HEADER: &str = "x-agentflow-user-id";
@@ -38,6 +39,8 @@ pub struct Upstream {
     base_path: String,
     headers: HeaderPolicy,
     client: reqwest::Client,
+    /// How the caller's identity reaches the agent (`upstream` in agentflow.json).
+    identity: UpstreamIdentity,
 }
 
 impl Upstream {
@@ -52,7 +55,29 @@ impl Upstream {
         // A base that does not parse (the config check prevents it) makes
         // every forward fail in `url_for`, never a wrong URL.
         let base_path = Url::parse(&base).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default();
-        Upstream { base, base_path, headers, client }
+        Upstream { base, base_path, headers, client, identity: UpstreamIdentity::default() }
+    }
+
+    /// The same upstream with the identity channels of `upstream` in agentflow.json.
+    pub fn with_identity(mut self, identity: UpstreamIdentity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// The JWKS of the upstream token's public key, when it has one.
+    pub fn jwks(&self) -> Option<&serde_json::Value> {
+        self.identity.token.as_ref().and_then(|t| t.jwks())
+    }
+
+    /// The identity headers and the signed token for `who`, as configured.
+    fn attach(&self, headers: &mut HeaderMap, who: &Identity) -> Result<(), ApiError> {
+        if self.identity.headers {
+            attach_identity(headers, who);
+        }
+        if let Some(token) = &self.identity.token {
+            headers.insert(header::AUTHORIZATION, token.authorization(who)?);
+        }
+        Ok(())
     }
 
     /// Forwards `target` (with the body it carries) for `who` with the
@@ -74,11 +99,12 @@ impl Upstream {
             headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
         }
         if let Some(who) = who {
-            attach_identity(&mut headers, who);
+            self.attach(&mut headers, who)?;
         }
 
+        let merge = target.carries_identity_in_body() && self.identity.merge_body;
         let body = match (target.take_body(), who) {
-            (AgentBody::Inspected(bytes), Some(who)) if target.carries_identity_in_body() => {
+            (AgentBody::Inspected(bytes), Some(who)) if merge => {
                 match body::with_identity(&bytes, who)? {
                     Some(json) => {
                         // The agent must read it as the JSON the host wrote.

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self as ts, Message, Utf8Bytes};
 use tracing::Instrument as _;
 
-use super::{Upstream, attach_identity, headers};
+use super::{Upstream, headers};
 use crate::agent_request::AgentRequest;
 use crate::error::ApiError;
 use crate::identity::Identity;
@@ -112,15 +112,6 @@ fn without_token(query: Option<&str>) -> Option<String> {
         .map(|(_, _, raw)| raw)
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
-}
-
-/// The credential the agent gets on the upstream handshake as
-/// `Authorization`. Hook for the gateway-signed upstream JWT (issue 10
-/// item 3): until that signer is wired in here, the agent learns the caller
-/// from the `x-agentflow-*` identity headers only, and the client's own token
-/// is never a substitute.
-fn upstream_credential(_who: &Identity) -> Option<HeaderValue> {
-    None
 }
 
 /// What happens to one client frame on its way to the agent.
@@ -229,10 +220,7 @@ impl Upstream {
             out.insert(HeaderName::from_static("x-forwarded-for"), ip);
         }
         if let Some(who) = who {
-            attach_identity(out, who);
-            if let Some(credential) = upstream_credential(who) {
-                out.insert(header::AUTHORIZATION, credential);
-            }
+            self.attach(out, who)?;
         }
         Ok(request)
     }

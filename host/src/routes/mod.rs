@@ -5,6 +5,7 @@ mod account;
 mod agent;
 mod api_keys;
 mod auth;
+mod jwks;
 mod plugins;
 mod users;
 mod variables;
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(agent::forward)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/ping", get(ping))
+        .route("/.well-known/jwks.json", get(jwks::jwks))
         .route("/v1/login", post(auth::login))
         .route("/v1/refresh", post(auth::refresh))
         .route("/v1/logout", post(auth::logout))

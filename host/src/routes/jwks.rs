@@ -1,0 +1,25 @@
+//! `GET /.well-known/jwks.json` (public): the public half of the key the
+//! gateway signs upstream tokens with, so an agent can verify them without
+//! sharing a secret. 404 when the token is off or uses an HMAC secret.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::header;
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// The JWKS document, cacheable for five minutes.
+pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let keys = state
+        .upstream
+        .as_ref()
+        .and_then(|u| u.jwks())
+        .ok_or_else(|| ApiError::NotFound("no public keys are published here".into()))?;
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(keys.clone()),
+    )
+        .into_response())
+}
