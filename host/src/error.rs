@@ -46,6 +46,10 @@ pub enum ApiError {
     /// A feature is not available in this setup (503).
     #[error("{0}")]
     Unavailable(String),
+    /// An identity provider's signing keys cannot be fetched, so its tokens
+    /// can be neither accepted nor refused (503).
+    #[error("{0}")]
+    KeysUnavailable(String),
     /// The body is too large (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -74,7 +78,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Plugin(_) | ApiError::NoUpstream | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Plugin(_) | ApiError::NoUpstream | ApiError::Unavailable(_) | ApiError::KeysUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +99,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::KeysUnavailable(_) => "jwks_unavailable",
             ApiError::Plugin(_) => "plugin_failed",
             ApiError::NoUpstream => "no_upstream",
             ApiError::UpstreamUnavailable => "upstream_unavailable",

@@ -9,6 +9,7 @@ mod accounts;
 mod auth_chain;
 mod config_errors;
 mod hostile_plugins;
+mod jwks;
 mod jwt;
 mod oauth;
 mod performance;
