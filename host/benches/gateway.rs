@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use agentflow::config::{AuthMethodConfig, Config, Env, JwtOptions, PluginConfig};
 use agentflow::identity::Identity;
-use agentflow::jwt::{JwtSigner, JwtVerifier};
+use agentflow::jwt::{JwtMethod, JwtSigner, JwtVerifier};
 use agentflow::plugins::{Access, AuthnOutcome, AuthzOutcome, PluginRequest, PluginRuntime, Slot};
 use serde_json::{Map, Value, json};
 
@@ -318,9 +318,26 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
     });
     row("upstream token, cached (`TokenIssuer::authorization`, HS256)", &s);
 
-    // Plugins, through the public API, on a single-threaded tokio runtime
+    // Plugins and the gate's jwt method, on a single-threaded tokio runtime
     // (entering it per call costs well under a microsecond).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    // The gate's jwt method: a token seen before is answered from the
+    // verified-token cache (digest + lookup + identity clone).
+    let cached = JwtMethod::build(
+        &Env::from_pairs([
+            ("JWT_ALGORITHM".into(), "RS256".into()),
+            ("JWT_PUBLIC_KEY".into(), fx.rsa_public.display().to_string()),
+        ]),
+        fx.dir.path(),
+        &JwtOptions::default(),
+    )
+    .expect("RS256 method");
+    rt.block_on(cached.verify(&fx.rs256_token)).expect("valid RS256 token");
+    let s = Samples::measure(iters, || {
+        std::hint::black_box(rt.block_on(cached.verify(std::hint::black_box(&fx.rs256_token))).expect("cached token"));
+    });
+    row("JWT RS256 verify, cached (`JwtMethod::verify`, token seen before)", &s);
     let runtime = PluginRuntime::new().expect("plugin engine");
     let env = Env::default();
     let t = Instant::now();

@@ -71,6 +71,99 @@ pub struct JwtOptions {
     /// Accepted `aud` values; a token's `aud` must contain one of them.
     #[serde(default)]
     pub audience: Option<Vec<String>>,
+    /// Verify with the keys published at this JWKS URL (an identity
+    /// provider's) instead of `JWT_SECRET_KEY` / `JWT_PUBLIC_KEY`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Find the JWKS URL by OpenID discovery:
+    /// `{issuer}/.well-known/openid-configuration` -> `jwks_uri`.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Keys older than this are fetched again in the background (seconds,
+    /// default 600).
+    #[serde(default)]
+    pub jwks_refresh_s: Option<u64>,
+    /// At most one key fetch per this many seconds, however many unknown
+    /// `kid`s arrive (default 10).
+    #[serde(default)]
+    pub jwks_min_interval_s: Option<u64>,
+    /// How long a key the provider stopped publishing keeps verifying
+    /// (seconds, default 600; 0 drops it at once).
+    #[serde(default)]
+    pub jwks_grace_s: Option<u64>,
+    /// Verified tokens remembered until they expire (default 10000; 0 turns
+    /// the cache off).
+    #[serde(default)]
+    pub token_cache: Option<usize>,
+}
+
+impl JwtOptions {
+    /// Whether keys come from an identity provider rather than the `.env`.
+    pub fn is_remote(&self) -> bool {
+        self.jwks_url.is_some() || self.discovery
+    }
+
+    /// Checks the options that need more than their type; the key path of
+    /// the entry is `key`.
+    fn check(&self, key: &str) -> Result<(), Mistake> {
+        let at = |k: &str| format!("{key}.{k}");
+        if self.leeway_s.is_some_and(|l| l > 60) {
+            return Err((at("leeway_s"), "must be at most 60 seconds".into()));
+        }
+        if let Some(url) = &self.jwks_url {
+            if self.discovery {
+                return Err((at("discovery"), "use either \"jwks_url\" or \"discovery\", not both".into()));
+            }
+            check_key_url(url).map_err(|r| (at("jwks_url"), r))?;
+        }
+        if self.discovery {
+            match &self.issuer {
+                None => {
+                    return Err((
+                        at("issuer"),
+                        "required with \"discovery\": keys are found at {issuer}/.well-known/openid-configuration".into(),
+                    ));
+                }
+                Some(iss) => check_key_url(iss).map_err(|r| (at("issuer"), r))?,
+            }
+        }
+        let remote_only = [
+            ("jwks_refresh_s", self.jwks_refresh_s, 10..=86_400),
+            ("jwks_min_interval_s", self.jwks_min_interval_s, 1..=3_600),
+            ("jwks_grace_s", self.jwks_grace_s, 0..=86_400),
+        ];
+        for (name, value, range) in remote_only {
+            let Some(v) = value else { continue };
+            if !self.is_remote() {
+                return Err((at(name), "only applies with \"jwks_url\" or \"discovery\"".into()));
+            }
+            if !range.contains(&v) {
+                return Err((at(name), format!("must be between {} and {}", range.start(), range.end())));
+            }
+        }
+        if self.token_cache.is_some_and(|n| n > 1_000_000) {
+            return Err((at("token_cache"), "must be at most 1000000 entries".into()));
+        }
+        Ok(())
+    }
+}
+
+/// An identity provider URL: https, or plain http on loopback only (a key
+/// fetched over the network in clear text could be anyone's).
+pub(crate) fn check_key_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&parsed) => Ok(()),
+        "http" => Err(format!("{url:?}: keys must come over https (plain http is allowed for 127.0.0.1 / localhost only)")),
+        other => Err(format!("{url:?}: scheme {other:?} is not supported; use https://")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else { return false };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A plugin named in the config, with its limits resolved.
@@ -329,9 +422,7 @@ impl Ctx<'_> {
                     rest.remove("method");
                     let opts: JwtOptions = serde_json::from_value(Value::Object(rest))
                         .map_err(|e| (key.to_owned(), e.to_string()))?;
-                    if opts.leeway_s.is_some_and(|l| l > 60) {
-                        return Err((format!("{key}.leeway_s"), "must be at most 60 seconds".into()));
-                    }
+                    opts.check(key)?;
                     Ok(AuthMethodConfig::Jwt(opts))
                 }
                 Some("custom") => Ok(AuthMethodConfig::Plugin(self.plugin(v, key, Some("custom"))?)),

@@ -47,6 +47,10 @@ pub enum ApiError {
     /// A feature is not available in this setup (503).
     #[error("{0}")]
     Unavailable(String),
+    /// An identity provider's signing keys cannot be fetched, so its tokens
+    /// can be neither accepted nor refused (503).
+    #[error("{0}")]
+    KeysUnavailable(String),
     /// The body is too large (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -91,7 +95,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Plugin(_) | ApiError::NoUpstream | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Plugin(_) | ApiError::NoUpstream | ApiError::Unavailable(_) | ApiError::KeysUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -114,6 +120,7 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::KeysUnavailable(_) => "jwks_unavailable",
             ApiError::Plugin(_) => "plugin_failed",
             ApiError::NoUpstream => "no_upstream",
             ApiError::UpstreamUnavailable => "upstream_unavailable",

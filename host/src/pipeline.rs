@@ -9,7 +9,7 @@ use crate::accounts::{Accounts, TOKEN_TYPE_CLAIM};
 use crate::config::{AuthMethodConfig, Config};
 use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
-use crate::jwt::{JwtConfigError, JwtVerifier, TokenError};
+use crate::jwt::{JwtConfigError, JwtMethod, TokenError};
 use crate::plugins::{Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Slot};
 
 /// Why the gate cannot be built (the server refuses to start).
@@ -39,8 +39,8 @@ pub enum GateError {
 
 /// One way of proving identity, tried in order.
 pub enum AuthMethod {
-    /// The built-in JWT verifier.
-    Jwt(JwtVerifier),
+    /// The built-in JWT method (the `.env` key or a provider's JWKS).
+    Jwt(JwtMethod),
     /// API keys from the account system.
     ApiKey(Arc<Accounts>),
     /// An authenticator plugin.
@@ -50,6 +50,9 @@ pub enum AuthMethod {
 /// Authentication chain plus optional authorizer.
 pub struct Gate {
     methods: Vec<AuthMethod>,
+    /// The `issuer` of every jwt method that names one: with several jwt
+    /// methods, a token goes to the one for its `iss`.
+    jwt_issuers: Vec<String>,
     /// Checks tokens from `POST /v1/login` against their login and account.
     accounts: Arc<Accounts>,
     authorizer: Option<Arc<Plugin>>,
@@ -65,7 +68,7 @@ impl Gate {
             let key = if list { format!("auth[{i}]") } else { "auth".to_owned() };
             methods.push(match method {
                 AuthMethodConfig::Jwt(opts) => AuthMethod::Jwt(
-                    JwtVerifier::from_env(&cfg.env, &cfg.dir(), opts)
+                    JwtMethod::build(&cfg.env, &cfg.dir(), opts)
                         .map_err(|error| GateError::Jwt { file: file.clone(), error })?,
                 ),
                 AuthMethodConfig::ApiKey => AuthMethod::ApiKey(accounts.clone()),
@@ -82,7 +85,14 @@ impl Gate {
                 GateError::Plugin { file: file.clone(), key: "authorization.path".into(), error }
             })?)),
         };
-        Ok(Gate { methods, accounts: accounts.clone(), authorizer })
+        let jwt_issuers = methods
+            .iter()
+            .filter_map(|m| match m {
+                AuthMethod::Jwt(jwt) => jwt.issuer().map(str::to_owned),
+                AuthMethod::ApiKey(_) | AuthMethod::Plugin(_) => None,
+            })
+            .collect();
+        Ok(Gate { methods, jwt_issuers, accounts: accounts.clone(), authorizer })
     }
 
     /// Whether requests pass without credentials (`"auth": null`).
@@ -117,14 +127,9 @@ impl Gate {
             match method {
                 AuthMethod::Jwt(verifier) => match bearer_jwt(headers) {
                     None => continue,
+                    Some(token) if !self.jwt_takes(verifier, token) => continue,
                     Some(token) => {
-                        let who = verifier.verify(token).map_err(|e| ApiError::InvalidCredentials {
-                            detail: match e {
-                                TokenError::Expired => "token has expired".into(),
-                                TokenError::Invalid(why) => format!("invalid token: {why}"),
-                            },
-                            invalid_token: true,
-                        })?;
+                        let who = verifier.verify(token).await.map_err(token_refusal)?;
                         // A token that says it is one of our access tokens must
                         // be one: a live login of an active account.
                         if who.claims.get(TOKEN_TYPE_CLAIM).and_then(|t| t.as_str()) == Some("access") {
@@ -152,7 +157,8 @@ impl Gate {
         }
         // A bearer token nobody understood is still a token that was sent.
         if self.methods.iter().any(|m| matches!(m, AuthMethod::Jwt(_))) && has_bearer(headers) {
-            return Err(ApiError::InvalidCredentials { detail: "invalid token: malformed token".into(), invalid_token: true });
+            let why = if bearer_jwt(headers).is_some() { "issuer not accepted" } else { "malformed token" };
+            return Err(ApiError::InvalidCredentials { detail: format!("invalid token: {why}"), invalid_token: true });
         }
         Err(ApiError::NotAuthenticated("Not authenticated".into()))
     }
@@ -166,6 +172,36 @@ impl Gate {
             AuthzOutcome::Deny { status, detail } => Err(refusal(status, detail, false)),
         }
     }
+}
+
+impl Gate {
+    /// Whether `method` is the jwt method that judges `token`. One jwt
+    /// method judges every JWT. With several, a method naming an `issuer`
+    /// takes only tokens whose (not yet verified) `iss` is exactly it, and a
+    /// method without one takes the tokens no other method names: so a token
+    /// is checked only against its own issuer's keys.
+    fn jwt_takes(&self, method: &JwtMethod, token: &str) -> bool {
+        if self.methods.iter().filter(|m| matches!(m, AuthMethod::Jwt(_))).count() < 2 {
+            return true;
+        }
+        let iss = crate::jwt::unverified_issuer(token);
+        match method.issuer() {
+            Some(mine) => iss.as_deref() == Some(mine),
+            None => iss.is_none_or(|iss| !self.jwt_issuers.contains(&iss)),
+        }
+    }
+}
+
+/// The answer to a token the jwt method did not accept.
+fn token_refusal(e: TokenError) -> ApiError {
+    let detail = match e {
+        TokenError::Expired => "token has expired".into(),
+        TokenError::Invalid(why) => format!("invalid token: {why}"),
+        // Neither accepted nor refused: a 503 tells clients to retry rather
+        // than to log in again.
+        TokenError::KeysUnavailable => return ApiError::KeysUnavailable(e.to_string()),
+    };
+    ApiError::InvalidCredentials { detail, invalid_token: true }
 }
 
 /// The caller when auth is off.

@@ -17,6 +17,7 @@ mod hardening_paths;
 mod hardening_plugins;
 mod hardening_server;
 mod hostile_plugins;
+mod jwks;
 mod jwt;
 mod oauth;
 mod performance;

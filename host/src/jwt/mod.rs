@@ -1,5 +1,12 @@
-//! The built-in JWT method: key material from the environment, verification
-//! that follows RFC 8725, and minting for `agentflow token`.
+//! The built-in JWT method: key material from the environment or an
+//! identity provider ([`jwks`]), verification that follows RFC 8725, a
+//! verified-token cache ([`cache`]), and minting for `agentflow token`.
+
+pub mod cache;
+pub mod jwks;
+mod method;
+
+pub use method::JwtMethod;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -34,6 +41,10 @@ pub enum TokenError {
     /// The token is malformed, badly signed, or uses something we do not check.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The identity provider's keys cannot be fetched, so the token can be
+    /// neither accepted nor refused (a 503: try again, do not log in again).
+    #[error("the identity provider's signing keys are unavailable; try again shortly")]
+    KeysUnavailable,
 }
 
 /// Checks bearer tokens and turns their claims into an [`Identity`].
@@ -52,9 +63,12 @@ pub struct JwtSigner {
 /// as the hash output; 32 bytes covers HS256.
 const MIN_HMAC_SECRET: usize = 32;
 
-/// Header parameters we understand. Anything else (`crit`, `zip`, `b64`, ...)
-/// might change how the token must be processed, so the token is refused.
-const KNOWN_HEADER_PARAMS: &[&str] = &["alg", "typ", "kid", "cty"];
+/// Header parameters that would change how the token must be processed
+/// (`crit` extensions, RFC 7797 `b64`, compression, encryption) or that
+/// hand us a key or a place to fetch one (`jku`, `jwk`, `x5u`, `x5c`): a
+/// token carrying one is refused. Other parameters are ignored, as RFC 7515
+/// §4 asks (providers add their own: `x5t`, Clerk's `cat`, ...).
+const REFUSED_HEADER_PARAMS: &[&str] = &["crit", "b64", "zip", "enc", "jku", "jwk", "x5u", "x5c"];
 
 fn algorithm(env: &Env) -> Result<Algorithm, JwtConfigError> {
     let name = env.get("JWT_ALGORITHM").unwrap_or_else(|| "HS256".into());
@@ -142,68 +156,107 @@ impl JwtVerifier {
             let pem = pem_text("JWT_PUBLIC_KEY", &public, dir)?;
             decoding_key(alg, &pem).map_err(|e| config_err("JWT_PUBLIC_KEY", format!("not a valid {alg:?} public key: {e}")))?
         };
-        let mut validation = Validation::new(alg);
-        validation.leeway = opts.leeway_s.unwrap_or(5);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
-        if let Some(iss) = &opts.issuer {
-            validation.set_issuer(&[iss]);
-            validation.required_spec_claims.insert("iss".into());
-        }
-        match &opts.audience {
-            Some(aud) => {
-                validation.set_audience(aud);
-                validation.required_spec_claims.insert("aud".into());
-            }
-            // A token that names an audience we were not told to accept is
-            // meant for someone else: refuse it (RFC 8725 §3.9).
-            None => validation.validate_aud = true,
-        }
-        Ok(JwtVerifier { key, validation })
+        Ok(JwtVerifier { key, validation: validation(alg, opts) })
     }
 
     /// Verifies `token` and returns the identity it proves. Refresh tokens
     /// issued by `POST /v1/login` are refused here: they only work on
     /// `POST /v1/refresh`.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        let claims = self.claims(token)?;
-        if claims.get("type").and_then(Value::as_str) == Some("refresh") {
-            return Err(TokenError::Invalid("a refresh token cannot be used for access".into()));
-        }
-        identity_from_claims(claims)
+        access_identity(self.claims(token)?)
     }
 
     /// Checks signature, algorithm and times, and returns the claims.
     pub fn claims(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
         check_header(token)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
-                ErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm not accepted".into()),
-                ErrorKind::ImmatureSignature => TokenError::Invalid("token is not valid yet (nbf)".into()),
-                ErrorKind::InvalidAudience => TokenError::Invalid("audience not accepted".into()),
-                ErrorKind::InvalidIssuer => TokenError::Invalid("issuer not accepted".into()),
-                ErrorKind::MissingRequiredClaim(c) => TokenError::Invalid(format!("missing required claim {c:?}")),
-                _ => TokenError::Invalid("malformed token".into()),
-            }
-        })?;
-        Ok(data.claims)
+        decode_checked(token, &self.key, &self.validation)
     }
 }
 
+/// The checks every built-in verifier makes, for tokens signed with `alg`.
+fn validation(alg: Algorithm, opts: &JwtOptions) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = opts.leeway_s.unwrap_or(5);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
+    if let Some(iss) = &opts.issuer {
+        validation.set_issuer(&[iss]);
+        validation.required_spec_claims.insert("iss".into());
+    }
+    match &opts.audience {
+        Some(aud) => {
+            validation.set_audience(aud);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        // A token that names an audience we were not told to accept is
+        // meant for someone else: refuse it (RFC 8725 §3.9).
+        None => validation.validate_aud = true,
+    }
+    validation
+}
+
+/// Signature, algorithm, times, `iss` and `aud` of a token whose header
+/// [`check_header`] accepted; the claims.
+fn decode_checked(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Map<String, Value>, TokenError> {
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
+            ErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm not accepted".into()),
+            ErrorKind::ImmatureSignature => TokenError::Invalid("token is not valid yet (nbf)".into()),
+            ErrorKind::InvalidAudience => TokenError::Invalid("audience not accepted".into()),
+            ErrorKind::InvalidIssuer => TokenError::Invalid("issuer not accepted".into()),
+            ErrorKind::MissingRequiredClaim(c) => TokenError::Invalid(format!("missing required claim {c:?}")),
+            _ => TokenError::Invalid("malformed token".into()),
+        }
+    })?;
+    Ok(data.claims)
+}
+
+/// The identity of an access token; refresh tokens are refused.
+fn access_identity(claims: Map<String, Value>) -> Result<Identity, TokenError> {
+    if claims.get("type").and_then(Value::as_str) == Some("refresh") {
+        return Err(TokenError::Invalid("a refresh token cannot be used for access".into()));
+    }
+    identity_from_claims(claims)
+}
+
+/// What the header says about how to check the token.
+struct TokenHeader {
+    /// The key id, used to pick a key from a provider's set.
+    kid: Option<String>,
+}
+
+fn decode_part(part: &str) -> Option<Map<String, Value>> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Refuses tokens whose header asks for processing we do not do.
-fn check_header(token: &str) -> Result<(), TokenError> {
+fn check_header(token: &str) -> Result<TokenHeader, TokenError> {
     let malformed = || TokenError::Invalid("malformed token".into());
     let first = token.split('.').next().ok_or_else(malformed)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first).map_err(|_| malformed())?;
-    let header: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
-    if let Some(unknown) = header.keys().find(|k| !KNOWN_HEADER_PARAMS.contains(&k.as_str())) {
-        return Err(TokenError::Invalid(format!("unsupported header parameter {unknown:?}")));
+    let header = decode_part(first).ok_or_else(malformed)?;
+    if let Some(refused) = header.keys().find(|k| REFUSED_HEADER_PARAMS.contains(&k.as_str())) {
+        return Err(TokenError::Invalid(format!("unsupported header parameter {refused:?}")));
     }
-    Ok(())
+    match header.get("kid") {
+        None => Ok(TokenHeader { kid: None }),
+        Some(Value::String(kid)) => Ok(TokenHeader { kid: Some(kid.clone()) }),
+        Some(_) => Err(malformed()),
+    }
+}
+
+/// The `iss` claim of a token, read WITHOUT checking the signature: only
+/// to choose which configured issuer's keys must check it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    match decode_part(payload)?.remove("iss")? {
+        Value::String(iss) => Some(iss),
+        _ => None,
+    }
 }
 
 /// `user_id` (else `sub`) becomes the user id; `roles` (list) or `role`
