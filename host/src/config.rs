@@ -287,6 +287,7 @@ struct RawConfig {
     plugins: Option<PluginDefaults>,
     #[serde(default)]
     cors: Value,
+    #[serde(default)]
     upstream: Value,
 }
 
