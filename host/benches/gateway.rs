@@ -554,6 +554,20 @@ fn variants(fx: &Fixtures, upstream: &str) -> Vec<Variant> {
             env: hs_env.clone(),
             headers: bearer(&fx.hs256_token),
         },
+        // The identity channels (README "What the agent receives"): without
+        // a token the body merge is on by default, as in the row above.
+        Variant {
+            name: "JWT HS256, merge off",
+            config: json!({"agent": upstream, "auth": "jwt", "upstream": {"merge_body": false}}),
+            env: hs_env.clone(),
+            headers: bearer(&fx.hs256_token),
+        },
+        Variant {
+            name: "JWT HS256, upstream token",
+            config: json!({"agent": upstream, "auth": "jwt", "upstream": {"token": {"secret_env": "UPSTREAM_JWT_SECRET"}}}),
+            env: [hs_env.clone(), vec![("UPSTREAM_JWT_SECRET", format!("{SECRET}-upstream"))]].concat(),
+            headers: bearer(&fx.hs256_token),
+        },
         Variant {
             name: "JWT RS256",
             config: json!({"agent": upstream, "auth": "jwt"}),
