@@ -4,6 +4,7 @@
 
 mod body;
 mod headers;
+mod retry;
 mod websocket;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use axum::body::Body;
 use base64::Engine as _;
 use http::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::Body as _;
 use reqwest::Url;
 
 pub use crate::agent_request::MAX_JSON_BODY;
@@ -91,7 +93,9 @@ impl Upstream {
     /// Forwards `target` (with the body it carries) for `who` with the
     /// client's `client_headers`. On routes that carry identity in the body,
     /// the body is rewritten with `config.user` and `config.user_id` set by
-    /// the server.
+    /// the server. An idempotent request with a body the host holds (or none)
+    /// is sent once more when the agent dropped the connection without
+    /// answering (see [`retry`]).
     pub async fn forward(
         &self,
         mut target: AgentRequest,
@@ -111,6 +115,7 @@ impl Upstream {
         }
 
         let merge = target.carries_identity_in_body() && self.identity.merge_body;
+        // `None`: no body at all. Bytes (unlike a stream) can be sent again.
         let body = match (target.take_body(), who) {
             (AgentBody::Inspected(bytes), Some(who)) if merge => {
                 match body::with_identity(&bytes, who)? {
@@ -120,26 +125,43 @@ impl Upstream {
                             header::CONTENT_TYPE,
                             HeaderValue::from_static("application/json"),
                         );
-                        reqwest::Body::from(json)
+                        Some(reqwest::Body::from(json))
                     }
-                    None => reqwest::Body::from(Vec::new()),
+                    None => Some(reqwest::Body::from(Vec::new())),
                 }
             }
-            (AgentBody::Inspected(bytes), _) => reqwest::Body::from(bytes),
-            (AgentBody::Streamed(body), _) => reqwest::Body::wrap_stream(body.into_data_stream()),
+            (AgentBody::Inspected(bytes), _) => Some(reqwest::Body::from(bytes)),
+            (AgentBody::Streamed(body), _) if body.is_end_stream() => None,
+            (AgentBody::Streamed(body), _) => {
+                Some(reqwest::Body::wrap_stream(body.into_data_stream()))
+            }
         };
 
-        let upstream = self
+        let mut request = self
             .client
             .request(target.method().clone(), url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "agent upstream request failed");
-                ApiError::UpstreamUnavailable
-            })?;
+            .headers(headers);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let request = request
+            .build()
+            .map_err(|e| ApiError::Internal(format!("building the upstream request: {e}")))?;
+        // `try_clone` is `None` for a streamed body: it cannot be replayed.
+        let spare = retry::may_resend(request.method())
+            .then(|| request.try_clone())
+            .flatten();
+        let upstream = match (self.client.execute(request).await, spare) {
+            (Err(e), Some(spare)) if retry::connection_lost(&e) => {
+                tracing::info!(error = %e, "agent connection lost before an answer; sending the request once more");
+                self.client.execute(spare).await
+            }
+            (result, _) => result,
+        }
+        .map_err(|e| {
+            tracing::warn!(error = %e, "agent upstream request failed");
+            ApiError::UpstreamUnavailable
+        })?;
 
         let mut response = Response::builder().status(upstream.status());
         if let Some(h) = response.headers_mut() {
