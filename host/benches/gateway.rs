@@ -57,7 +57,8 @@ mod login_flood;
 const ROLE_VAR: &str = "AGENTFLOW_BENCH_ROLE";
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 const API_KEY: &str = "bench-api-key-0123456789";
-const INVOKE_BODY: &str = r#"{"input":{"messages":[{"role":"user","content":"hello"}]},"config":{"tags":["bench"]}}"#;
+const INVOKE_BODY: &str =
+    r#"{"input":{"messages":[{"role":"user","content":"hello"}]},"config":{"tags":["bench"]}}"#;
 
 fn main() {
     if std::env::var(ROLE_VAR).as_deref() == Ok("upstream") {
@@ -66,7 +67,9 @@ fn main() {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
-        println!("gateway benchmark: run it with `cargo bench -p agentflow --bench gateway` (or scripts/bench)");
+        println!(
+            "gateway benchmark: run it with `cargo bench -p agentflow --bench gateway` (or scripts/bench)"
+        );
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -98,29 +101,60 @@ fn main() {
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn print_machine() {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0)))
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
         .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
         .unwrap_or_else(|| "?".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!("# agentflow gateway benchmark");
     println!();
     let git = |args: &[&str]| {
-        Command::new("git").current_dir(repo_root()).args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        Command::new("git")
+            .current_dir(repo_root())
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
     };
     let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default();
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     println!("machine: {cores} cores, {cpu}, {mem} RAM");
-    println!("code: {commit}{}", if dirty { " (with uncommitted changes)" } else { "" });
+    println!(
+        "code: {commit}{}",
+        if dirty {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        }
+    );
     println!("(numbers from a shared or busy machine are noisy; compare ratios within one run)");
     println!();
 }
@@ -130,7 +164,10 @@ fn print_machine() {
 // ---------------------------------------------------------------------------
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 struct Fixtures {
@@ -150,18 +187,40 @@ impl Fixtures {
     fn prepare() -> Fixtures {
         let dir = tempfile::tempdir().expect("temp dir");
         let server_bin = dir.path().join("agentflow");
-        std::fs::copy(env!("CARGO_BIN_EXE_agentflow"), &server_bin).expect("copying the agentflow binary");
+        std::fs::copy(env!("CARGO_BIN_EXE_agentflow"), &server_bin)
+            .expect("copying the agentflow binary");
         let (api_key_wasm, rbac_wasm, cache_hint_wasm) = build_plugins();
 
         // RS256 keys from the openssl command line, as the README suggests.
         let private = dir.path().join("rsa-private.pem");
         let public = dir.path().join("rsa-public.pem");
-        run_ok(Command::new("openssl").args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]).arg(&private));
-        run_ok(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public));
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                ])
+                .arg(&private),
+        );
+        run_ok(
+            Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(&private)
+                .arg("-out")
+                .arg(&public),
+        );
         let private_pem = std::fs::read_to_string(&private).unwrap();
 
         let claims = {
-            let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3 * 3600;
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3 * 3600;
             let mut m = Map::new();
             m.insert("sub".into(), json!("bench-user"));
             m.insert("role".into(), json!("user"));
@@ -170,11 +229,23 @@ impl Fixtures {
         };
         let sign = |pairs: &[(&str, &str)]| {
             let env = Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-            JwtSigner::from_env(&env, dir.path()).expect("signer").sign(&claims).expect("signing")
+            JwtSigner::from_env(&env, dir.path())
+                .expect("signer")
+                .sign(&claims)
+                .expect("signing")
         };
         let hs256_token = sign(&[("JWT_SECRET_KEY", SECRET), ("JWT_ALGORITHM", "HS256")]);
         let rs256_token = sign(&[("JWT_SECRET_KEY", &private_pem), ("JWT_ALGORITHM", "RS256")]);
-        Fixtures { dir, server_bin, api_key_wasm, rbac_wasm, cache_hint_wasm, rsa_public: public, hs256_token, rs256_token }
+        Fixtures {
+            dir,
+            server_bin,
+            api_key_wasm,
+            rbac_wasm,
+            cache_hint_wasm,
+            rsa_public: public,
+            hs256_token,
+            rs256_token,
+        }
     }
 
     fn api_key_config(&self) -> Value {
@@ -193,23 +264,50 @@ impl Fixtures {
 /// wasm32-wasip2 (release), in the target dir the end-to-end tests use.
 fn build_plugins() -> (PathBuf, PathBuf, PathBuf) {
     let target = repo_root().join("target").join("e2e-plugins");
-    eprintln!("building plugins for wasm32-wasip2 (release) in {}", target.display());
+    eprintln!(
+        "building plugins for wasm32-wasip2 (release) in {}",
+        target.display()
+    );
     let status = Command::new(env!("CARGO"))
         .current_dir(repo_root())
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "api-key", "-p", "rbac", "-p", "cache-hint-plugin"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "api-key",
+            "-p",
+            "rbac",
+            "-p",
+            "cache-hint-plugin",
+        ])
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
         .expect("running cargo to build the plugins");
-    assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
+    assert!(
+        status.success(),
+        "building the plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
+    );
     let out = target.join("wasm32-wasip2").join("release");
-    (out.join("api_key.wasm"), out.join("rbac.wasm"), out.join("cache_hint_plugin.wasm"))
+    (
+        out.join("api_key.wasm"),
+        out.join("rbac.wasm"),
+        out.join("cache_hint_plugin.wasm"),
+    )
 }
 
 fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -279,13 +377,27 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
     println!();
     println!("| operation | p50 | p99 | mean |");
     println!("|---|---:|---:|---:|");
-    let row = |name: &str, s: &Samples| println!("| {name} | {} | {} | {} |", us(s.pct(0.5)), us(s.pct(0.99)), us(s.mean()));
+    let row = |name: &str, s: &Samples| {
+        println!(
+            "| {name} | {} | {} | {} |",
+            us(s.pct(0.5)),
+            us(s.pct(0.99)),
+            us(s.mean())
+        )
+    };
 
     // JWT verification.
-    let hs = JwtVerifier::from_env(&Env::from_pairs([("JWT_SECRET_KEY".into(), SECRET.into())]), fx.dir.path(), &JwtOptions::default())
-        .expect("HS256 verifier");
+    let hs = JwtVerifier::from_env(
+        &Env::from_pairs([("JWT_SECRET_KEY".into(), SECRET.into())]),
+        fx.dir.path(),
+        &JwtOptions::default(),
+    )
+    .expect("HS256 verifier");
     let s = Samples::measure(iters, || {
-        std::hint::black_box(hs.verify(std::hint::black_box(&fx.hs256_token)).expect("valid HS256 token"));
+        std::hint::black_box(
+            hs.verify(std::hint::black_box(&fx.hs256_token))
+                .expect("valid HS256 token"),
+        );
     });
     row("JWT HS256 verify (`JwtVerifier::verify`)", &s);
     report.micro.insert("hs256", s.pct(0.5));
@@ -299,28 +411,42 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
     )
     .expect("RS256 verifier");
     let s = Samples::measure(iters, || {
-        std::hint::black_box(rs.verify(std::hint::black_box(&fx.rs256_token)).expect("valid RS256 token"));
+        std::hint::black_box(
+            rs.verify(std::hint::black_box(&fx.rs256_token))
+                .expect("valid RS256 token"),
+        );
     });
     row("JWT RS256 verify (2048-bit key)", &s);
 
     // The gateway-signed upstream token: a cache hit per request for a known identity.
-    let issuer = agentflow::upstream_token::TokenIssuer::new(&agentflow::config::UpstreamTokenConfig {
-        algorithm: agentflow::config::UpstreamAlgorithm::Hs256,
-        key: agentflow::config::UpstreamKey::Secret(SECRET.as_bytes().to_vec()),
-        ttl_s: 3600,
-        issuer: None,
-        audience: None,
-    })
-    .expect("upstream token issuer");
+    let issuer =
+        agentflow::upstream_token::TokenIssuer::new(&agentflow::config::UpstreamTokenConfig {
+            algorithm: agentflow::config::UpstreamAlgorithm::Hs256,
+            key: agentflow::config::UpstreamKey::Secret(SECRET.as_bytes().to_vec()),
+            ttl_s: 3600,
+            issuer: None,
+            audience: None,
+        })
+        .expect("upstream token issuer");
     let who = hs.verify(&fx.hs256_token).expect("valid HS256 token");
     let s = Samples::measure(iters, || {
-        std::hint::black_box(issuer.authorization(std::hint::black_box(&who)).expect("upstream token"));
+        std::hint::black_box(
+            issuer
+                .authorization(std::hint::black_box(&who))
+                .expect("upstream token"),
+        );
     });
-    row("upstream token, cached (`TokenIssuer::authorization`, HS256)", &s);
+    row(
+        "upstream token, cached (`TokenIssuer::authorization`, HS256)",
+        &s,
+    );
 
     // Plugins and the gate's jwt method, on a single-threaded tokio runtime
     // (entering it per call costs well under a microsecond).
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     // The gate's jwt method: a token seen before is answered from the
     // verified-token cache (digest + lookup + identity clone).
@@ -333,56 +459,110 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
         &JwtOptions::default(),
     )
     .expect("RS256 method");
-    rt.block_on(cached.verify(&fx.rs256_token)).expect("valid RS256 token");
+    rt.block_on(cached.verify(&fx.rs256_token))
+        .expect("valid RS256 token");
     let s = Samples::measure(iters, || {
-        std::hint::black_box(rt.block_on(cached.verify(std::hint::black_box(&fx.rs256_token))).expect("cached token"));
+        std::hint::black_box(
+            rt.block_on(cached.verify(std::hint::black_box(&fx.rs256_token)))
+                .expect("cached token"),
+        );
     });
-    row("JWT RS256 verify, cached (`JwtMethod::verify`, token seen before)", &s);
+    row(
+        "JWT RS256 verify, cached (`JwtMethod::verify`, token seen before)",
+        &s,
+    );
     let runtime = PluginRuntime::new().expect("plugin engine");
     let env = Env::default();
     let t = Instant::now();
     let (api_key_cfg, rbac_cfg) = plugin_configs(fx);
-    let api_key = runtime.load(&api_key_cfg, Slot::Authenticator, &env).expect("loading api-key");
+    let api_key = runtime
+        .load(&api_key_cfg, Slot::Authenticator, &env)
+        .expect("loading api-key");
     let load_api_key = t.elapsed();
     let t = Instant::now();
-    let rbac = runtime.load(&rbac_cfg, Slot::Authorizer, &env).expect("loading rbac");
+    let rbac = runtime
+        .load(&rbac_cfg, Slot::Authorizer, &env)
+        .expect("loading rbac");
     let load_rbac = t.elapsed();
 
     let req = PluginRequest::new(
         "POST".into(),
         "/v1/graph/invoke".into(),
         String::new(),
-        vec![("content-type".into(), "application/json".into()), ("x-api-key".into(), API_KEY.into())],
+        vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-api-key".into(), API_KEY.into()),
+        ],
         Some("127.0.0.1".into()),
     );
     let s = Samples::measure(iters, || {
-        let out = rt.block_on(api_key.authenticate(&req)).expect("api-key call");
-        assert!(matches!(out, AuthnOutcome::Authenticated { .. }), "api-key did not authenticate: {out:?}");
+        let out = rt
+            .block_on(api_key.authenticate(&req))
+            .expect("api-key call");
+        assert!(
+            matches!(out, AuthnOutcome::Authenticated { .. }),
+            "api-key did not authenticate: {out:?}"
+        );
     });
-    row("plugin call: api-key `authenticate` (instantiate + call, fresh sandbox)", &s);
+    row(
+        "plugin call: api-key `authenticate` (instantiate + call, fresh sandbox)",
+        &s,
+    );
     report.micro.insert("plugin", s.pct(0.5));
 
     let reused = runtime
-        .load(&PluginConfig { reuse_instance: true, ..api_key_cfg.clone() }, Slot::Authenticator, &env)
+        .load(
+            &PluginConfig {
+                reuse_instance: true,
+                ..api_key_cfg.clone()
+            },
+            Slot::Authenticator,
+            &env,
+        )
         .expect("loading api-key with reuse_instance");
     let s = Samples::measure(iters, || {
-        let out = rt.block_on(reused.authenticate(&req)).expect("api-key call");
-        assert!(matches!(out, AuthnOutcome::Authenticated { .. }), "api-key did not authenticate: {out:?}");
+        let out = rt
+            .block_on(reused.authenticate(&req))
+            .expect("api-key call");
+        assert!(
+            matches!(out, AuthnOutcome::Authenticated { .. }),
+            "api-key did not authenticate: {out:?}"
+        );
     });
-    row("plugin call: api-key `authenticate` (warm sandbox, `reuse_instance`)", &s);
+    row(
+        "plugin call: api-key `authenticate` (warm sandbox, `reuse_instance`)",
+        &s,
+    );
 
     // A new caller every time, so rbac's cache hint never answers for it.
-    let access = Access { resource: "graph", action: "invoke", resource_id: None };
+    let access = Access {
+        resource: "graph",
+        action: "invoke",
+        resource_id: None,
+    };
     let mut n = 0u64;
     let s = Samples::measure(iters, || {
         n += 1;
-        let who = Identity { user_id: format!("bench-{n}"), roles: vec!["user".into()], claims: Map::new() };
-        let out = rt.block_on(rbac.authorize(&who, &access, &req)).expect("rbac call");
+        let who = Identity {
+            user_id: format!("bench-{n}"),
+            roles: vec!["user".into()],
+            claims: Map::new(),
+        };
+        let out = rt
+            .block_on(rbac.authorize(&who, &access, &req))
+            .expect("rbac call");
         assert_eq!(out, AuthzOutcome::Allow);
     });
-    row("plugin call: rbac `authorize` (instantiate + call, fresh sandbox)", &s);
+    row(
+        "plugin call: rbac `authorize` (instantiate + call, fresh sandbox)",
+        &s,
+    );
     println!();
-    println!("Plugin load (read + compile + link, `PluginRuntime::load`): api-key {}, rbac {}", ms(load_api_key), ms(load_rbac));
+    println!(
+        "Plugin load (read + compile + link, `PluginRuntime::load`): api-key {}, rbac {}",
+        ms(load_api_key),
+        ms(load_rbac)
+    );
     println!();
 }
 
@@ -407,7 +587,11 @@ impl Drop for Proc {
 /// process, the address after it, and the time from spawn to that line.
 fn spawn_listening(mut cmd: Command, what: &str) -> (Proc, String, Duration) {
     let started = Instant::now();
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let stderr = child.stderr.take().unwrap();
     let logs = Arc::new(Mutex::new(String::new()));
     let sink = logs.clone();
@@ -442,7 +626,12 @@ fn start_upstream() -> (Proc, String) {
 }
 
 /// Starts the release `agentflow` binary on `config` with `env`.
-fn start_server(fx: &Fixtures, name: &str, config: &Value, env: &[(&str, String)]) -> (Proc, String, Duration) {
+fn start_server(
+    fx: &Fixtures,
+    name: &str,
+    config: &Value,
+    env: &[(&str, String)],
+) -> (Proc, String, Duration) {
     let path = fx.dir.path().join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
     let mut cmd = Command::new(&fx.server_bin);
@@ -451,7 +640,9 @@ fn start_server(fx: &Fixtures, name: &str, config: &Value, env: &[(&str, String)
             cmd.env_remove(k);
         }
     }
-    cmd.env("RUST_LOG", "info").args(["run", "--port", "0", "--config"]).arg(&path);
+    cmd.env("RUST_LOG", "info")
+        .args(["run", "--port", "0", "--config"])
+        .arg(&path);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -490,7 +681,12 @@ fn startup(fx: &Fixtures, report: &mut Report) {
     println!("|---|---:|");
     println!("| first start | {} |", ms(first));
     println!("| next {} starts: median | {} |", warm.len(), ms(median));
-    println!("| next {} starts: min / max | {} / {} |", warm.len(), ms(warm[0]), ms(*warm.last().unwrap()));
+    println!(
+        "| next {} starts: min / max | {} / {} |",
+        warm.len(),
+        ms(warm[0]),
+        ms(*warm.last().unwrap())
+    );
     println!();
     report.startup_warm = Some(median);
 }
@@ -543,11 +739,19 @@ struct WrkResult {
 fn variants(fx: &Fixtures, upstream: &str) -> Vec<Variant> {
     let api_key = json!({"method": "custom", "name": "api-key", "path": fx.api_key_wasm, "config": fx.api_key_config()});
     let rbac = json!({"path": fx.rbac_wasm, "config": fx.rbac_config()});
-    let hs_env = vec![("JWT_SECRET_KEY", SECRET.to_owned()), ("JWT_ALGORITHM", "HS256".to_owned())];
+    let hs_env = vec![
+        ("JWT_SECRET_KEY", SECRET.to_owned()),
+        ("JWT_ALGORITHM", "HS256".to_owned()),
+    ];
     let bearer = |t: &str| vec![("Authorization", format!("Bearer {t}"))];
     let key = vec![("X-Api-Key", API_KEY.to_owned())];
     vec![
-        Variant { name: "no auth", config: json!({"agent": upstream, "auth": null}), env: vec![], headers: vec![] },
+        Variant {
+            name: "no auth",
+            config: json!({"agent": upstream, "auth": null}),
+            env: vec![],
+            headers: vec![],
+        },
         Variant {
             name: "JWT HS256",
             config: json!({"agent": upstream, "auth": "jwt"}),
@@ -571,10 +775,18 @@ fn variants(fx: &Fixtures, upstream: &str) -> Vec<Variant> {
         Variant {
             name: "JWT RS256",
             config: json!({"agent": upstream, "auth": "jwt"}),
-            env: vec![("JWT_ALGORITHM", "RS256".to_owned()), ("JWT_PUBLIC_KEY", fx.rsa_public.display().to_string())],
+            env: vec![
+                ("JWT_ALGORITHM", "RS256".to_owned()),
+                ("JWT_PUBLIC_KEY", fx.rsa_public.display().to_string()),
+            ],
             headers: bearer(&fx.rs256_token),
         },
-        Variant { name: "api-key plugin", config: json!({"agent": upstream, "auth": api_key}), env: vec![], headers: key.clone() },
+        Variant {
+            name: "api-key plugin",
+            config: json!({"agent": upstream, "auth": api_key}),
+            env: vec![],
+            headers: key.clone(),
+        },
         Variant {
             name: "api-key, reuse_instance",
             config: json!({"agent": upstream, "auth": reused(&api_key)}),
@@ -628,7 +840,10 @@ fn wrk_script(dir: &Path, name: &str, route: Route, headers: &[(&'static str, St
     for (k, v) in headers {
         // Header names as plain quoted strings: `headers[[==[` would open a
         // Lua long string.
-        assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "header name {k:?}");
+        assert!(
+            k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "header name {k:?}"
+        );
         lua.push_str(&format!("wrk.headers[\"{k}\"] = {}\n", lua_string(v)));
     }
     let path = dir.join(format!("{}-{:?}.lua", name.replace([' ', '+'], "_"), route));
@@ -648,7 +863,12 @@ fn run_wrk(opts: &LoadOpts, duration_s: u64, script: &Path, url: &str) -> WrkRes
         .output()
         .expect("running wrk (install it: apt-get install -y wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "wrk failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
     parse_wrk(&text).unwrap_or_else(|| panic!("cannot read wrk's output:\n{text}"))
 }
 
@@ -666,7 +886,14 @@ fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 fn parse_wrk(text: &str) -> Option<WrkResult> {
-    let mut r = WrkResult { rps: 0.0, p50: Duration::ZERO, p99: Duration::ZERO, requests: 0, non_2xx: 0, socket_errors: 0 };
+    let mut r = WrkResult {
+        rps: 0.0,
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+        requests: 0,
+        non_2xx: 0,
+        socket_errors: 0,
+    };
     let (mut have_rps, mut have_p50, mut have_p99) = (false, false, false);
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -686,7 +913,10 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
             [n, "requests", "in", ..] => r.requests = n.parse().ok()?,
             ["Non-2xx", "or", "3xx", "responses:", n] => r.non_2xx = n.parse().ok()?,
             ["Socket", "errors:", rest @ ..] => {
-                r.socket_errors = rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum();
+                r.socket_errors = rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum();
             }
             _ => {}
         }
@@ -696,7 +926,10 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
 
 /// One request with the variant's credentials; the answer must be 200.
 fn check_ok(base: &str, route: Route, headers: &[(&'static str, String)]) -> Result<(), String> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let mut req = match route {
         Route::Invoke => client
             .post(format!("{base}/v1/graph/invoke"))
@@ -710,7 +943,11 @@ fn check_ok(base: &str, route: Route, headers: &[(&'static str, String)]) -> Res
     let resp = req.send().map_err(|e| e.to_string())?;
     let status = resp.status();
     let body = resp.text().unwrap_or_default();
-    if status.as_u16() == 200 { Ok(()) } else { Err(format!("{status}: {body}")) }
+    if status.as_u16() == 200 {
+        Ok(())
+    } else {
+        Err(format!("{status}: {body}"))
+    }
 }
 
 fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
@@ -723,13 +960,25 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
         // Each round starts one variant later, so no variant always runs
         // right after the same neighbour (order effects showed up as
         // ±0.2× between variants doing identical work).
-        let order = variants.iter().cycle().skip((round - 1) as usize % variants.len()).take(variants.len());
+        let order = variants
+            .iter()
+            .cycle()
+            .skip((round - 1) as usize % variants.len())
+            .take(variants.len());
         for v in order {
-            let (server, base, _) = start_server(fx, &v.name.replace([' ', '+', ','], "_"), &v.config, &v.env);
+            let (server, base, _) =
+                start_server(fx, &v.name.replace([' ', '+', ','], "_"), &v.config, &v.env);
             for route in routes {
-                let entry = runs.entry((v.name, route)).or_insert_with(|| Ok(Vec::new()));
+                let entry = runs
+                    .entry((v.name, route))
+                    .or_insert_with(|| Ok(Vec::new()));
                 let Ok(done) = entry else { continue };
-                eprintln!("load, round {round}/{}: {} — {}", opts.rounds, v.name, route.label());
+                eprintln!(
+                    "load, round {round}/{}: {} — {}",
+                    opts.rounds,
+                    v.name,
+                    route.label()
+                );
                 if let Err(e) = check_ok(&base, route, &v.headers) {
                     eprintln!("  skipped: a single request did not answer 200: {e}");
                     *entry = Err(e);
@@ -756,7 +1005,9 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
         println!();
         println!("### {}", route.label());
         println!();
-        println!("| variant | req/s | p50 | p99 | ratio to no auth (req/s) | p99 / no-auth p99 | errors |");
+        println!(
+            "| variant | req/s | p50 | p99 | ratio to no auth (req/s) | p99 / no-auth p99 | errors |"
+        );
         println!("|---|---:|---:|---:|---:|---:|---:|");
         let base = match runs.get(&("no auth", route)) {
             Some(Ok(b)) if !b.is_empty() => Some(b),
@@ -771,19 +1022,30 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
                     let (ratio, p99r) = match base {
                         Some(b) => (
                             median(rounds.iter().zip(b).map(|(w, b)| w.rps / b.rps)),
-                            median(rounds.iter().zip(b).map(|(w, b)| w.p99.as_secs_f64() / b.p99.as_secs_f64())),
+                            median(
+                                rounds
+                                    .iter()
+                                    .zip(b)
+                                    .map(|(w, b)| w.p99.as_secs_f64() / b.p99.as_secs_f64()),
+                            ),
                         ),
                         None => (f64::NAN, f64::NAN),
                     };
                     let errors: u64 = rounds.iter().map(|w| w.non_2xx + w.socket_errors).sum();
                     let requests: u64 = rounds.iter().map(|w| w.requests).sum();
-                    let secs = |f: fn(&WrkResult) -> Duration| Duration::from_secs_f64(median(rounds.iter().map(|w| f(w).as_secs_f64())));
+                    let secs = |f: fn(&WrkResult) -> Duration| {
+                        Duration::from_secs_f64(median(rounds.iter().map(|w| f(w).as_secs_f64())))
+                    };
                     println!(
                         "| {name} | {:.0} | {} | {} | {ratio:.2}× | {p99r:.2}× | {} |",
                         median(rounds.iter().map(|w| w.rps)),
                         ms(secs(|w| w.p50)),
                         ms(secs(|w| w.p99)),
-                        if errors == 0 { "0".to_owned() } else { format!("{errors} of {requests}") }
+                        if errors == 0 {
+                            "0".to_owned()
+                        } else {
+                            format!("{errors} of {requests}")
+                        }
                     );
                     if errors == 0 {
                         report.load.insert((name, route), (ratio, p99r));
@@ -804,7 +1066,11 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -831,25 +1097,51 @@ impl Report {
                 Some((r, _)) => format!("{r:.2}× {}", status(*r >= goal)),
                 None => "not measured (or errors)".into(),
             };
-            println!("| {what} | ≥ {goal}× no auth | {} | {} |", cell(Route::Invoke), cell(Route::Whoami));
+            println!(
+                "| {what} | ≥ {goal}× no auth | {} | {} |",
+                cell(Route::Invoke),
+                cell(Route::Whoami)
+            );
         };
-        ratio_row("fresh-sandbox plugin (api-key) throughput", "api-key plugin", 0.6);
-        ratio_row("plugin with a cache hint throughput", "cache-hint plugin", 0.9);
+        ratio_row(
+            "fresh-sandbox plugin (api-key) throughput",
+            "api-key plugin",
+            0.6,
+        );
+        ratio_row(
+            "plugin with a cache hint throughput",
+            "cache-hint plugin",
+            0.9,
+        );
         ratio_row("built-in JWT HS256 throughput", "JWT HS256", 0.9);
         let p99 = |route| match self.load.get(&("api-key plugin", route)) {
             Some((_, p)) => format!("{p:.2}× {}", status(*p <= 2.0)),
             None => "not measured (or errors)".into(),
         };
-        println!("| p99 with a plugin (api-key) | ≤ 2× no-auth p99 | {} | {} |", p99(Route::Invoke), p99(Route::Whoami));
+        println!(
+            "| p99 with a plugin (api-key) | ≤ 2× no-auth p99 | {} | {} |",
+            p99(Route::Invoke),
+            p99(Route::Whoami)
+        );
         println!();
         println!("| target | goal | measured |");
         println!("|---|---|---:|");
         match self.micro.get("plugin") {
-            Some(d) => println!("| plugin instantiate + call, p50, one thread | ≤ 10 µs | {} {} |", us(*d), status(*d <= Duration::from_micros(10))),
-            None => println!("| plugin instantiate + call, p50, one thread | ≤ 10 µs | not measured |"),
+            Some(d) => println!(
+                "| plugin instantiate + call, p50, one thread | ≤ 10 µs | {} {} |",
+                us(*d),
+                status(*d <= Duration::from_micros(10))
+            ),
+            None => {
+                println!("| plugin instantiate + call, p50, one thread | ≤ 10 µs | not measured |")
+            }
         }
         match self.startup_warm {
-            Some(d) => println!("| server start with three plugins, warm | ≤ 300 ms | {} {} |", ms(d), status(d <= Duration::from_millis(300))),
+            Some(d) => println!(
+                "| server start with three plugins, warm | ≤ 300 ms | {} {} |",
+                ms(d),
+                status(d <= Duration::from_millis(300))
+            ),
             None => println!("| server start with three plugins, warm | ≤ 300 ms | not measured |"),
         }
         println!();
@@ -866,14 +1158,21 @@ mod upstream {
     use axum::extract::Request;
     use axum::response::Response;
 
-    const ANSWER: &str = r#"{"ok":true,"output":{"messages":[{"role":"assistant","content":"hi"}]}}"#;
+    const ANSWER: &str =
+        r#"{"ok":true,"output":{"messages":[{"role":"assistant","content":"hi"}]}}"#;
 
     /// A single-threaded server answering every request with a small JSON body.
     pub fn main() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            eprintln!("bench upstream listening on http://{}", listener.local_addr().unwrap());
+            eprintln!(
+                "bench upstream listening on http://{}",
+                listener.local_addr().unwrap()
+            );
             let app = Router::new().fallback(answer);
             axum::serve(listener, app).await.unwrap();
         });
@@ -882,6 +1181,9 @@ mod upstream {
     async fn answer(req: Request) -> Response {
         // Read the body, as a real agent would.
         let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
-        Response::builder().header("content-type", "application/json").body(Body::from(ANSWER)).unwrap()
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(ANSWER))
+            .unwrap()
     }
 }

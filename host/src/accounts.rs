@@ -16,8 +16,8 @@ use crate::passwords::{self, PasswordError};
 use crate::secrets::{KeyOrigin, SecretBox};
 use crate::settings::{AccountSettings, SettingError};
 use crate::store::{
-    AttemptKeys, AttemptOutcome, AttemptVerdict, LockScope, NewUser, RotateOutcome, SledStore, Store, StoreError,
-    User, UserUpdate, hash_api_key, new_id, unix_now,
+    AttemptKeys, AttemptOutcome, AttemptVerdict, LockScope, NewUser, RotateOutcome, SledStore,
+    Store, StoreError, User, UserUpdate, hash_api_key, new_id, unix_now,
 };
 
 /// Claim that tells access tokens from refresh tokens.
@@ -81,13 +81,18 @@ impl Accounts {
     pub async fn open(cfg: &Config) -> Result<Accounts, AccountsError> {
         let settings = AccountSettings::from_env(&cfg.env, &cfg.dir())?;
         // Owner-only before anything (key file, database) is written into it.
-        crate::store::permissions::private_dir(&settings.data_dir).map_err(|e| AccountsError::Store {
-            path: settings.data_dir.display().to_string(),
-            reason: format!("cannot make it private (0700): {e}"),
+        crate::store::permissions::private_dir(&settings.data_dir).map_err(|e| {
+            AccountsError::Store {
+                path: settings.data_dir.display().to_string(),
+                reason: format!("cannot make it private (0700): {e}"),
+            }
         })?;
         let hashers = passwords::pool::configure(settings.login.hash_concurrency);
         if hashers != settings.login.hash_concurrency {
-            tracing::warn!(in_force = hashers, "the password hashing pool was sized before AGENTFLOW_PASSWORD_HASH_CONCURRENCY was read");
+            tracing::warn!(
+                in_force = hashers,
+                "the password hashing pool was sized before AGENTFLOW_PASSWORD_HASH_CONCURRENCY was read"
+            );
         }
         let (secrets, origin) = SecretBox::from_settings(
             settings.secret_key.as_deref(),
@@ -99,13 +104,19 @@ impl Accounts {
                 path = %path.display(),
                 "no AGENTFLOW_SECRET_KEY: generated one in the data dir; multi-instance deployments must set AGENTFLOW_SECRET_KEY"
             ),
-            KeyOrigin::File { path, loose_permissions: true } => {
+            KeyOrigin::File {
+                path,
+                loose_permissions: true,
+            } => {
                 tracing::warn!(path = %path.display(), "the secret key file is readable by others; chmod 600 it")
             }
             _ => {}
         }
         let store = open_store(&settings)?;
-        let jwt = match (JwtSigner::from_env(&cfg.env, &cfg.dir()), JwtVerifier::from_env(&cfg.env, &cfg.dir(), &Default::default())) {
+        let jwt = match (
+            JwtSigner::from_env(&cfg.env, &cfg.dir()),
+            JwtVerifier::from_env(&cfg.env, &cfg.dir(), &Default::default()),
+        ) {
             (Ok(s), Ok(v)) => Some((s, v)),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::info!("login is disabled until the JWT key is configured ({e})");
@@ -113,12 +124,29 @@ impl Accounts {
             }
         };
         if settings.auto_login {
-            tracing::warn!("AGENTFLOW_AUTO_LOGIN is on: GET /v1/auto_login hands a superuser token to anyone who asks");
+            tracing::warn!(
+                "AGENTFLOW_AUTO_LOGIN is on: GET /v1/auto_login hands a superuser token to anyone who asks"
+            );
         }
-        let throttle = AddressThrottle::new(settings.login.attempts_per_minute, settings.login.in_flight_per_address);
-        let accounts = Accounts { store, secrets, settings, jwt, throttle };
-        if let (Some(name), Some(password)) = (&accounts.settings.superuser, &accounts.settings.superuser_password) {
-            accounts.ensure_superuser(name, password).await.map_err(|e| AccountsError::Superuser(e.to_string()))?;
+        let throttle = AddressThrottle::new(
+            settings.login.attempts_per_minute,
+            settings.login.in_flight_per_address,
+        );
+        let accounts = Accounts {
+            store,
+            secrets,
+            settings,
+            jwt,
+            throttle,
+        };
+        if let (Some(name), Some(password)) = (
+            &accounts.settings.superuser,
+            &accounts.settings.superuser_password,
+        ) {
+            accounts
+                .ensure_superuser(name, password)
+                .await
+                .map_err(|e| AccountsError::Superuser(e.to_string()))?;
         }
         Ok(accounts)
     }
@@ -132,15 +160,27 @@ impl Accounts {
             // Names stored before the ASCII rule keep working; new ones follow it.
             validate_username(username)?;
         }
-        let hash = passwords::hash_password_async(password.to_owned()).await.map_err(internal)?;
+        let hash = passwords::hash_password_async(password.to_owned())
+            .await
+            .map_err(internal)?;
         let now = unix_now();
         match existing {
             Some(user) => {
-                let update = UserUpdate { password_hash: Some(hash), is_active: Some(true), is_superuser: Some(true), username: None };
+                let update = UserUpdate {
+                    password_hash: Some(hash),
+                    is_active: Some(true),
+                    is_superuser: Some(true),
+                    username: None,
+                };
                 Ok(self.store.update_user(&user.id, update, now).await?)
             }
             None => {
-                let new = NewUser { username: username.to_owned(), password_hash: hash, is_active: true, is_superuser: true };
+                let new = NewUser {
+                    username: username.to_owned(),
+                    password_hash: hash,
+                    is_active: true,
+                    is_superuser: true,
+                };
                 Ok(self.store.create_user(new, now).await?)
             }
         }
@@ -153,12 +193,19 @@ impl Accounts {
     /// hashing (429 when either is locked), the password checked within the
     /// bounded hashing pool (429 when it stays busy), and only a right
     /// password on an active account clears this address's counter.
-    pub async fn login(&self, username: &str, password: &str, client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<TokenPair, ApiError> {
         let address = ClientKey::of(client);
-        let mut ticket = self
-            .throttle
-            .admit(&address, Instant::now())
-            .map_err(|t| too_many("Too many login attempts from your address; try again later", t.retry_after))?;
+        let mut ticket = self.throttle.admit(&address, Instant::now()).map_err(|t| {
+            too_many(
+                "Too many login attempts from your address; try again later",
+                t.retry_after,
+            )
+        })?;
         // No account has a longer name (the rule is public), and a huge name
         // must not become a counter key.
         if username.chars().count() > MAX_USERNAME_CHARS {
@@ -167,13 +214,29 @@ impl Accounts {
         let name = canonical_username(username);
         let keys = AttemptKeys::new(&name, address.as_str());
         let policy = self.settings.login.policy();
-        match self.store.begin_login_attempt(&keys, unix_now(), policy).await? {
+        match self
+            .store
+            .begin_login_attempt(&keys, unix_now(), policy)
+            .await?
+        {
             AttemptVerdict::Admitted => {}
-            AttemptVerdict::Locked { retry_after, scope: LockScope::Address } => {
-                return Err(too_many("Too many failed login attempts; try again later", retry_after));
+            AttemptVerdict::Locked {
+                retry_after,
+                scope: LockScope::Address,
+            } => {
+                return Err(too_many(
+                    "Too many failed login attempts; try again later",
+                    retry_after,
+                ));
             }
-            AttemptVerdict::Locked { retry_after, scope: LockScope::Account } => {
-                return Err(too_many("Too many failed login attempts on this account; try again later", retry_after));
+            AttemptVerdict::Locked {
+                retry_after,
+                scope: LockScope::Account,
+            } => {
+                return Err(too_many(
+                    "Too many failed login attempts on this account; try again later",
+                    retry_after,
+                ));
             }
         }
         let verified = match self.check_password(&name, username, password).await {
@@ -181,7 +244,9 @@ impl Accounts {
             Err(e) => {
                 // Never checked: neither the address nor the account pays for it.
                 ticket.refund();
-                self.store.finish_login_attempt(&keys, AttemptOutcome::NotChecked, policy).await?;
+                self.store
+                    .finish_login_attempt(&keys, AttemptOutcome::NotChecked, policy)
+                    .await?;
                 return Err(e);
             }
         };
@@ -191,9 +256,14 @@ impl Accounts {
             return Err(wrong_credentials());
         };
         if !user.is_active {
-            return Err(ApiError::InvalidCredentials { detail: "Your account is not active; ask an administrator to activate it".into(), invalid_token: false });
+            return Err(ApiError::InvalidCredentials {
+                detail: "Your account is not active; ask an administrator to activate it".into(),
+                invalid_token: false,
+            });
         }
-        self.store.finish_login_attempt(&keys, AttemptOutcome::Succeeded, policy).await?;
+        self.store
+            .finish_login_attempt(&keys, AttemptOutcome::Succeeded, policy)
+            .await?;
         ticket.refund();
         self.start_login(&user).await
     }
@@ -202,7 +272,12 @@ impl Accounts {
     /// normalization, `raw` if the password matches; `None` for an unknown
     /// user or a wrong password (both cost one hash). `Err` when the
     /// password was not checked.
-    async fn check_password(&self, name: &str, raw: &str, password: &str) -> Result<Option<User>, ApiError> {
+    async fn check_password(
+        &self,
+        name: &str,
+        raw: &str,
+        password: &str,
+    ) -> Result<Option<User>, ApiError> {
         let user = match self.find_user_by_name(name).await? {
             Some(user) => Some(user),
             None if raw != name => self.find_user_by_name(raw).await?,
@@ -213,16 +288,21 @@ impl Accounts {
             return Ok(None);
         }
         let checked = match &user {
-            Some(u) => passwords::verify_password_async(password.to_owned(), u.password_hash.clone()).await,
+            Some(u) => {
+                passwords::verify_password_async(password.to_owned(), u.password_hash.clone()).await
+            }
             // Same work as a real check, so timing does not reveal which usernames exist.
-            None => passwords::dummy_verify_async(password.to_owned()).await.map(|()| false),
+            None => passwords::dummy_verify_async(password.to_owned())
+                .await
+                .map(|()| false),
         };
         match checked {
             Ok(true) => Ok(user),
             Ok(false) => Ok(None),
-            Err(PasswordError::Busy { retry_after }) => {
-                Err(too_many("The server is busy checking passwords; try again shortly", retry_after))
-            }
+            Err(PasswordError::Busy { retry_after }) => Err(too_many(
+                "The server is busy checking passwords; try again shortly",
+                retry_after,
+            )),
             Err(e) => Err(internal(e)),
         }
     }
@@ -248,15 +328,30 @@ impl Accounts {
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, ApiError> {
         let (family, jti, user_id) = self.refresh_claims(refresh_token)?;
         let next = new_id();
-        match self.store.rotate_family(&family, &jti, &next).await.map_err(not_found_is_invalid)? {
+        match self
+            .store
+            .rotate_family(&family, &jti, &next)
+            .await
+            .map_err(not_found_is_invalid)?
+        {
             RotateOutcome::Rotated(_) => {}
             RotateOutcome::ReuseDetected(_) => {
-                tracing::warn!(user_id, "refresh token reused: the login's whole token family is revoked");
-                return Err(invalid_refresh("refresh token was already used; this login has been revoked"));
+                tracing::warn!(
+                    user_id,
+                    "refresh token reused: the login's whole token family is revoked"
+                );
+                return Err(invalid_refresh(
+                    "refresh token was already used; this login has been revoked",
+                ));
             }
-            RotateOutcome::Revoked(_) => return Err(invalid_refresh("this login has been revoked")),
+            RotateOutcome::Revoked(_) => {
+                return Err(invalid_refresh("this login has been revoked"));
+            }
         }
-        let user = self.active_user(&user_id).await.map_err(|_| invalid_refresh("account is not active"))?;
+        let user = self
+            .active_user(&user_id)
+            .await
+            .map_err(|_| invalid_refresh("account is not active"))?;
         self.sign_pair(&user, &family, &next)
     }
 
@@ -279,22 +374,37 @@ impl Accounts {
             Value::Object(claims) => signer.sign(&claims).map_err(internal),
             _ => Err(ApiError::Internal("token claims must be an object".into())),
         };
-        Ok(TokenPair { access_token: sign(access)?, refresh_token: sign(refresh)?, token_type: "bearer", expires_in: ttl })
+        Ok(TokenPair {
+            access_token: sign(access)?,
+            refresh_token: sign(refresh)?,
+            token_type: "bearer",
+            expires_in: ttl,
+        })
     }
 
     /// Revokes the login a refresh token belongs to.
     pub async fn logout(&self, refresh_token: &str) -> Result<(), ApiError> {
         let (family, _, _) = self.refresh_claims(refresh_token)?;
-        self.store.revoke_family(&family).await.map_err(not_found_is_invalid)?;
+        self.store
+            .revoke_family(&family)
+            .await
+            .map_err(not_found_is_invalid)?;
         Ok(())
     }
 
     /// (family, jti, user id) of a valid refresh token.
     fn refresh_claims(&self, token: &str) -> Result<(String, String, String), ApiError> {
         let (_, verifier) = self.jwt()?;
-        let claims = verifier.claims(token).map_err(|e| invalid_refresh(&e.to_string()))?;
+        let claims = verifier
+            .claims(token)
+            .map_err(|e| invalid_refresh(&e.to_string()))?;
         let get = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
-        match (get(TOKEN_TYPE_CLAIM).as_deref(), get("fam"), get("jti"), get("sub")) {
+        match (
+            get(TOKEN_TYPE_CLAIM).as_deref(),
+            get("fam"),
+            get("jti"),
+            get("sub"),
+        ) {
             (Some("refresh"), Some(fam), Some(jti), Some(sub)) => Ok((fam, jti, sub)),
             _ => Err(invalid_refresh("not a refresh token")),
         }
@@ -303,12 +413,22 @@ impl Accounts {
     /// A token for the auto-login superuser (only when AUTO_LOGIN is on).
     pub async fn auto_login(&self) -> Result<TokenPair, ApiError> {
         if !self.settings.auto_login {
-            return Err(ApiError::Forbidden("Auto login is disabled (AGENTFLOW_AUTO_LOGIN=False)".into()));
+            return Err(ApiError::Forbidden(
+                "Auto login is disabled (AGENTFLOW_AUTO_LOGIN=False)".into(),
+            ));
         }
-        let name = self.settings.superuser.clone().unwrap_or_else(|| "agentflow".into());
+        let name = self
+            .settings
+            .superuser
+            .clone()
+            .unwrap_or_else(|| "agentflow".into());
         let user = match self.store.get_user_by_username(&name).await {
             Ok(u) if u.is_superuser && u.is_active => u,
-            Ok(_) => return Err(ApiError::Forbidden(format!("auto login user {name:?} is not an active superuser"))),
+            Ok(_) => {
+                return Err(ApiError::Forbidden(format!(
+                    "auto login user {name:?} is not an active superuser"
+                )));
+            }
             Err(StoreError::NotFound) => {
                 let random = crate::secrets::SecretBox::generate_key();
                 self.ensure_superuser(&name, &random).await?
@@ -322,10 +442,14 @@ impl Accounts {
     pub async fn active_user(&self, user_id: &str) -> Result<User, ApiError> {
         match self.store.get_user(user_id).await {
             Ok(u) if u.is_active => Ok(u),
-            Ok(_) => Err(ApiError::InvalidCredentials { detail: "account is not active".into(), invalid_token: false }),
-            Err(StoreError::NotFound) => {
-                Err(ApiError::InvalidCredentials { detail: "account no longer exists".into(), invalid_token: false })
-            }
+            Ok(_) => Err(ApiError::InvalidCredentials {
+                detail: "account is not active".into(),
+                invalid_token: false,
+            }),
+            Err(StoreError::NotFound) => Err(ApiError::InvalidCredentials {
+                detail: "account no longer exists".into(),
+                invalid_token: false,
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -337,7 +461,10 @@ impl Accounts {
     // No cache: one sled read per lookup is cheap, and a cache would delay
     // revocation.
     pub async fn resume_login(&self, mut who: Identity) -> Result<Authenticated, ApiError> {
-        let refused = |why: &str| ApiError::InvalidCredentials { detail: format!("invalid token: {why}"), invalid_token: true };
+        let refused = |why: &str| ApiError::InvalidCredentials {
+            detail: format!("invalid token: {why}"),
+            invalid_token: true,
+        };
         let login = who
             .claims
             .get(LOGIN_CLAIM)
@@ -346,32 +473,50 @@ impl Accounts {
             .to_owned();
         let family = match self.store.get_family(&login).await {
             Ok(f) if f.user_id == who.user_id => f,
-            Ok(_) | Err(StoreError::NotFound) => return Err(refused("unknown login; log in again")),
+            Ok(_) | Err(StoreError::NotFound) => {
+                return Err(refused("unknown login; log in again"));
+            }
             Err(e) => return Err(e.into()),
         };
         if family.revoked {
-            return Err(refused("this login has ended (logged out, or its refresh token was reused)"));
+            return Err(refused(
+                "this login has ended (logged out, or its refresh token was reused)",
+            ));
         }
         let user = match self.store.get_user(&family.user_id).await {
             Ok(u) if u.is_active => u,
-            Ok(_) | Err(StoreError::NotFound) => return Err(refused("the account is no longer active")),
+            Ok(_) | Err(StoreError::NotFound) => {
+                return Err(refused("the account is no longer active"));
+            }
             Err(e) => return Err(e.into()),
         };
         who.roles = roles_of(&user);
         // The agent and `/v1/whoami` see the claims too: keep them truthful.
         who.claims.insert("roles".into(), json!(who.roles));
-        Ok(Authenticated { identity: who, origin: IdentityOrigin::Account { user_id: user.id, login } })
+        Ok(Authenticated {
+            identity: who,
+            origin: IdentityOrigin::Account {
+                user_id: user.id,
+                login,
+            },
+        })
     }
 
     /// Authenticates an `x-api-key` value issued by `POST /v1/api-keys`.
     pub async fn authenticate_api_key(&self, key: &str) -> Result<Authenticated, ApiError> {
-        let refused = || ApiError::InvalidCredentials { detail: "invalid API key".into(), invalid_token: false };
+        let refused = || ApiError::InvalidCredentials {
+            detail: "invalid API key".into(),
+            invalid_token: false,
+        };
         let record = match self.store.get_api_key_by_hash(&hash_api_key(key)).await {
             Ok(r) => r,
             Err(StoreError::NotFound) => return Err(refused()),
             Err(e) => return Err(e.into()),
         };
-        let user = self.active_user(&record.user_id).await.map_err(|_| refused())?;
+        let user = self
+            .active_user(&record.user_id)
+            .await
+            .map_err(|_| refused())?;
         if let Err(e) = self.store.touch_api_key(&record.id, unix_now()).await {
             tracing::warn!(error = %e, "could not record API key use");
         }
@@ -379,8 +524,18 @@ impl Accounts {
         claims.insert("auth_method".into(), json!("api_key"));
         claims.insert("api_key_id".into(), json!(record.id));
         claims.insert("username".into(), json!(user.username));
-        let identity = Identity { user_id: user.id.clone(), roles: roles_of(&user), claims };
-        Ok(Authenticated { identity, origin: IdentityOrigin::ApiKey { user_id: user.id, key_id: record.id } })
+        let identity = Identity {
+            user_id: user.id.clone(),
+            roles: roles_of(&user),
+            claims,
+        };
+        Ok(Authenticated {
+            identity,
+            origin: IdentityOrigin::ApiKey {
+                user_id: user.id,
+                key_id: record.id,
+            },
+        })
     }
 
     /// Forgets failed-login counters older than the lockout window every few
@@ -391,9 +546,12 @@ impl Accounts {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
             loop {
                 every.tick().await;
-                let Some(accounts) = accounts.upgrade() else { break };
+                let Some(accounts) = accounts.upgrade() else {
+                    break;
+                };
                 accounts.throttle.prune(Instant::now());
-                let before = unix_now().saturating_sub(accounts.settings.login.policy().memory_secs());
+                let before =
+                    unix_now().saturating_sub(accounts.settings.login.policy().memory_secs());
                 if let Err(e) = accounts.store.prune_failures(before).await {
                     tracing::warn!(error = %e, "pruning failed-login counters failed");
                 }
@@ -402,7 +560,9 @@ impl Accounts {
     }
 
     fn jwt(&self) -> Result<&(JwtSigner, JwtVerifier), ApiError> {
-        self.jwt.as_ref().ok_or_else(|| ApiError::Unavailable("login needs JWT_SECRET_KEY (see .env.example)".into()))
+        self.jwt.as_ref().ok_or_else(|| {
+            ApiError::Unavailable("login needs JWT_SECRET_KEY (see .env.example)".into())
+        })
     }
 }
 
@@ -424,7 +584,11 @@ impl PluginSecrets {
         granted: &[&str],
     ) -> Result<PluginSecrets, ApiError> {
         let mut variables = std::collections::HashMap::new();
-        let wanted: Vec<&str> = granted.iter().copied().filter(|name| env.get(name).is_none()).collect();
+        let wanted: Vec<&str> = granted
+            .iter()
+            .copied()
+            .filter(|name| env.get(name).is_none())
+            .collect();
         if let (Some(name), false) = (&accounts.settings.superuser, wanted.is_empty()) {
             let owner = accounts.store.get_user_by_username(name).await?;
             for v in accounts.store.list_variables(&owner.id).await? {
@@ -435,7 +599,9 @@ impl PluginSecrets {
                     Ok(bytes) => {
                         variables.insert(v.name, String::from_utf8_lossy(&bytes).into_owned());
                     }
-                    Err(e) => tracing::warn!(variable = %v.name, error = %e, "cannot decrypt a variable for plugin secrets"),
+                    Err(e) => {
+                        tracing::warn!(variable = %v.name, error = %e, "cannot decrypt a variable for plugin secrets")
+                    }
                 }
             }
         }
@@ -445,7 +611,9 @@ impl PluginSecrets {
 
 impl crate::plugins::SecretSource for PluginSecrets {
     fn secret(&self, name: &str) -> Option<String> {
-        self.env.get(name).or_else(|| self.variables.get(name).cloned())
+        self.env
+            .get(name)
+            .or_else(|| self.variables.get(name).cloned())
     }
 }
 
@@ -473,11 +641,15 @@ pub fn canonical_username(name: &str) -> String {
 /// letters) finds the same account; case is ignored when comparing.
 pub fn validate_username(name: &str) -> Result<(), ApiError> {
     let ok = (3..=MAX_USERNAME_CHARS).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest("username must be 3-64 ASCII letters, digits, '.', '_', '-' or '@'".into()))
+        Err(ApiError::BadRequest(
+            "username must be 3-64 ASCII letters, digits, '.', '_', '-' or '@'".into(),
+        ))
     }
 }
 
@@ -486,7 +658,9 @@ pub fn validate_password(password: &str) -> Result<(), ApiError> {
     if (8..=MAX_PASSWORD_CHARS).contains(&password.chars().count()) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest("password must be 8-1024 characters".into()))
+        Err(ApiError::BadRequest(
+            "password must be 8-1024 characters".into(),
+        ))
     }
 }
 
@@ -495,14 +669,19 @@ fn open_store(settings: &AccountSettings) -> Result<SledStore, AccountsError> {
     SledStore::open(&path).map_err(|e| AccountsError::Store {
         path: settings.data_dir.display().to_string(),
         reason: match e.to_string() {
-            s if s.contains("WouldBlock") || s.contains("lock") => format!("{s} (is another agentflow using it?)"),
+            s if s.contains("WouldBlock") || s.contains("lock") => {
+                format!("{s} (is another agentflow using it?)")
+            }
             s => s,
         },
     })
 }
 
 fn invalid_refresh(why: &str) -> ApiError {
-    ApiError::InvalidCredentials { detail: format!("invalid refresh token: {why}"), invalid_token: true }
+    ApiError::InvalidCredentials {
+        detail: format!("invalid refresh token: {why}"),
+        invalid_token: true,
+    }
 }
 
 fn not_found_is_invalid(e: StoreError) -> ApiError {
@@ -513,11 +692,17 @@ fn not_found_is_invalid(e: StoreError) -> ApiError {
 }
 
 fn too_many(detail: &str, retry_after: u64) -> ApiError {
-    ApiError::TooManyRequests { detail: detail.into(), retry_after: retry_after.max(1) }
+    ApiError::TooManyRequests {
+        detail: detail.into(),
+        retry_after: retry_after.max(1),
+    }
 }
 
 fn wrong_credentials() -> ApiError {
-    ApiError::InvalidCredentials { detail: "Incorrect username or password".into(), invalid_token: false }
+    ApiError::InvalidCredentials {
+        detail: "Incorrect username or password".into(),
+        invalid_token: false,
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -22,7 +22,11 @@ pub struct ConfigError {
 impl ConfigError {
     /// A mistake at `key` of `file`.
     pub fn new(file: impl Into<String>, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { file: file.into(), key: key.into(), reason: reason.into() }
+        ConfigError {
+            file: file.into(),
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -112,7 +116,10 @@ impl JwtOptions {
         }
         if let Some(url) = &self.jwks_url {
             if self.discovery {
-                return Err((at("discovery"), "use either \"jwks_url\" or \"discovery\", not both".into()));
+                return Err((
+                    at("discovery"),
+                    "use either \"jwks_url\" or \"discovery\", not both".into(),
+                ));
             }
             check_key_url(url).map_err(|r| (at("jwks_url"), r))?;
         }
@@ -135,10 +142,16 @@ impl JwtOptions {
         for (name, value, range) in remote_only {
             let Some(v) = value else { continue };
             if !self.is_remote() {
-                return Err((at(name), "only applies with \"jwks_url\" or \"discovery\"".into()));
+                return Err((
+                    at(name),
+                    "only applies with \"jwks_url\" or \"discovery\"".into(),
+                ));
             }
             if !range.contains(&v) {
-                return Err((at(name), format!("must be between {} and {}", range.start(), range.end())));
+                return Err((
+                    at(name),
+                    format!("must be between {} and {}", range.start(), range.end()),
+                ));
             }
         }
         if self.token_cache.is_some_and(|n| n > 1_000_000) {
@@ -155,15 +168,24 @@ pub(crate) fn check_key_url(url: &str) -> Result<(), String> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(&parsed) => Ok(()),
-        "http" => Err(format!("{url:?}: keys must come over https (plain http is allowed for 127.0.0.1 / localhost only)")),
-        other => Err(format!("{url:?}: scheme {other:?} is not supported; use https://")),
+        "http" => Err(format!(
+            "{url:?}: keys must come over https (plain http is allowed for 127.0.0.1 / localhost only)"
+        )),
+        other => Err(format!(
+            "{url:?}: scheme {other:?} is not supported; use https://"
+        )),
     }
 }
 
 fn is_loopback(url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else { return false };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A plugin named in the config, with its limits resolved.
@@ -239,7 +261,11 @@ impl Default for PluginDefaults {
 /// `AGENTFLOW_DATA_DIR` resolved against the config file's folder, else
 /// `data/` beside the config file.
 pub fn data_dir(env: &Env, config_dir: &Path) -> PathBuf {
-    match env.get("AGENTFLOW_DATA_DIR").map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()) {
+    match env
+        .get("AGENTFLOW_DATA_DIR")
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+    {
         Some(dir) => config_dir.join(dir),
         None => config_dir.join("data"),
     }
@@ -259,12 +285,16 @@ impl Env {
 
     /// An environment with extra variables, as if read from an `env` file.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        Env { from_file: pairs.into_iter().collect() }
+        Env {
+            from_file: pairs.into_iter().collect(),
+        }
     }
 
     /// The value of `name`: the real environment wins over the `env` file.
     pub fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().or_else(|| self.from_file.get(name).cloned())
+        std::env::var(name)
+            .ok()
+            .or_else(|| self.from_file.get(name).cloned())
     }
 }
 
@@ -323,12 +353,19 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let err = |key: &str, reason: String| ConfigError::new(&file, key, reason);
-        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", format!("cannot read: {e}")))?;
-        let raw: RawConfig = serde_json::from_str(&text).map_err(|e| err(top_level_key(&e), e.to_string()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("(file)", format!("cannot read: {e}")))?;
+        let raw: RawConfig =
+            serde_json::from_str(&text).map_err(|e| err(top_level_key(&e), e.to_string()))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let plugins = raw.plugins.unwrap_or_default();
-        check_limits(&plugins.memory_mb, &plugins.timeout_ms, "plugins").map_err(|(k, r)| err(&k, r))?;
+        check_limits(&plugins.memory_mb, &plugins.timeout_ms, "plugins")
+            .map_err(|(k, r)| err(&k, r))?;
         check_kv(plugins.kv_kb, "plugins").map_err(|(k, r)| err(&k, r))?;
 
         let env = match &raw.env {
@@ -339,7 +376,8 @@ impl Config {
                 let iter = dotenvy::from_path_iter(&env_path)
                     .map_err(|e| err("env", format!("cannot read {}: {e}", env_path.display())))?;
                 for item in iter {
-                    let (k, v) = item.map_err(|e| err("env", format!("{}: {e}", env_path.display())))?;
+                    let (k, v) =
+                        item.map_err(|e| err("env", format!("{}: {e}", env_path.display())))?;
                     from_file.insert(k, v);
                 }
                 Env { from_file }
@@ -351,7 +389,10 @@ impl Config {
             Some(url) => Some(parse_agent_url(&url).map_err(|r| err("agent", r))?),
         };
 
-        let ctx = Ctx { dir: &dir, defaults: &plugins };
+        let ctx = Ctx {
+            dir: &dir,
+            defaults: &plugins,
+        };
         let auth = match &raw.auth {
             Value::Null => Vec::new(),
             Value::Array(items) => items
@@ -360,18 +401,35 @@ impl Config {
                 .map(|(i, v)| ctx.auth_method(v, &format!("auth[{i}]")))
                 .collect::<Result<_, _>>()
                 .map_err(|(k, r)| err(&k, r))?,
-            single => vec![ctx.auth_method(single, "auth").map_err(|(k, r)| err(&k, r))?],
+            single => vec![
+                ctx.auth_method(single, "auth")
+                    .map_err(|(k, r)| err(&k, r))?,
+            ],
         };
         let authorization = match &raw.authorization {
             Value::Null => None,
-            v => Some(ctx.plugin(v, "authorization", None).map_err(|(k, r)| err(&k, r))?),
+            v => Some(
+                ctx.plugin(v, "authorization", None)
+                    .map_err(|(k, r)| err(&k, r))?,
+            ),
         };
-        check_unique_names(&raw.auth, &auth, &raw.authorization, authorization.as_ref()).map_err(|(k, r)| err(&k, r))?;
+        check_unique_names(&raw.auth, &auth, &raw.authorization, authorization.as_ref())
+            .map_err(|(k, r)| err(&k, r))?;
 
-        let cors = crate::cors::CorsPolicy::from_config(&raw.cors, &env).map_err(|(k, r)| err(&k, r))?;
+        let cors =
+            crate::cors::CorsPolicy::from_config(&raw.cors, &env).map_err(|(k, r)| err(&k, r))?;
         let upstream = upstream_settings(&raw.upstream, &env, &dir).map_err(|(k, r)| err(&k, r))?;
 
-        Ok(Config { file: path.to_path_buf(), agent, env, auth, authorization, plugins, cors, upstream })
+        Ok(Config {
+            file: path.to_path_buf(),
+            agent,
+            env,
+            auth,
+            authorization,
+            plugins,
+            cors,
+            upstream,
+        })
     }
 
     /// Every plugin the config names: the `auth` plugins, then the
@@ -388,7 +446,10 @@ impl Config {
 
     /// The folder relative paths are resolved against.
     pub fn dir(&self) -> PathBuf {
-        self.file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+        self.file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     }
 
     /// The options of the first `jwt` auth method, if one is configured.
@@ -415,7 +476,9 @@ impl Ctx<'_> {
             Value::String(s) if s == "api_key" => Ok(AuthMethodConfig::ApiKey),
             Value::String(s) => Err((
                 key.to_owned(),
-                format!("unknown auth method {s:?}; use \"jwt\", \"api_key\" or {{\"method\": \"custom\", \"path\": \"plugin.wasm\"}}"),
+                format!(
+                    "unknown auth method {s:?}; use \"jwt\", \"api_key\" or {{\"method\": \"custom\", \"path\": \"plugin.wasm\"}}"
+                ),
             )),
             Value::Object(map) => match map.get("method").and_then(Value::as_str) {
                 Some("jwt") => {
@@ -426,11 +489,24 @@ impl Ctx<'_> {
                     opts.check(key)?;
                     Ok(AuthMethodConfig::Jwt(opts))
                 }
-                Some("custom") => Ok(AuthMethodConfig::Plugin(self.plugin(v, key, Some("custom"))?)),
-                Some(other) => Err((format!("{key}.method"), format!("unknown method {other:?}; use \"jwt\" or \"custom\""))),
-                None => Err((format!("{key}.method"), "missing; use \"jwt\" or \"custom\"".into())),
+                Some("custom") => Ok(AuthMethodConfig::Plugin(self.plugin(
+                    v,
+                    key,
+                    Some("custom"),
+                )?)),
+                Some(other) => Err((
+                    format!("{key}.method"),
+                    format!("unknown method {other:?}; use \"jwt\" or \"custom\""),
+                )),
+                None => Err((
+                    format!("{key}.method"),
+                    "missing; use \"jwt\" or \"custom\"".into(),
+                )),
             },
-            _ => Err((key.to_owned(), "must be \"jwt\", an object with \"method\", or a list of these".into())),
+            _ => Err((
+                key.to_owned(),
+                "must be \"jwt\", an object with \"method\", or a list of these".into(),
+            )),
         }
     }
 
@@ -449,20 +525,33 @@ impl Ctx<'_> {
                 reuse_instance: false,
                 credential_headers: Vec::new(),
             },
-            Value::Object(_) => serde_json::from_value(v.clone()).map_err(|e| (key.to_owned(), e.to_string()))?,
-            _ => return Err((key.to_owned(), "must be a path or an object with \"path\"".into())),
+            Value::Object(_) => {
+                serde_json::from_value(v.clone()).map_err(|e| (key.to_owned(), e.to_string()))?
+            }
+            _ => {
+                return Err((
+                    key.to_owned(),
+                    "must be a path or an object with \"path\"".into(),
+                ));
+            }
         };
         if raw.method.is_some() && method.is_none() {
             return Err((format!("{key}.method"), "not allowed here".into()));
         }
         let path = self.dir.join(&raw.path);
         if !path.exists() {
-            return Err((format!("{key}.path"), format!("file not found: {}", path.display())));
+            return Err((
+                format!("{key}.path"),
+                format!("file not found: {}", path.display()),
+            ));
         }
         let name = match raw.name {
             Some(n) if !n.trim().is_empty() => n,
             Some(_) => return Err((format!("{key}.name"), "must not be empty".into())),
-            None => path.file_stem().map(|s| s.to_string_lossy().replace('_', "-")).unwrap_or_else(|| "plugin".into()),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace('_', "-"))
+                .unwrap_or_else(|| "plugin".into()),
         };
         let memory_mb = raw.memory_mb.unwrap_or(self.defaults.memory_mb);
         let timeout_ms = raw.timeout_ms.unwrap_or(self.defaults.timeout_ms);
@@ -476,7 +565,9 @@ impl Ctx<'_> {
             .credential_headers
             .iter()
             .enumerate()
-            .map(|(i, h)| check_header_name(h).map_err(|r| (format!("{key}.credential_headers[{i}]"), r)))
+            .map(|(i, h)| {
+                check_header_name(h).map_err(|r| (format!("{key}.credential_headers[{i}]"), r))
+            })
             .collect::<Result<_, _>>()?;
         Ok(PluginConfig {
             name,
@@ -507,14 +598,22 @@ fn check_unique_names(
     // The key of each plugin entry and its raw JSON (to tell whether the
     // name was given), in config order.
     let raw_entries: Vec<(String, &Value)> = match raw_auth {
-        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (format!("auth[{i}]"), v)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("auth[{i}]"), v))
+            .collect(),
         single => vec![("auth".to_owned(), single)],
     };
-    let plugins = auth.iter().zip(raw_entries).filter_map(|(m, (key, raw))| match m {
-        AuthMethodConfig::Plugin(p) => Some((key, raw, p)),
-        AuthMethodConfig::Jwt(_) | AuthMethodConfig::ApiKey => None,
-    });
-    let plugins = plugins.chain(authorization.map(|p| ("authorization".to_owned(), raw_authorization, p)));
+    let plugins = auth
+        .iter()
+        .zip(raw_entries)
+        .filter_map(|(m, (key, raw))| match m {
+            AuthMethodConfig::Plugin(p) => Some((key, raw, p)),
+            AuthMethodConfig::Jwt(_) | AuthMethodConfig::ApiKey => None,
+        });
+    let plugins =
+        plugins.chain(authorization.map(|p| ("authorization".to_owned(), raw_authorization, p)));
     let mut seen: Vec<(String, String)> = Vec::new();
     for (key, raw, plugin) in plugins {
         let folded = plugin.name.trim().to_lowercase();
@@ -553,7 +652,11 @@ pub struct UpstreamSettings {
 
 impl Default for UpstreamSettings {
     fn default() -> Self {
-        UpstreamSettings { token: None, headers: true, merge_body: true }
+        UpstreamSettings {
+            token: None,
+            headers: true,
+            merge_body: true,
+        }
     }
 }
 
@@ -575,7 +678,10 @@ pub enum UpstreamAlgorithm {
 impl UpstreamAlgorithm {
     /// Whether the key is a shared secret (no public half to publish).
     pub fn is_hmac(self) -> bool {
-        matches!(self, UpstreamAlgorithm::Hs256 | UpstreamAlgorithm::Hs384 | UpstreamAlgorithm::Hs512)
+        matches!(
+            self,
+            UpstreamAlgorithm::Hs256 | UpstreamAlgorithm::Hs384 | UpstreamAlgorithm::Hs512
+        )
     }
 }
 
@@ -652,8 +758,15 @@ struct RawUpstreamToken {
 fn upstream_settings(v: &Value, env: &Env, dir: &Path) -> Result<UpstreamSettings, Mistake> {
     let raw: RawUpstream = match v {
         Value::Null => return Ok(UpstreamSettings::default()),
-        Value::Object(_) => serde_json::from_value(v.clone()).map_err(|e| ("upstream".to_owned(), e.to_string()))?,
-        _ => return Err(("upstream".into(), "must be an object like {\"token\": {...}, \"headers\": true}".into())),
+        Value::Object(_) => {
+            serde_json::from_value(v.clone()).map_err(|e| ("upstream".to_owned(), e.to_string()))?
+        }
+        _ => {
+            return Err((
+                "upstream".into(),
+                "must be an object like {\"token\": {...}, \"headers\": true}".into(),
+            ));
+        }
     };
     let token = match &raw.token {
         Value::Null => None,
@@ -670,14 +783,20 @@ fn upstream_settings(v: &Value, env: &Env, dir: &Path) -> Result<UpstreamSetting
 
 fn upstream_token(v: &Value, env: &Env, dir: &Path) -> Result<UpstreamTokenConfig, Mistake> {
     let key = |k: &str| format!("upstream.token.{k}");
-    let raw: RawUpstreamToken = serde_json::from_value(v.clone()).map_err(|e| ("upstream.token".to_owned(), e.to_string()))?;
+    let raw: RawUpstreamToken = serde_json::from_value(v.clone())
+        .map_err(|e| ("upstream.token".to_owned(), e.to_string()))?;
     let algorithm = match raw.algorithm.as_deref().unwrap_or("HS256") {
         "HS256" => UpstreamAlgorithm::Hs256,
         "HS384" => UpstreamAlgorithm::Hs384,
         "HS512" => UpstreamAlgorithm::Hs512,
         "RS256" => UpstreamAlgorithm::Rs256,
         "ES256" => UpstreamAlgorithm::Es256,
-        other => return Err((key("algorithm"), format!("{other:?} is not supported; use HS256, HS384, HS512, RS256 or ES256"))),
+        other => {
+            return Err((
+                key("algorithm"),
+                format!("{other:?} is not supported; use HS256, HS384, HS512, RS256 or ES256"),
+            ));
+        }
     };
     let ttl_s = raw.ttl_s.unwrap_or(DEFAULT_UPSTREAM_TTL_S);
     if !(10..=3600).contains(&ttl_s) {
@@ -685,16 +804,25 @@ fn upstream_token(v: &Value, env: &Env, dir: &Path) -> Result<UpstreamTokenConfi
     }
     for (name, value) in [("issuer", &raw.issuer), ("audience", &raw.audience)] {
         if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
-            return Err((key(name), "must not be empty; leave it out to send no such claim".into()));
+            return Err((
+                key(name),
+                "must not be empty; leave it out to send no such claim".into(),
+            ));
         }
     }
     let key_material = if algorithm.is_hmac() {
         if raw.private_key_file.is_some() {
-            return Err((key("private_key_file"), "is for RS256/ES256; HMAC algorithms take `secret_env`".into()));
+            return Err((
+                key("private_key_file"),
+                "is for RS256/ES256; HMAC algorithms take `secret_env`".into(),
+            ));
         }
         let var = raw.secret_env.as_deref().unwrap_or("UPSTREAM_JWT_SECRET");
         if var.trim().is_empty() {
-            return Err((key("secret_env"), "must name an environment variable".into()));
+            return Err((
+                key("secret_env"),
+                "must name an environment variable".into(),
+            ));
         }
         let secret = env
             .get(var)
@@ -702,41 +830,78 @@ fn upstream_token(v: &Value, env: &Env, dir: &Path) -> Result<UpstreamTokenConfi
         if secret.len() < MIN_UPSTREAM_SECRET {
             return Err((
                 format!("env:{var}"),
-                format!("is {} bytes; HMAC secrets must be at least {MIN_UPSTREAM_SECRET} bytes (try `openssl rand -hex 32`)", secret.len()),
+                format!(
+                    "is {} bytes; HMAC secrets must be at least {MIN_UPSTREAM_SECRET} bytes (try `openssl rand -hex 32`)",
+                    secret.len()
+                ),
             ));
         }
         UpstreamKey::Secret(secret.into_bytes())
     } else {
         if raw.secret_env.is_some() {
-            return Err((key("secret_env"), "is for HMAC algorithms; RS256/ES256 take `private_key_file`".into()));
+            return Err((
+                key("secret_env"),
+                "is for HMAC algorithms; RS256/ES256 take `private_key_file`".into(),
+            ));
         }
-        let file = raw
-            .private_key_file
-            .as_deref()
-            .ok_or_else(|| (key("private_key_file"), "missing; RS256/ES256 sign with a private key PEM file".into()))?;
+        let file = raw.private_key_file.as_deref().ok_or_else(|| {
+            (
+                key("private_key_file"),
+                "missing; RS256/ES256 sign with a private key PEM file".into(),
+            )
+        })?;
         let path = dir.join(file);
-        let pem = std::fs::read_to_string(&path).map_err(|e| (key("private_key_file"), format!("cannot read {}: {e}", path.display())))?;
+        let pem = std::fs::read_to_string(&path).map_err(|e| {
+            (
+                key("private_key_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
         UpstreamKey::PrivatePem(pem)
     };
-    let cfg = UpstreamTokenConfig { algorithm, key: key_material, ttl_s, issuer: raw.issuer, audience: raw.audience };
+    let cfg = UpstreamTokenConfig {
+        algorithm,
+        key: key_material,
+        ttl_s,
+        issuer: raw.issuer,
+        audience: raw.audience,
+    };
     // Parse the key now: a PEM that cannot sign must stop the start, not the first request.
-    crate::upstream_token::TokenIssuer::new(&cfg).map_err(|r| (key(if algorithm.is_hmac() { "secret_env" } else { "private_key_file" }), r))?;
+    crate::upstream_token::TokenIssuer::new(&cfg).map_err(|r| {
+        (
+            key(if algorithm.is_hmac() {
+                "secret_env"
+            } else {
+                "private_key_file"
+            }),
+            r,
+        )
+    })?;
     Ok(cfg)
 }
 
 fn check_kv(kv_kb: u32, key: &str) -> Result<(), Mistake> {
     if !(1..=1_048_576).contains(&kv_kb) {
-        return Err((format!("{key}.kv_kb"), "must be between 1 and 1048576 (1 GiB)".into()));
+        return Err((
+            format!("{key}.kv_kb"),
+            "must be between 1 and 1048576 (1 GiB)".into(),
+        ));
     }
     Ok(())
 }
 
 fn check_limits(memory_mb: &u32, timeout_ms: &u32, key: &str) -> Result<(), Mistake> {
     if !(1..=4096).contains(memory_mb) {
-        return Err((format!("{key}.memory_mb"), "must be between 1 and 4096".into()));
+        return Err((
+            format!("{key}.memory_mb"),
+            "must be between 1 and 4096".into(),
+        ));
     }
     if !(1..=60_000).contains(timeout_ms) {
-        return Err((format!("{key}.timeout_ms"), "must be between 1 and 60000".into()));
+        return Err((
+            format!("{key}.timeout_ms"),
+            "must be between 1 and 60000".into(),
+        ));
     }
     Ok(())
 }
@@ -758,7 +923,11 @@ fn check_allowed_host(entry: &str) -> Result<(), String> {
 fn check_header_name(name: &str) -> Result<String, String> {
     http::HeaderName::from_bytes(name.trim().as_bytes())
         .map(|n| n.as_str().to_owned())
-        .map_err(|_| format!("{name:?} is not a valid header name (letters, digits and -_!#$%&'*+.^`|~ only)"))
+        .map_err(|_| {
+            format!(
+                "{name:?} is not a valid header name (letters, digits and -_!#$%&'*+.^`|~ only)"
+            )
+        })
 }
 
 fn parse_agent_url(url: &str) -> Result<String, String> {
@@ -766,9 +935,17 @@ fn parse_agent_url(url: &str) -> Result<String, String> {
     let rest = trimmed
         .strip_prefix("http://")
         .or_else(|| trimmed.strip_prefix("https://"))
-        .ok_or_else(|| format!("{url:?} must be an http:// or https:// base URL of the agent server"))?;
-    if rest.is_empty() || rest.contains('?') || rest.contains('#') || reqwest::Url::parse(trimmed).is_err() {
-        return Err(format!("{url:?} must be a base URL like \"http://127.0.0.1:9000\""));
+        .ok_or_else(|| {
+            format!("{url:?} must be an http:// or https:// base URL of the agent server")
+        })?;
+    if rest.is_empty()
+        || rest.contains('?')
+        || rest.contains('#')
+        || reqwest::Url::parse(trimmed).is_err()
+    {
+        return Err(format!(
+            "{url:?} must be a base URL like \"http://127.0.0.1:9000\""
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -776,7 +953,11 @@ fn parse_agent_url(url: &str) -> Result<String, String> {
 /// serde_json reports unknown top-level fields by message only; recover the
 /// field name for the key path where we can.
 fn top_level_key(e: &serde_json::Error) -> &'static str {
-    if e.is_syntax() || e.is_eof() { "(json)" } else { "(top level)" }
+    if e.is_syntax() || e.is_eof() {
+        "(json)"
+    } else {
+        "(top level)"
+    }
 }
 
 #[cfg(test)]
@@ -794,14 +975,23 @@ mod tests {
     #[test]
     fn accepts_every_auth_shape() {
         assert!(load(r#"{"auth": null}"#).unwrap().auth.is_empty());
-        assert!(matches!(load(r#"{"auth": "jwt"}"#).unwrap().auth[0], AuthMethodConfig::Jwt(_)));
-        let c = load(r#"{"auth": ["jwt", {"method": "custom", "path": "p.wasm", "config": {"a": 1}}]}"#).unwrap();
+        assert!(matches!(
+            load(r#"{"auth": "jwt"}"#).unwrap().auth[0],
+            AuthMethodConfig::Jwt(_)
+        ));
+        let c = load(
+            r#"{"auth": ["jwt", {"method": "custom", "path": "p.wasm", "config": {"a": 1}}]}"#,
+        )
+        .unwrap();
         match &c.auth[1] {
             AuthMethodConfig::Plugin(p) => {
                 assert_eq!(p.name, "p");
                 assert_eq!(p.config["a"], 1);
                 assert_eq!(p.timeout_ms, 200);
-                assert!(!p.reuse_instance, "a fresh sandbox per call unless the entry opts in");
+                assert!(
+                    !p.reuse_instance,
+                    "a fresh sandbox per call unless the entry opts in"
+                );
             }
             other => panic!("expected plugin, got {other:?}"),
         }
@@ -811,7 +1001,8 @@ mod tests {
     fn reuse_instance_is_a_per_plugin_opt_in() {
         let c = load(r#"{"authorization": {"path": "p.wasm", "reuse_instance": true}}"#).unwrap();
         assert!(c.authorization.unwrap().reuse_instance);
-        let e = load(r#"{"authorization": {"path": "p.wasm", "reuse_instance": "yes"}}"#).unwrap_err();
+        let e =
+            load(r#"{"authorization": {"path": "p.wasm", "reuse_instance": "yes"}}"#).unwrap_err();
         assert_eq!(e.key, "authorization");
         assert!(e.reason.contains("expected a boolean"), "{e}");
         let e = load(r#"{"plugins": {"reuse_instance": true}}"#).unwrap_err();
@@ -837,15 +1028,35 @@ mod tests {
     #[test]
     fn rejects_unknown_methods_and_big_leeway() {
         assert_eq!(load(r#"{"auth": "oauth"}"#).unwrap_err().key, "auth");
-        assert_eq!(load(r#"{"auth": {"method": "saml"}}"#).unwrap_err().key, "auth.method");
-        assert_eq!(load(r#"{"auth": {"method": "jwt", "leeway_s": 600}}"#).unwrap_err().key, "auth.leeway_s");
+        assert_eq!(
+            load(r#"{"auth": {"method": "saml"}}"#).unwrap_err().key,
+            "auth.method"
+        );
+        assert_eq!(
+            load(r#"{"auth": {"method": "jwt", "leeway_s": 600}}"#)
+                .unwrap_err()
+                .key,
+            "auth.leeway_s"
+        );
     }
 
     #[test]
     fn rejects_bad_agent_urls_and_hosts() {
-        assert_eq!(load(r#"{"agent": "graph.react:app"}"#).unwrap_err().key, "agent");
-        assert_eq!(load(r#"{"agent": "http://127.0.0.1:9000/"}"#).unwrap().agent.unwrap(), "http://127.0.0.1:9000");
-        let e = load(r#"{"auth": {"method": "custom", "path": "p.wasm", "allowed_hosts": ["http://x"]}}"#).unwrap_err();
+        assert_eq!(
+            load(r#"{"agent": "graph.react:app"}"#).unwrap_err().key,
+            "agent"
+        );
+        assert_eq!(
+            load(r#"{"agent": "http://127.0.0.1:9000/"}"#)
+                .unwrap()
+                .agent
+                .unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        let e = load(
+            r#"{"auth": {"method": "custom", "path": "p.wasm", "allowed_hosts": ["http://x"]}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.key, "auth.allowed_hosts[0]");
     }
 
@@ -865,17 +1076,29 @@ mod tests {
         let c = load(r#"{}"#).unwrap();
         assert!(c.upstream.token.is_none());
         assert!(c.upstream.headers, "headers on by default");
-        assert!(c.upstream.merge_body, "without a token the body merge is on: nothing else stops a forged body identity");
+        assert!(
+            c.upstream.merge_body,
+            "without a token the body merge is on: nothing else stops a forged body identity"
+        );
         let c = load_with_env(r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET"}}}"#, UP_SECRET).unwrap();
-        assert!(!c.upstream.merge_body, "with a token the merge is off: the AgentFlow server reads the token");
+        assert!(
+            !c.upstream.merge_body,
+            "with a token the merge is off: the AgentFlow server reads the token"
+        );
         let c = load_with_env(
             r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "audience": "api"}, "headers": false, "merge_body": true}}"#,
             UP_SECRET,
         )
         .unwrap();
         let t = c.upstream.token.unwrap();
-        assert_eq!((t.algorithm, t.ttl_s, t.audience.as_deref(), t.issuer), (UpstreamAlgorithm::Hs256, 60, Some("api"), None));
-        assert!(!format!("{:?}", t.key).contains("0123456789abcdef"), "the secret never shows in Debug");
+        assert_eq!(
+            (t.algorithm, t.ttl_s, t.audience.as_deref(), t.issuer),
+            (UpstreamAlgorithm::Hs256, 60, Some("api"), None)
+        );
+        assert!(
+            !format!("{:?}", t.key).contains("0123456789abcdef"),
+            "the secret never shows in Debug"
+        );
         assert!(!c.upstream.headers && c.upstream.merge_body);
     }
 
@@ -886,20 +1109,57 @@ mod tests {
             (r#"{"upstream": true}"#, "upstream"),
             (r#"{"upstream": {"token": "HS256"}}"#, "upstream.token"),
             (r#"{"upstream": {"token": {"ttl": 5}}}"#, "upstream.token"),
-            (r#"{"upstream": {"token": {"algorithm": "none"}}}"#, "upstream.token.algorithm"),
-            (r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "ttl_s": 9}}}"#, "upstream.token.ttl_s"),
-            (r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "ttl_s": 3601}}}"#, "upstream.token.ttl_s"),
-            (r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "audience": " "}}}"#, "upstream.token.audience"),
-            (r#"{"upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_UNSET"}}}"#, "env:UPSTREAM_TEST_ONLY_UNSET"),
-            (r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SHORT"}}}"#, "env:UPSTREAM_TEST_ONLY_SHORT"),
-            (r#"{"upstream": {"token": {"private_key_file": "key.pem"}}}"#, "upstream.token.private_key_file"),
-            (r#"{"upstream": {"token": {"algorithm": "RS256"}}}"#, "upstream.token.private_key_file"),
-            (r#"{"upstream": {"token": {"algorithm": "RS256", "private_key_file": "missing.pem"}}}"#, "upstream.token.private_key_file"),
-            (r#"{"upstream": {"token": {"algorithm": "RS256", "private_key_file": "key.pem"}}}"#, "upstream.token.private_key_file"),
-            (r#"{"upstream": {"token": {"algorithm": "ES256", "secret_env": "X", "private_key_file": "key.pem"}}}"#, "upstream.token.secret_env"),
+            (
+                r#"{"upstream": {"token": {"algorithm": "none"}}}"#,
+                "upstream.token.algorithm",
+            ),
+            (
+                r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "ttl_s": 9}}}"#,
+                "upstream.token.ttl_s",
+            ),
+            (
+                r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "ttl_s": 3601}}}"#,
+                "upstream.token.ttl_s",
+            ),
+            (
+                r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SECRET", "audience": " "}}}"#,
+                "upstream.token.audience",
+            ),
+            (
+                r#"{"upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_UNSET"}}}"#,
+                "env:UPSTREAM_TEST_ONLY_UNSET",
+            ),
+            (
+                r#"{"env": ".env", "upstream": {"token": {"secret_env": "UPSTREAM_TEST_ONLY_SHORT"}}}"#,
+                "env:UPSTREAM_TEST_ONLY_SHORT",
+            ),
+            (
+                r#"{"upstream": {"token": {"private_key_file": "key.pem"}}}"#,
+                "upstream.token.private_key_file",
+            ),
+            (
+                r#"{"upstream": {"token": {"algorithm": "RS256"}}}"#,
+                "upstream.token.private_key_file",
+            ),
+            (
+                r#"{"upstream": {"token": {"algorithm": "RS256", "private_key_file": "missing.pem"}}}"#,
+                "upstream.token.private_key_file",
+            ),
+            (
+                r#"{"upstream": {"token": {"algorithm": "RS256", "private_key_file": "key.pem"}}}"#,
+                "upstream.token.private_key_file",
+            ),
+            (
+                r#"{"upstream": {"token": {"algorithm": "ES256", "secret_env": "X", "private_key_file": "key.pem"}}}"#,
+                "upstream.token.secret_env",
+            ),
         ];
         for (json, key) in cases {
-            let e = load_with_env(json, &format!("{UP_SECRET}UPSTREAM_TEST_ONLY_SHORT=short\n")).unwrap_err();
+            let e = load_with_env(
+                json,
+                &format!("{UP_SECRET}UPSTREAM_TEST_ONLY_SHORT=short\n"),
+            )
+            .unwrap_err();
             assert_eq!(e.key, key, "{json}: {e}");
         }
     }
@@ -908,13 +1168,18 @@ mod tests {
     fn credential_headers_are_checked_and_lower_cased() {
         let c = load(r#"{"auth": {"method": "custom", "path": "p.wasm", "credential_headers": ["X-Token", "x_session"]}}"#).unwrap();
         match &c.auth[0] {
-            AuthMethodConfig::Plugin(p) => assert_eq!(p.credential_headers, ["x-token", "x_session"]),
+            AuthMethodConfig::Plugin(p) => {
+                assert_eq!(p.credential_headers, ["x-token", "x_session"])
+            }
             other => panic!("expected plugin, got {other:?}"),
         }
         let e = load(r#"{"authorization": {"path": "p.wasm", "credential_headers": ["x-ok", "bad header"]}}"#).unwrap_err();
         assert_eq!(e.key, "authorization.credential_headers[1]");
         assert!(e.reason.contains("not a valid header name"), "{e}");
-        let e = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "credential_headers": [""]}]}"#).unwrap_err();
+        let e = load(
+            r#"{"auth": [{"method": "custom", "path": "p.wasm", "credential_headers": [""]}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.key, "auth[0].credential_headers[0]");
     }
 
@@ -923,26 +1188,40 @@ mod tests {
         let e = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "name": "keys"}, "jwt", {"method": "custom", "path": "p.wasm", "name": "keys"}]}"#)
             .unwrap_err();
         assert_eq!(e.key, "auth[2].name");
-        assert!(e.reason.contains("duplicates `auth[0]`") && e.reason.contains("\"keys\""), "{e}");
+        assert!(
+            e.reason.contains("duplicates `auth[0]`") && e.reason.contains("\"keys\""),
+            "{e}"
+        );
 
         // The name taken from the file counts too, across auth and authorization.
-        let e = load(r#"{"auth": {"method": "custom", "path": "p.wasm"}, "authorization": "p.wasm"}"#).unwrap_err();
+        let e =
+            load(r#"{"auth": {"method": "custom", "path": "p.wasm"}, "authorization": "p.wasm"}"#)
+                .unwrap_err();
         assert_eq!(e.key, "authorization.path");
-        assert!(e.reason.contains("duplicates `auth`") && e.reason.contains("file name"), "{e}");
+        assert!(
+            e.reason.contains("duplicates `auth`") && e.reason.contains("file name"),
+            "{e}"
+        );
 
         let e = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "name": "p"}, {"method": "custom", "path": "p.wasm", "name": "other"}], "authorization": {"path": "p.wasm", "name": " P "}}"#)
             .unwrap_err();
         assert_eq!(e.key, "authorization.name");
         assert!(e.reason.contains("duplicates `auth[0]`"), "{e}");
 
-        let ok = load(r#"{"auth": [{"method": "custom", "path": "p.wasm", "name": "a"}, {"method": "custom", "path": "p.wasm", "name": "b"}], "authorization": "p.wasm"}"#);
+        let ok = load(
+            r#"{"auth": [{"method": "custom", "path": "p.wasm", "name": "a"}, {"method": "custom", "path": "p.wasm", "name": "b"}], "authorization": "p.wasm"}"#,
+        );
         assert!(ok.is_ok(), "distinct names load: {:?}", ok.err());
     }
 
     #[test]
     fn env_file_is_read_relative_to_config_and_real_env_wins() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".env"), "AGENTFLOW_TEST_ONLY_A=file\nPATH=from-file\n").unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "AGENTFLOW_TEST_ONLY_A=file\nPATH=from-file\n",
+        )
+        .unwrap();
         let file = dir.path().join("agentflow.json");
         std::fs::write(&file, r#"{"env": ".env"}"#).unwrap();
         let c = Config::load(&file).unwrap();

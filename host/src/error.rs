@@ -84,7 +84,9 @@ impl ApiError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotAuthenticated(_) | ApiError::InvalidCredentials { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::NotAuthenticated(_) | ApiError::InvalidCredentials { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -95,9 +97,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Plugin(_) | ApiError::NoUpstream | ApiError::Unavailable(_) | ApiError::KeysUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Plugin(_)
+            | ApiError::NoUpstream
+            | ApiError::Unavailable(_)
+            | ApiError::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,7 +110,10 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::NotAuthenticated(_) => "not_authenticated",
-            ApiError::InvalidCredentials { invalid_token: true, .. } => "invalid_token",
+            ApiError::InvalidCredentials {
+                invalid_token: true,
+                ..
+            } => "invalid_token",
             ApiError::InvalidCredentials { .. } => "invalid_credentials",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::TooManyRequests { .. } => "too_many_requests",
@@ -168,7 +174,9 @@ pub fn envelope(code: &str, detail: &str) -> serde_json::Value {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            ApiError::Plugin(e) => tracing::error!(error = %e, "plugin failure, request refused (503)"),
+            ApiError::Plugin(e) => {
+                tracing::error!(error = %e, "plugin failure, request refused (503)")
+            }
             ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
             _ => {}
         }
@@ -176,13 +184,23 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
-            ApiError::NotAuthenticated(_) | ApiError::InvalidCredentials { invalid_token: false, .. } => {
+            ApiError::NotAuthenticated(_)
+            | ApiError::InvalidCredentials {
+                invalid_token: false,
+                ..
+            } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::InvalidCredentials { invalid_token: true, detail } => {
+            ApiError::InvalidCredentials {
+                invalid_token: true,
+                detail,
+            } => {
                 // RFC 6750 §3: the description is a quoted-string; keep it to
                 // safe characters.
-                let safe: String = detail.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ').collect();
+                let safe: String = detail
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+                    .collect();
                 let value = format!("Bearer error=\"invalid_token\", error_description=\"{safe}\"");
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);

@@ -39,7 +39,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         match media_type(req.headers())? {
             Media::Json => parse_json(&read_body(req).await?).map(Json),
-            Media::Form | Media::Other => Err(ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())),
+            Media::Form | Media::Other => Err(ApiError::UnsupportedMediaType(
+                "expected Content-Type: application/json".into(),
+            )),
         }
     }
 }
@@ -52,7 +54,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
             Media::Json => parse_json(&read_body(req).await?).map(JsonOrForm),
             Media::Form => parse_form(&read_body(req).await?).map(JsonOrForm),
             Media::Other => Err(ApiError::UnsupportedMediaType(
-                "expected Content-Type: application/json or application/x-www-form-urlencoded".into(),
+                "expected Content-Type: application/json or application/x-www-form-urlencoded"
+                    .into(),
             )),
         }
     }
@@ -71,7 +74,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
             Err(axum::extract::rejection::PathRejection::FailedToDeserializePathParams(_)) => {
-                Err(ApiError::BadRequest("a path parameter is not valid (it must be UTF-8 text)".into()))
+                Err(ApiError::BadRequest(
+                    "a path parameter is not valid (it must be UTF-8 text)".into(),
+                ))
             }
             Err(other) => Err(ApiError::Internal(other.body_text())),
         }
@@ -83,9 +88,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query)
-            .map(Query)
-            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", describe(&e.to_string()))))
+        serde_urlencoded::from_str(query).map(Query).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "invalid query string: {}",
+                describe(&e.to_string())
+            ))
+        })
     }
 }
 
@@ -101,11 +109,22 @@ enum Media {
 /// `Content-Type` headers are refused (parsers disagree on which counts).
 fn media_type(headers: &HeaderMap) -> Result<Media, ApiError> {
     let mut values = headers.get_all(CONTENT_TYPE).iter();
-    let Some(value) = values.next() else { return Ok(Media::Other) };
+    let Some(value) = values.next() else {
+        return Ok(Media::Other);
+    };
     if values.next().is_some() {
-        return Err(ApiError::BadRequest("more than one Content-Type header".into()));
+        return Err(ApiError::BadRequest(
+            "more than one Content-Type header".into(),
+        ));
     }
-    let essence = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     Ok(match essence.as_str() {
         "application/json" => Media::Json,
         "application/x-www-form-urlencoded" => Media::Form,
@@ -116,7 +135,11 @@ fn media_type(headers: &HeaderMap) -> Result<Media, ApiError> {
 
 /// The whole body, at most [`MAX_ACCOUNT_BODY`] bytes.
 async fn read_body(req: Request) -> Result<Bytes, ApiError> {
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_ACCOUNT_BODY as u64) {
         return Err(ApiError::PayloadTooLarge(MAX_ACCOUNT_BODY));
     }
@@ -147,7 +170,12 @@ fn body_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(&e))?;
-    de.end().map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: trailing characters at {}", position(&e))))?;
+    de.end().map_err(|e| {
+        ApiError::BadRequest(format!(
+            "request body is not valid JSON: trailing characters at {}",
+            position(&e)
+        ))
+    })?;
     Ok(value)
 }
 
@@ -156,14 +184,28 @@ fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     match inner.classify() {
         serde_json::error::Category::Data => {
             let message = inner.to_string();
-            let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m);
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(m, _)| m);
             let path = e.path().to_string();
             // An unknown field's path could be the client's own key: leave it out.
-            let named = path != "." && !message.starts_with("unknown field") && is_plain_path(&path);
-            let field = if named { format!("`{path}`: ") } else { String::new() };
-            ApiError::Unprocessable(format!("{field}{} (at {})", describe(message), position(inner)))
+            let named =
+                path != "." && !message.starts_with("unknown field") && is_plain_path(&path);
+            let field = if named {
+                format!("`{path}`: ")
+            } else {
+                String::new()
+            };
+            ApiError::Unprocessable(format!(
+                "{field}{} (at {})",
+                describe(message),
+                position(inner)
+            ))
         }
-        _ => ApiError::BadRequest(format!("request body is not valid JSON (at {})", position(inner))),
+        _ => ApiError::BadRequest(format!(
+            "request body is not valid JSON (at {})",
+            position(inner)
+        )),
     }
 }
 
@@ -173,12 +215,16 @@ fn position(e: &serde_json::Error) -> String {
 
 /// Field names and indexes only (what our structs can produce).
 fn is_plain_path(path: &str) -> bool {
-    path.len() <= 100 && path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+    path.len() <= 100
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
 }
 
 /// A urlencoded form into `T`: 422 when it has the wrong shape.
 fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_urlencoded::from_bytes(bytes).map_err(|e| ApiError::Unprocessable(format!("form body: {}", describe(&e.to_string()))))
+    serde_urlencoded::from_bytes(bytes)
+        .map_err(|e| ApiError::Unprocessable(format!("form body: {}", describe(&e.to_string()))))
 }
 
 /// A serde error message with whatever the client sent removed: serde puts
@@ -193,7 +239,9 @@ fn describe(message: &str) -> String {
     };
     // Our own field names: "missing field `password`", "duplicate field `name`".
     let names_our_field = |prefix: &str| {
-        message.strip_prefix(prefix).is_some_and(|rest| rest.ends_with('`') && rest.len() < 100 && !rest[..rest.len() - 1].contains('`'))
+        message.strip_prefix(prefix).is_some_and(|rest| {
+            rest.ends_with('`') && rest.len() < 100 && !rest[..rest.len() - 1].contains('`')
+        })
     };
     if names_our_field("missing field `") || names_our_field("duplicate field `") {
         return message.to_owned();
@@ -235,22 +283,41 @@ mod tests {
         let e = refusal(r#"{"username": "u", "is_active": "hunter2, expected pwned"}"#);
         assert!(matches!(e, ApiError::Unprocessable(_)), "{e:?}");
         let text = e.to_string();
-        assert!(text.starts_with("`is_active`: wrong type; expected a boolean"), "{text}");
-        assert!(!text.contains("hunter2") && !text.contains("pwned"), "{text}");
+        assert!(
+            text.starts_with("`is_active`: wrong type; expected a boolean"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hunter2") && !text.contains("pwned"),
+            "{text}"
+        );
     }
 
     #[test]
     fn unknown_fields_are_not_repeated() {
         let text = refusal(r#"{"username": "u", "sk-secret-key": 1}"#).to_string();
-        assert!(text.starts_with("unknown field; expected `username` or `is_active`"), "{text}");
+        assert!(
+            text.starts_with("unknown field; expected `username` or `is_active`"),
+            "{text}"
+        );
         assert!(!text.contains("sk-secret"), "{text}");
     }
 
     #[test]
     fn missing_fields_are_named_and_syntax_errors_are_400() {
-        assert!(refusal("{}").to_string().starts_with("missing field `username`"));
-        assert!(matches!(refusal(r#"{"username": "hunter2"#), ApiError::BadRequest(_)));
-        assert!(matches!(refusal(r#"{"username": "u"} trailing"#), ApiError::BadRequest(_)));
+        assert!(
+            refusal("{}")
+                .to_string()
+                .starts_with("missing field `username`")
+        );
+        assert!(matches!(
+            refusal(r#"{"username": "hunter2"#),
+            ApiError::BadRequest(_)
+        ));
+        assert!(matches!(
+            refusal(r#"{"username": "u"} trailing"#),
+            ApiError::BadRequest(_)
+        ));
         let text = refusal(r#"{"username": hunter2}"#).to_string();
         assert!(!text.contains("hunter2"), "{text}");
     }
@@ -265,12 +332,21 @@ mod tests {
             media_type(&h)
         };
         assert_eq!(ct(&["application/json"]).unwrap(), Media::Json);
-        assert_eq!(ct(&["Application/JSON; charset=utf-8"]).unwrap(), Media::Json);
+        assert_eq!(
+            ct(&["Application/JSON; charset=utf-8"]).unwrap(),
+            Media::Json
+        );
         assert_eq!(ct(&["application/merge-patch+json"]).unwrap(), Media::Json);
-        assert_eq!(ct(&["application/x-www-form-urlencoded"]).unwrap(), Media::Form);
+        assert_eq!(
+            ct(&["application/x-www-form-urlencoded"]).unwrap(),
+            Media::Form
+        );
         assert_eq!(ct(&["text/plain"]).unwrap(), Media::Other);
         assert_eq!(ct(&[]).unwrap(), Media::Other);
-        assert!(matches!(ct(&["application/json", "text/plain"]), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            ct(&["application/json", "text/plain"]),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -280,7 +356,9 @@ mod tests {
         struct Paging {
             limit: u64,
         }
-        let e = parse_form::<Paging>(b"limit=hunter2").unwrap_err().to_string();
+        let e = parse_form::<Paging>(b"limit=hunter2")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter2"), "{e}");
     }
 }

@@ -166,7 +166,9 @@ pub async fn hash_password_async(password: String) -> Result<String, PasswordErr
 /// counts as a mismatch.
 pub async fn verify_password_async(password: String, phc: String) -> Result<bool, PasswordError> {
     let permit = pool::global().acquire_within(pool::QUEUE_WAIT).await?;
-    Ok(run_with(permit, move || verify_password(&password, &phc)).await.unwrap_or(false))
+    Ok(run_with(permit, move || verify_password(&password, &phc))
+        .await
+        .unwrap_or(false))
 }
 
 /// [`dummy_verify`] like [`verify_password_async`] (same budget, same
@@ -263,8 +265,16 @@ mod tests {
     #[tokio::test]
     async fn async_wrappers() {
         let phc = hash_password_async("async pw".to_string()).await.unwrap();
-        assert!(verify_password_async("async pw".to_string(), phc.clone()).await.unwrap());
-        assert!(!verify_password_async("nope".to_string(), phc).await.unwrap());
+        assert!(
+            verify_password_async("async pw".to_string(), phc.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password_async("nope".to_string(), phc)
+                .await
+                .unwrap()
+        );
         dummy_verify_async("x".to_string()).await.unwrap();
     }
 }

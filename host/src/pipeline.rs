@@ -10,7 +10,9 @@ use crate::config::{AuthMethodConfig, Config};
 use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::jwt::{JwtConfigError, JwtMethod, TokenError};
-use crate::plugins::{Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Slot};
+use crate::plugins::{
+    Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Slot,
+};
 
 /// Why the gate cannot be built (the server refuses to start).
 #[derive(Debug, thiserror::Error)]
@@ -60,30 +62,52 @@ pub struct Gate {
 
 impl Gate {
     /// Builds the gate, loading every plugin the config names.
-    pub fn build(cfg: &Config, runtime: &PluginRuntime, accounts: &Arc<Accounts>) -> Result<Gate, GateError> {
+    pub fn build(
+        cfg: &Config,
+        runtime: &PluginRuntime,
+        accounts: &Arc<Accounts>,
+    ) -> Result<Gate, GateError> {
         let file = cfg.file.display().to_string();
         let list = cfg.auth.len() > 1;
         let mut methods = Vec::new();
         for (i, method) in cfg.auth.iter().enumerate() {
-            let key = if list { format!("auth[{i}]") } else { "auth".to_owned() };
+            let key = if list {
+                format!("auth[{i}]")
+            } else {
+                "auth".to_owned()
+            };
             methods.push(match method {
-                AuthMethodConfig::Jwt(opts) => AuthMethod::Jwt(
-                    JwtMethod::build(&cfg.env, &cfg.dir(), opts)
-                        .map_err(|error| GateError::Jwt { file: file.clone(), error })?,
-                ),
+                AuthMethodConfig::Jwt(opts) => {
+                    AuthMethod::Jwt(JwtMethod::build(&cfg.env, &cfg.dir(), opts).map_err(
+                        |error| GateError::Jwt {
+                            file: file.clone(),
+                            error,
+                        },
+                    )?)
+                }
                 AuthMethodConfig::ApiKey => AuthMethod::ApiKey(accounts.clone()),
                 AuthMethodConfig::Plugin(p) => AuthMethod::Plugin(Arc::new(
                     runtime
                         .load(p, Slot::Authenticator, &cfg.env)
-                        .map_err(|error| GateError::Plugin { file: file.clone(), key: format!("{key}.path"), error })?,
+                        .map_err(|error| GateError::Plugin {
+                            file: file.clone(),
+                            key: format!("{key}.path"),
+                            error,
+                        })?,
                 )),
             });
         }
         let authorizer = match &cfg.authorization {
             None => None,
-            Some(p) => Some(Arc::new(runtime.load(p, Slot::Authorizer, &cfg.env).map_err(|error| {
-                GateError::Plugin { file: file.clone(), key: "authorization.path".into(), error }
-            })?)),
+            Some(p) => Some(Arc::new(
+                runtime
+                    .load(p, Slot::Authorizer, &cfg.env)
+                    .map_err(|error| GateError::Plugin {
+                        file: file.clone(),
+                        key: "authorization.path".into(),
+                        error,
+                    })?,
+            )),
         };
         let jwt_issuers = methods
             .iter()
@@ -92,7 +116,12 @@ impl Gate {
                 AuthMethod::ApiKey(_) | AuthMethod::Plugin(_) => None,
             })
             .collect();
-        Ok(Gate { methods, jwt_issuers, accounts: accounts.clone(), authorizer })
+        Ok(Gate {
+            methods,
+            jwt_issuers,
+            accounts: accounts.clone(),
+            authorizer,
+        })
     }
 
     /// Whether requests pass without credentials (`"auth": null`).
@@ -102,7 +131,11 @@ impl Gate {
 
     /// Whether any plugin needs the plugin view of requests.
     pub fn uses_plugins(&self) -> bool {
-        self.authorizer.is_some() || self.methods.iter().any(|m| matches!(m, AuthMethod::Plugin(_)))
+        self.authorizer.is_some()
+            || self
+                .methods
+                .iter()
+                .any(|m| matches!(m, AuthMethod::Plugin(_)))
     }
 
     /// Every loaded plugin, authenticators first.
@@ -119,9 +152,16 @@ impl Gate {
     /// Runs the chain: the first method that authenticates wins, a method
     /// without credentials passes to the next, a refusal stops. The answer
     /// says how the caller was proved (see [`IdentityOrigin`]).
-    pub async fn authenticate(&self, headers: &HeaderMap, req: Option<&PluginRequest>) -> Result<Authenticated, ApiError> {
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        req: Option<&PluginRequest>,
+    ) -> Result<Authenticated, ApiError> {
         if self.is_open() {
-            return Ok(Authenticated { identity: anonymous(), origin: IdentityOrigin::Anonymous });
+            return Ok(Authenticated {
+                identity: anonymous(),
+                origin: IdentityOrigin::Anonymous,
+            });
         }
         for method in &self.methods {
             match method {
@@ -132,40 +172,69 @@ impl Gate {
                         let who = verifier.verify(token).await.map_err(token_refusal)?;
                         // A token that says it is one of our access tokens must
                         // be one: a live login of an active account.
-                        if who.claims.get(TOKEN_TYPE_CLAIM).and_then(|t| t.as_str()) == Some("access") {
+                        if who.claims.get(TOKEN_TYPE_CLAIM).and_then(|t| t.as_str())
+                            == Some("access")
+                        {
                             return self.accounts.resume_login(who).await;
                         }
-                        return Ok(Authenticated { identity: who, origin: IdentityOrigin::Jwt });
+                        return Ok(Authenticated {
+                            identity: who,
+                            origin: IdentityOrigin::Jwt,
+                        });
                     }
                 },
-                AuthMethod::ApiKey(accounts) => match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-                    None => continue,
-                    Some(key) => return accounts.authenticate_api_key(key.trim()).await,
-                },
+                AuthMethod::ApiKey(accounts) => {
+                    match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+                        None => continue,
+                        Some(key) => return accounts.authenticate_api_key(key.trim()).await,
+                    }
+                }
                 AuthMethod::Plugin(plugin) => {
-                    let req = req.expect("the plugin view is built whenever a plugin is configured");
+                    let req =
+                        req.expect("the plugin view is built whenever a plugin is configured");
                     match plugin.authenticate(req).await? {
                         AuthnOutcome::Authenticated { who, .. } => {
-                            let origin = IdentityOrigin::Plugin { name: plugin.name().to_owned() };
-                            return Ok(Authenticated { identity: who, origin });
+                            let origin = IdentityOrigin::Plugin {
+                                name: plugin.name().to_owned(),
+                            };
+                            return Ok(Authenticated {
+                                identity: who,
+                                origin,
+                            });
                         }
                         AuthnOutcome::NoCredentials => continue,
-                        AuthnOutcome::Refused { status, detail } => return Err(refusal(status, detail, true)),
+                        AuthnOutcome::Refused { status, detail } => {
+                            return Err(refusal(status, detail, true));
+                        }
                     }
                 }
             }
         }
         // A bearer token nobody understood is still a token that was sent.
         if self.methods.iter().any(|m| matches!(m, AuthMethod::Jwt(_))) && has_bearer(headers) {
-            let why = if bearer_jwt(headers).is_some() { "issuer not accepted" } else { "malformed token" };
-            return Err(ApiError::InvalidCredentials { detail: format!("invalid token: {why}"), invalid_token: true });
+            let why = if bearer_jwt(headers).is_some() {
+                "issuer not accepted"
+            } else {
+                "malformed token"
+            };
+            return Err(ApiError::InvalidCredentials {
+                detail: format!("invalid token: {why}"),
+                invalid_token: true,
+            });
         }
         Err(ApiError::NotAuthenticated("Not authenticated".into()))
     }
 
     /// Asks the authorizer; without one, every authenticated caller may.
-    pub async fn authorize(&self, who: &Identity, access: &Access, req: Option<&PluginRequest>) -> Result<(), ApiError> {
-        let Some(plugin) = &self.authorizer else { return Ok(()) };
+    pub async fn authorize(
+        &self,
+        who: &Identity,
+        access: &Access,
+        req: Option<&PluginRequest>,
+    ) -> Result<(), ApiError> {
+        let Some(plugin) = &self.authorizer else {
+            return Ok(());
+        };
         let req = req.expect("the plugin view is built whenever a plugin is configured");
         match plugin.authorize(who, access, req).await? {
             AuthzOutcome::Allow => Ok(()),
@@ -181,7 +250,13 @@ impl Gate {
     /// method without one takes the tokens no other method names: so a token
     /// is checked only against its own issuer's keys.
     fn jwt_takes(&self, method: &JwtMethod, token: &str) -> bool {
-        if self.methods.iter().filter(|m| matches!(m, AuthMethod::Jwt(_))).count() < 2 {
+        if self
+            .methods
+            .iter()
+            .filter(|m| matches!(m, AuthMethod::Jwt(_)))
+            .count()
+            < 2
+        {
             return true;
         }
         let iss = crate::jwt::unverified_issuer(token);
@@ -201,20 +276,36 @@ fn token_refusal(e: TokenError) -> ApiError {
         // than to log in again.
         TokenError::KeysUnavailable => return ApiError::KeysUnavailable(e.to_string()),
     };
-    ApiError::InvalidCredentials { detail, invalid_token: true }
+    ApiError::InvalidCredentials {
+        detail,
+        invalid_token: true,
+    }
 }
 
 /// The caller when auth is off.
 fn anonymous() -> Identity {
-    Identity { user_id: "anonymous".into(), roles: Vec::new(), claims: Default::default() }
+    Identity {
+        user_id: "anonymous".into(),
+        roles: Vec::new(),
+        claims: Default::default(),
+    }
 }
 
 fn refusal(status: u16, detail: String, authenticating: bool) -> ApiError {
     match status {
-        429 => ApiError::TooManyRequests { detail, retry_after: 1 },
-        401 => ApiError::InvalidCredentials { detail, invalid_token: false },
+        429 => ApiError::TooManyRequests {
+            detail,
+            retry_after: 1,
+        },
+        401 => ApiError::InvalidCredentials {
+            detail,
+            invalid_token: false,
+        },
         403 => ApiError::Forbidden(detail),
-        _ if authenticating => ApiError::InvalidCredentials { detail, invalid_token: false },
+        _ if authenticating => ApiError::InvalidCredentials {
+            detail,
+            invalid_token: false,
+        },
         _ => ApiError::Forbidden(detail),
     }
 }
@@ -223,7 +314,11 @@ fn has_bearer(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer ")))
+        .is_some_and(|v| {
+            v.trim_start()
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+        })
 }
 
 /// The bearer token when it is shaped like a JWT (three dot-separated

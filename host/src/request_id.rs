@@ -35,7 +35,8 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         .filter(|v| is_well_formed(v))
         .map(str::to_owned)
         .unwrap_or_else(generate);
-    let value = HeaderValue::from_str(&id).expect("ids are checked or generated as header-safe text");
+    let value =
+        HeaderValue::from_str(&id).expect("ids are checked or generated as header-safe text");
     // Replaces every client copy, so the agent sees exactly the id we log.
     req.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
     let span = tracing::info_span!("request", request_id = %id);
@@ -57,7 +58,9 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
 fn is_well_formed(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// A random UUID (version 4), the form the AgentFlow server uses.
@@ -66,7 +69,14 @@ fn generate() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]

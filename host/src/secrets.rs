@@ -127,17 +127,20 @@ impl SecretBox {
         previous: Option<&str>,
         data_dir: &Path,
     ) -> Result<(SecretBox, KeyOrigin), SecretsError> {
-        let previous = match set(previous) {
-            Some(text) => Some(parse_setting(text, PREVIOUS_KEY_SETTING)?),
-            // An interrupted rotation leaves the old key here; keep reading
-            // values it encrypted until the rotation is finished.
-            None => match std::fs::read_to_string(data_dir.join(PREVIOUS_KEY_FILE_NAME)) {
-                Ok(text) => Some(FernetKey::parse(&text).ok_or_else(|| SecretsError::InvalidKeyFile {
-                    path: data_dir.join(PREVIOUS_KEY_FILE_NAME),
-                })?),
-                Err(_) => None,
-            },
-        };
+        let previous =
+            match set(previous) {
+                Some(text) => Some(parse_setting(text, PREVIOUS_KEY_SETTING)?),
+                // An interrupted rotation leaves the old key here; keep reading
+                // values it encrypted until the rotation is finished.
+                None => match std::fs::read_to_string(data_dir.join(PREVIOUS_KEY_FILE_NAME)) {
+                    Ok(text) => Some(FernetKey::parse(&text).ok_or_else(|| {
+                        SecretsError::InvalidKeyFile {
+                            path: data_dir.join(PREVIOUS_KEY_FILE_NAME),
+                        }
+                    })?),
+                    Err(_) => None,
+                },
+            };
         let (current, origin) = match set(secret_key) {
             Some(text) => (
                 parse_setting(text, SECRET_KEY_SETTING)?,
@@ -275,7 +278,9 @@ pub fn write_previous_key_file(data_dir: &Path, key: &str) -> Result<PathBuf, Se
 pub fn remove_previous_key_file(data_dir: &Path) -> Result<(), SecretsError> {
     let path = data_dir.join(PREVIOUS_KEY_FILE_NAME);
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SecretsError::KeyFile { path, source: e }),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(SecretsError::KeyFile { path, source: e })
+        }
         _ => Ok(()),
     }
 }

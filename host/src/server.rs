@@ -1,9 +1,9 @@
 //! Assembling a running server from a validated config: plugins loaded,
 //! gate built, router served by [`connections`] within the connection limits.
 
+mod connections;
 mod deadline;
 mod fd_limit;
-mod connections;
 
 use std::sync::Arc;
 
@@ -17,8 +17,8 @@ use crate::proxy::{HeaderPolicy, Upstream};
 use crate::routes::{AppState, app};
 use crate::settings::{ServerSettings, SettingError};
 
-pub use deadline::BodyTimeout;
 use crate::upstream_token::UpstreamIdentity;
+pub use deadline::BodyTimeout;
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +62,16 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     if let Some(storage) = crate::plugins::open_storage(cfg)? {
         runtime = runtime.with_storage(storage);
     }
-    let granted: Vec<&str> = cfg.plugins().flat_map(|p| p.secrets.iter().map(String::as_str)).collect();
+    let granted: Vec<&str> = cfg
+        .plugins()
+        .flat_map(|p| p.secrets.iter().map(String::as_str))
+        .collect();
     let secrets = crate::accounts::PluginSecrets::load(&accounts, cfg.env.clone(), &granted)
         .await
         .map_err(|e| StartError::Secrets(e.to_string()))?;
     runtime = runtime.with_secrets(Arc::new(secrets));
-    runtime = runtime.with_compile_cache(crate::config::data_dir(&cfg.env, &cfg.dir()).join("compiled"));
+    runtime =
+        runtime.with_compile_cache(crate::config::data_dir(&cfg.env, &cfg.dir()).join("compiled"));
     let gate = Gate::build(cfg, &runtime, &accounts)?;
     if gate.is_open() {
         tracing::warn!("\"auth\" is null: every request is accepted without credentials");
@@ -76,20 +80,36 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         let s = plugin.status();
         tracing::info!(plugin = %s.name, slot = s.slot, sha256 = %s.sha256, "plugin loaded");
     }
-    if cfg.env.get("JWT_SECRET_KEY").is_some_and(|k| k.starts_with("change-me")) {
-        tracing::warn!("JWT_SECRET_KEY is the example value from .env.example: anyone can mint tokens; set your own secret");
+    if cfg
+        .env
+        .get("JWT_SECRET_KEY")
+        .is_some_and(|k| k.starts_with("change-me"))
+    {
+        tracing::warn!(
+            "JWT_SECRET_KEY is the example value from .env.example: anyone can mint tokens; set your own secret"
+        );
     }
     if cfg.agent.is_none() {
         tracing::warn!("no \"agent\" configured: AgentFlow routes answer 503");
     }
     let identity = UpstreamIdentity::from_settings(&cfg.upstream).map_err(StartError::Upstream)?;
     if cfg.upstream.token.is_some() && gate.is_open() {
-        tracing::warn!("\"upstream.token\" is set but \"auth\" is null: there is no identity to sign, the agent gets no token");
+        tracing::warn!(
+            "\"upstream.token\" is set but \"auth\" is null: there is no identity to sign, the agent gets no token"
+        );
     }
     let headers = HeaderPolicy::new(cfg.plugins().flat_map(|p| p.credential_headers.iter()));
-    let upstream = cfg.agent.clone().map(|base| Upstream::new(base, headers).with_identity(identity));
+    let upstream = cfg
+        .agent
+        .clone()
+        .map(|base| Upstream::new(base, headers).with_identity(identity));
     let cors = cfg.cors.clone().map(Arc::new);
-    Ok(AppState { gate: Arc::new(gate), upstream, accounts, cors })
+    Ok(AppState {
+        gate: Arc::new(gate),
+        upstream,
+        accounts,
+        cors,
+    })
 }
 
 /// Binds `host:port` and serves until the process is stopped.
@@ -98,13 +118,23 @@ pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError
     let state = build_state(cfg).await?;
     // Kept alive while serving: dropping it stops hot reload.
     let _watcher = if cfg.plugins.watch && state.gate.uses_plugins() {
-        Some(crate::plugins::reload::watch(state.gate.plugins().cloned().collect()).map_err(StartError::Watch)?)
+        Some(
+            crate::plugins::reload::watch(state.gate.plugins().cloned().collect())
+                .map_err(StartError::Watch)?,
+        )
     } else {
         None
     };
     let addr = format!("{host}:{port}");
-    let listener = TcpListener::bind(&addr).await.map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
-    let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
     // Tests and scripts read this line to find the port when started with --port 0.
     tracing::info!("agentflow listening on http://{local}");
     let max_connections = fd_limit::fit(settings.max_connections, fd_limit::raise());
@@ -115,7 +145,14 @@ pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError
             "AGENTFLOW_MAX_CONNECTIONS lowered to fit the open-files limit (raise `ulimit -n`)"
         );
     }
-    connections::run(listener, app(state), &settings, max_connections, shutdown_signal()).await;
+    connections::run(
+        listener,
+        app(state),
+        &settings,
+        max_connections,
+        shutdown_signal(),
+    )
+    .await;
     Ok(())
 }
 
@@ -123,10 +160,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

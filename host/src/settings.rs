@@ -50,11 +50,17 @@ pub struct AccountSettings {
 impl AccountSettings {
     /// Reads the settings; relative paths resolve against `config_dir`.
     pub fn from_env(env: &Env, config_dir: &Path) -> Result<Self, SettingError> {
-        let text = |name: &str| env.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let text = |name: &str| {
+            env.get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let settings = AccountSettings {
             auto_login: flag(env, "AGENTFLOW_AUTO_LOGIN", false)?,
             superuser: text("AGENTFLOW_SUPERUSER"),
-            superuser_password: env.get("AGENTFLOW_SUPERUSER_PASSWORD").filter(|p| !p.is_empty()),
+            superuser_password: env
+                .get("AGENTFLOW_SUPERUSER_PASSWORD")
+                .filter(|p| !p.is_empty()),
             secret_key: text("AGENTFLOW_SECRET_KEY"),
             secret_key_previous: text("AGENTFLOW_SECRET_KEY_PREVIOUS"),
             new_user_is_active: flag(env, "AGENTFLOW_NEW_USER_IS_ACTIVE", false)?,
@@ -67,7 +73,8 @@ impl AccountSettings {
         if settings.superuser.is_some() != settings.superuser_password.is_some() {
             return Err(SettingError {
                 name: "AGENTFLOW_SUPERUSER_PASSWORD",
-                reason: "AGENTFLOW_SUPERUSER and AGENTFLOW_SUPERUSER_PASSWORD must be set together".into(),
+                reason: "AGENTFLOW_SUPERUSER and AGENTFLOW_SUPERUSER_PASSWORD must be set together"
+                    .into(),
             });
         }
         Ok(settings)
@@ -106,7 +113,9 @@ impl LoginSettings {
         if per_account < per_address {
             return Err(SettingError {
                 name: "AGENTFLOW_LOGIN_MAX_FAILURES_PER_ACCOUNT",
-                reason: format!("{per_account} is below AGENTFLOW_LOGIN_MAX_FAILURES ({per_address}); the account-wide limit must be the looser one"),
+                reason: format!(
+                    "{per_account} is below AGENTFLOW_LOGIN_MAX_FAILURES ({per_address}); the account-wide limit must be the looser one"
+                ),
             });
         }
         Ok(LoginSettings {
@@ -148,7 +157,10 @@ fn count(env: &Env, name: &'static str, default: u32) -> Result<u32, SettingErro
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=1_000_000).contains(n))
-            .ok_or_else(|| SettingError { name, reason: format!("{v:?} is not a whole number from 1 to 1000000") }),
+            .ok_or_else(|| SettingError {
+                name,
+                reason: format!("{v:?} is not a whole number from 1 to 1000000"),
+            }),
     }
 }
 
@@ -159,7 +171,10 @@ fn flag(env: &Env, name: &'static str, default: bool) -> Result<bool, SettingErr
         Some(v) => match v.as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(SettingError { name, reason: format!("{v:?} is not a boolean; use True or False") }),
+            _ => Err(SettingError {
+                name,
+                reason: format!("{v:?} is not a boolean; use True or False"),
+            }),
         },
     }
 }
@@ -172,7 +187,10 @@ fn seconds(env: &Env, name: &'static str, default: u64) -> Result<u64, SettingEr
             .parse::<u64>()
             .ok()
             .filter(|s| *s > 0)
-            .ok_or_else(|| SettingError { name, reason: format!("{v:?} is not a positive number of seconds") }),
+            .ok_or_else(|| SettingError {
+                name,
+                reason: format!("{v:?} is not a positive number of seconds"),
+            }),
     }
 }
 
@@ -194,7 +212,11 @@ mod tests {
 
     #[test]
     fn booleans_accept_python_style_and_reject_junk() {
-        assert!(settings(&[("AGENTFLOW_AUTO_LOGIN", "True")]).unwrap().auto_login);
+        assert!(
+            settings(&[("AGENTFLOW_AUTO_LOGIN", "True")])
+                .unwrap()
+                .auto_login
+        );
         let e = settings(&[("AGENTFLOW_NEW_USER_IS_ACTIVE", "maybe")]).unwrap_err();
         assert_eq!(e.name, "AGENTFLOW_NEW_USER_IS_ACTIVE");
     }
@@ -203,22 +225,37 @@ mod tests {
     fn login_limits_default_to_the_documented_policy_and_reject_junk() {
         let s = settings(&[]).unwrap().login;
         assert_eq!((s.attempts_per_minute, s.in_flight_per_address), (30, 4));
-        assert_eq!((s.max_failures, s.max_failures_per_account, s.lockout_secs), (5, 50, 900));
+        assert_eq!(
+            (s.max_failures, s.max_failures_per_account, s.lockout_secs),
+            (5, 50, 900)
+        );
         assert!(s.hash_concurrency >= 1);
         assert_eq!(s.policy(), LoginPolicy::default());
         let e = settings(&[("AGENTFLOW_LOGIN_MAX_FAILURES", "0")]).unwrap_err();
         assert_eq!(e.name, "AGENTFLOW_LOGIN_MAX_FAILURES");
         let e = settings(&[("AGENTFLOW_PASSWORD_HASH_CONCURRENCY", "many")]).unwrap_err();
         assert_eq!(e.name, "AGENTFLOW_PASSWORD_HASH_CONCURRENCY");
-        let e = settings(&[("AGENTFLOW_LOGIN_MAX_FAILURES", "10"), ("AGENTFLOW_LOGIN_MAX_FAILURES_PER_ACCOUNT", "9")]).unwrap_err();
+        let e = settings(&[
+            ("AGENTFLOW_LOGIN_MAX_FAILURES", "10"),
+            ("AGENTFLOW_LOGIN_MAX_FAILURES_PER_ACCOUNT", "9"),
+        ])
+        .unwrap_err();
         assert_eq!(e.name, "AGENTFLOW_LOGIN_MAX_FAILURES_PER_ACCOUNT");
-        let two = settings(&[("AGENTFLOW_PASSWORD_HASH_CONCURRENCY", "2")]).unwrap().login;
+        let two = settings(&[("AGENTFLOW_PASSWORD_HASH_CONCURRENCY", "2")])
+            .unwrap()
+            .login;
         assert_eq!(two.hash_concurrency, 2);
     }
 
     #[test]
     fn superuser_needs_both_settings() {
         assert!(settings(&[("AGENTFLOW_SUPERUSER", "admin")]).is_err());
-        assert!(settings(&[("AGENTFLOW_SUPERUSER", "admin"), ("AGENTFLOW_SUPERUSER_PASSWORD", "pw")]).is_ok());
+        assert!(
+            settings(&[
+                ("AGENTFLOW_SUPERUSER", "admin"),
+                ("AGENTFLOW_SUPERUSER_PASSWORD", "pw")
+            ])
+            .is_ok()
+        );
     }
 }

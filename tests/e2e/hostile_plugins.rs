@@ -23,17 +23,36 @@ fn misbehaving_plugins_get_503_and_the_server_keeps_serving() {
             &[],
         );
         let started = Instant::now();
-        let r = post(&server.url("/v1/graph/invoke"), &[], json!({"messages": []}));
+        let r = post(
+            &server.url("/v1/graph/invoke"),
+            &[],
+            json!({"messages": []}),
+        );
         let took = started.elapsed();
         assert_eq!(r.status, 503, "{mode}: {:?}", r.body);
         assert_eq!(r.body["code"], "plugin_failed", "{mode}");
-        assert!(r.detail().contains(&format!("hostile-{mode}")), "{mode}: detail names the plugin: {:?}", r.body);
+        assert!(
+            r.detail().contains(&format!("hostile-{mode}")),
+            "{mode}: detail names the plugin: {:?}",
+            r.body
+        );
         assert!(took < Duration::from_secs(5), "{mode}: took {took:?}");
-        assert_eq!(get(&server.url("/ping"), &[]).status, 200, "{mode}: still serving");
+        assert_eq!(
+            get(&server.url("/ping"), &[]).status,
+            200,
+            "{mode}: still serving"
+        );
         // A second failing call: the plugin is still sandboxed per request.
-        assert_eq!(post(&server.url("/v1/graph/invoke"), &[], json!({})).status, 503, "{mode}");
+        assert_eq!(
+            post(&server.url("/v1/graph/invoke"), &[], json!({})).status,
+            503,
+            "{mode}"
+        );
         let logs = server.logs();
-        assert!(logs.contains(&format!("hostile-{mode}")), "{mode}: the log names the plugin:\n{logs}");
+        assert!(
+            logs.contains(&format!("hostile-{mode}")),
+            "{mode}: the log names the plugin:\n{logs}"
+        );
     }
     assert_eq!(up.count(), 0, "nothing got through a failing plugin");
 }
@@ -46,16 +65,22 @@ fn a_looping_plugin_does_not_stall_other_requests() {
         &[("JWT_SECRET_KEY", SECRET)],
     );
     let loop_url = server.url("/v1/graph/invoke");
-    let stuck: Vec<_> = (0..4).map(|_| {
-        let url = loop_url.clone();
-        std::thread::spawn(move || post(&url, &[], json!({})).status)
-    }).collect();
+    let stuck: Vec<_> = (0..4)
+        .map(|_| {
+            let url = loop_url.clone();
+            std::thread::spawn(move || post(&url, &[], json!({})).status)
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     let token = bearer(&hs256(SECRET, json!({"sub": "u1", "exp": now() + 600})));
     let started = Instant::now();
     let r = get(&server.url("/v1/whoami"), &[("authorization", &token)]);
     assert_eq!(r.status, 200);
-    assert!(started.elapsed() < Duration::from_millis(1000), "JWT request waited {:?} behind looping plugins", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "JWT request waited {:?} behind looping plugins",
+        started.elapsed()
+    );
     for t in stuck {
         assert_eq!(t.join().unwrap(), 503);
     }
@@ -67,5 +92,8 @@ fn trap_reason_reaches_the_log() {
     assert_eq!(get(&server.url("/v1/whoami"), &[]).status, 503);
     std::thread::sleep(Duration::from_millis(100));
     let logs = server.logs();
-    assert!(logs.contains("hostile plugin trapped on purpose"), "the panic message is in the log:\n{logs}");
+    assert!(
+        logs.contains("hostile plugin trapped on purpose"),
+        "the panic message is in the log:\n{logs}"
+    );
 }

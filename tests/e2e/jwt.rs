@@ -6,12 +6,19 @@ use serde_json::json;
 use crate::support::*;
 
 fn jwt_server(up: &Upstream) -> Server {
-    Server::start(json!({"agent": up.base, "auth": "jwt"}), &[("JWT_SECRET_KEY", SECRET)])
+    Server::start(
+        json!({"agent": up.base, "auth": "jwt"}),
+        &[("JWT_SECRET_KEY", SECRET)],
+    )
 }
 
 fn invoke(server: &Server, auth: Option<&str>) -> Reply {
     let headers: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
-    post(&server.url("/v1/graph/invoke"), &headers, json!({"messages": [], "config": {"thread_id": "t1"}}))
+    post(
+        &server.url("/v1/graph/invoke"),
+        &headers,
+        json!({"messages": [], "config": {"thread_id": "t1"}}),
+    )
 }
 
 #[test]
@@ -24,24 +31,42 @@ fn missing_token_is_401_with_bearer_challenge() {
     assert_eq!(r.body["code"], "not_authenticated");
     assert!(!r.detail().is_empty());
     assert_eq!(up.count(), 0, "nothing may reach the upstream");
-    assert_eq!(get(&server.url("/ping"), &[]).status, 200, "/ping stays public");
+    assert_eq!(
+        get(&server.url("/ping"), &[]).status,
+        200,
+        "/ping stays public"
+    );
 }
 
 #[test]
 fn valid_token_reaches_the_upstream_with_identity() {
     let up = Upstream::start();
     let server = jwt_server(&up);
-    let token = hs256(SECRET, json!({"sub": "user-123", "role": "user", "name": "Alice", "exp": now() + 3600}));
+    let token = hs256(
+        SECRET,
+        json!({"sub": "user-123", "role": "user", "name": "Alice", "exp": now() + 3600}),
+    );
     let r = invoke(&server, Some(&bearer(&token)));
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["ok"], true);
     let seen = up.last();
     assert_eq!(seen.header("x-agentflow-user-id"), Some("user-123"));
     assert_eq!(seen.header("x-agentflow-roles"), Some("user"));
-    assert_eq!(seen.header("authorization"), None, "credentials are not forwarded");
-    assert_eq!(seen.json()["config"]["user_id"], "user-123", "without an upstream token the body merge is on");
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "credentials are not forwarded"
+    );
+    assert_eq!(
+        seen.json()["config"]["user_id"],
+        "user-123",
+        "without an upstream token the body merge is on"
+    );
 
-    let me = get(&server.url("/v1/whoami"), &[("authorization", &bearer(&token))]);
+    let me = get(
+        &server.url("/v1/whoami"),
+        &[("authorization", &bearer(&token))],
+    );
     assert_eq!(me.status, 200);
     assert_eq!(me.body["user_id"], "user-123");
     assert_eq!(me.body["roles"], json!(["user"]));
@@ -59,12 +84,35 @@ fn bad_tokens_are_401_invalid_token() {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
     };
-    let tampered = format!("{head}.{}.{sig}", b64(&json!({"sub": "admin", "exp": now() + 3600}).to_string()));
-    let alg_none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&json!({"sub": "u1", "exp": now() + 3600}).to_string()));
+    let tampered = format!(
+        "{head}.{}.{sig}",
+        b64(&json!({"sub": "admin", "exp": now() + 3600}).to_string())
+    );
+    let alg_none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&json!({"sub": "u1", "exp": now() + 3600}).to_string())
+    );
     let cases = [
-        ("expired", hs256(SECRET, json!({"sub": "u1", "exp": now() - 3600}))),
-        ("wrong key", hs256("another-secret-another-secret-another-secret", json!({"sub": "u1", "exp": now() + 3600}))),
-        ("wrong algorithm", sign(Algorithm::HS512, &EncodingKey::from_secret(SECRET.as_bytes()), json!({"sub": "u1", "exp": now() + 3600}))),
+        (
+            "expired",
+            hs256(SECRET, json!({"sub": "u1", "exp": now() - 3600})),
+        ),
+        (
+            "wrong key",
+            hs256(
+                "another-secret-another-secret-another-secret",
+                json!({"sub": "u1", "exp": now() + 3600}),
+            ),
+        ),
+        (
+            "wrong algorithm",
+            sign(
+                Algorithm::HS512,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+                json!({"sub": "u1", "exp": now() + 3600}),
+            ),
+        ),
         ("alg none", alg_none),
         ("tampered payload", tampered),
         ("no exp", hs256(SECRET, json!({"sub": "u1"}))),
@@ -75,9 +123,18 @@ fn bad_tokens_are_401_invalid_token() {
         assert_eq!(r.status, 401, "{case}: {:?}", r.body);
         assert_eq!(r.body["code"], "invalid_token", "{case}");
         let challenge = r.header("www-authenticate").unwrap_or_default();
-        assert!(challenge.starts_with("Bearer error=\"invalid_token\""), "{case}: {challenge}");
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_token\""),
+            "{case}: {challenge}"
+        );
     }
-    let expired = invoke(&server, Some(&bearer(&hs256(SECRET, json!({"sub": "u1", "exp": now() - 3600})))));
+    let expired = invoke(
+        &server,
+        Some(&bearer(&hs256(
+            SECRET,
+            json!({"sub": "u1", "exp": now() - 3600}),
+        ))),
+    );
     assert!(expired.detail().contains("expired"), "{:?}", expired.body);
     assert_eq!(up.count(), 0);
 }
@@ -86,14 +143,35 @@ fn bad_tokens_are_401_invalid_token() {
 fn openssl_keys(dir: &std::path::Path, genpkey_args: &[&str]) -> (String, String) {
     let private = dir.join("private.pem");
     let public = dir.join("public.pem");
-    let ok = std::process::Command::new("openssl").stderr(std::process::Stdio::null()).arg("genpkey").args(genpkey_args).arg("-out").arg(&private).status().unwrap();
+    let ok = std::process::Command::new("openssl")
+        .stderr(std::process::Stdio::null())
+        .arg("genpkey")
+        .args(genpkey_args)
+        .arg("-out")
+        .arg(&private)
+        .status()
+        .unwrap();
     assert!(ok.success());
-    let ok = std::process::Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public).status().unwrap();
+    let ok = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .unwrap();
     assert!(ok.success());
-    (std::fs::read_to_string(private).unwrap(), std::fs::read_to_string(public).unwrap())
+    (
+        std::fs::read_to_string(private).unwrap(),
+        std::fs::read_to_string(public).unwrap(),
+    )
 }
 
-fn asymmetric_round_trip(alg: &str, genpkey_args: &[&str], encoding_key: fn(&[u8]) -> EncodingKey, algorithm: Algorithm) {
+fn asymmetric_round_trip(
+    alg: &str,
+    genpkey_args: &[&str],
+    encoding_key: fn(&[u8]) -> EncodingKey,
+    algorithm: Algorithm,
+) {
     let up = Upstream::start();
     let keys = tempfile::tempdir().unwrap();
     let (private, public) = openssl_keys(keys.path(), genpkey_args);
@@ -101,7 +179,11 @@ fn asymmetric_round_trip(alg: &str, genpkey_args: &[&str], encoding_key: fn(&[u8
         json!({"agent": up.base, "auth": "jwt"}),
         &[("JWT_ALGORITHM", alg), ("JWT_PUBLIC_KEY", &public)],
     );
-    let token = sign(algorithm, &encoding_key(private.as_bytes()), json!({"sub": "rs-user", "exp": now() + 600}));
+    let token = sign(
+        algorithm,
+        &encoding_key(private.as_bytes()),
+        json!({"sub": "rs-user", "exp": now() + 600}),
+    );
     let r = invoke(&server, Some(&bearer(&token)));
     assert_eq!(r.status, 200, "{alg}: {:?}", r.body);
     assert_eq!(up.last().header("x-agentflow-user-id"), Some("rs-user"));
@@ -109,16 +191,31 @@ fn asymmetric_round_trip(alg: &str, genpkey_args: &[&str], encoding_key: fn(&[u8
     // The same claims under an HMAC algorithm keyed with the public key:
     // the classic confusion attack must fail.
     let confused = hs256(&public, json!({"sub": "rs-user", "exp": now() + 600}));
-    assert_eq!(invoke(&server, Some(&bearer(&confused))).status, 401, "{alg}: key confusion");
+    assert_eq!(
+        invoke(&server, Some(&bearer(&confused))).status,
+        401,
+        "{alg}: key confusion"
+    );
 
     // `agentflow token` signs with the private key in JWT_SECRET_KEY.
     let cfg = server.dir.path().join("agentflow.json");
     let (code, out, err) = run_agentflow(
-        &["token", "--config", cfg.to_str().unwrap(), "--sub", "cli-user", "--role", "admin"],
+        &[
+            "token",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--sub",
+            "cli-user",
+            "--role",
+            "admin",
+        ],
         &[("JWT_ALGORITHM", alg), ("JWT_SECRET_KEY", &private)],
     );
     assert_eq!(code, 0, "{err}");
-    let me = get(&server.url("/v1/whoami"), &[("authorization", &bearer(out.trim()))]);
+    let me = get(
+        &server.url("/v1/whoami"),
+        &[("authorization", &bearer(out.trim()))],
+    );
     assert_eq!(me.status, 200, "{:?}", me.body);
     assert_eq!(me.body["user_id"], "cli-user");
     assert_eq!(me.body["roles"], json!(["admin"]));
@@ -150,11 +247,28 @@ fn token_command_mints_tokens_the_server_accepts() {
     let server = jwt_server(&up);
     let cfg = server.dir.path().join("agentflow.json");
     let (code, out, err) = run_agentflow(
-        &["token", "--config", cfg.to_str().unwrap(), "--sub", "u9", "--role", "user", "--exp", "10m", "--claim", "team=\"red\"", "--claim", "level=3"],
+        &[
+            "token",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--sub",
+            "u9",
+            "--role",
+            "user",
+            "--exp",
+            "10m",
+            "--claim",
+            "team=\"red\"",
+            "--claim",
+            "level=3",
+        ],
         &[("JWT_SECRET_KEY", SECRET)],
     );
     assert_eq!(code, 0, "{err}");
-    let me = get(&server.url("/v1/whoami"), &[("authorization", &bearer(out.trim()))]);
+    let me = get(
+        &server.url("/v1/whoami"),
+        &[("authorization", &bearer(out.trim()))],
+    );
     assert_eq!(me.status, 200, "{:?}", me.body);
     assert_eq!(me.body["claims"]["team"], "red");
     assert_eq!(me.body["claims"]["level"], 3);

@@ -26,4 +26,5 @@ mod plugin_platform;
 mod proxy;
 mod routes;
 mod upstream_identity;
+mod upstream_retry;
 mod websocket;

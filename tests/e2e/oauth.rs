@@ -26,13 +26,25 @@ struct Introspector {
 
 impl Introspector {
     fn start() -> Introspector {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let app = Router::new().route("/introspect", post(introspect)).with_state(hits.clone());
+        let app = Router::new()
+            .route("/introspect", post(introspect))
+            .with_state(hits.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Introspector { addr, hits, _runtime: runtime }
+        Introspector {
+            addr,
+            hits,
+            _runtime: runtime,
+        }
     }
 
     fn hits(&self) -> usize {
@@ -40,16 +52,27 @@ impl Introspector {
     }
 }
 
-async fn introspect(State(hits): State<Arc<AtomicUsize>>, headers: HeaderMap, body: String) -> Response {
+async fn introspect(
+    State(hits): State<Arc<AtomicUsize>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     hits.fetch_add(1, Ordering::SeqCst);
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("agentflow:{CLIENT_SECRET}"))
     );
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return (axum::http::StatusCode::UNAUTHORIZED, "bad client credentials").into_response();
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            "bad client credentials",
+        )
+            .into_response();
     }
-    let token = body.split('&').find_map(|kv| kv.strip_prefix("token=")).unwrap_or_default();
+    let token = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .unwrap_or_default();
     let answer = match token {
         "good-token" => json!({
             "active": true, "sub": "alice", "scope": "user read", "client_id": "web",
@@ -77,8 +100,14 @@ fn oauth_config(idp: &Introspector, secret_name: &str) -> serde_json::Value {
 #[test]
 fn active_tokens_authenticate_and_are_cached() {
     let idp = Introspector::start();
-    let server = Server::start(oauth_config(&idp, "OAUTH_CLIENT_SECRET"), &[("OAUTH_CLIENT_SECRET", CLIENT_SECRET)]);
-    let r = get(&server.url("/v1/whoami"), &[("authorization", "Bearer good-token")]);
+    let server = Server::start(
+        oauth_config(&idp, "OAUTH_CLIENT_SECRET"),
+        &[("OAUTH_CLIENT_SECRET", CLIENT_SECRET)],
+    );
+    let r = get(
+        &server.url("/v1/whoami"),
+        &[("authorization", "Bearer good-token")],
+    );
     assert_eq!(r.status, 200, "{:?}\n{}", r.body, server.logs());
     assert_eq!(r.body["user_id"], "alice");
     assert_eq!(r.body["roles"], json!(["user", "read"]));
@@ -86,16 +115,29 @@ fn active_tokens_authenticate_and_are_cached() {
     assert_eq!(idp.hits(), 1);
 
     // The positive answer is reused from the plugin's kv.
-    let r = get(&server.url("/v1/whoami"), &[("authorization", "Bearer good-token")]);
+    let r = get(
+        &server.url("/v1/whoami"),
+        &[("authorization", "Bearer good-token")],
+    );
     assert_eq!(r.body["user_id"], "alice");
-    assert_eq!(idp.hits(), 1, "the second request was answered from the cache");
+    assert_eq!(
+        idp.hits(),
+        1,
+        "the second request was answered from the cache"
+    );
 
-    let r = get(&server.url("/v1/whoami"), &[("authorization", "Bearer revoked-token")]);
+    let r = get(
+        &server.url("/v1/whoami"),
+        &[("authorization", "Bearer revoked-token")],
+    );
     assert_eq!(r.status, 401);
     assert_eq!(r.detail(), "token is not active");
     assert_eq!(idp.hits(), 2);
     // Negative answers are not cached.
-    get(&server.url("/v1/whoami"), &[("authorization", "Bearer revoked-token")]);
+    get(
+        &server.url("/v1/whoami"),
+        &[("authorization", "Bearer revoked-token")],
+    );
     assert_eq!(idp.hits(), 3);
 
     let r = get(&server.url("/v1/whoami"), &[]);
@@ -106,20 +148,39 @@ fn active_tokens_authenticate_and_are_cached() {
 #[test]
 fn wrong_client_credentials_fail_closed() {
     let idp = Introspector::start();
-    let server = Server::start(oauth_config(&idp, "OAUTH_CLIENT_SECRET"), &[("OAUTH_CLIENT_SECRET", "wrong-secret-value-xyz")]);
-    let r = get(&server.url("/v1/whoami"), &[("authorization", "Bearer good-token")]);
+    let server = Server::start(
+        oauth_config(&idp, "OAUTH_CLIENT_SECRET"),
+        &[("OAUTH_CLIENT_SECRET", "wrong-secret-value-xyz")],
+    );
+    let r = get(
+        &server.url("/v1/whoami"),
+        &[("authorization", "Bearer good-token")],
+    );
     assert_eq!(r.status, 503, "{:?}", r.body);
     assert_eq!(r.body["code"], "plugin_failed");
     assert!(server.logged("answered HTTP 401"), "{}", server.logs());
-    assert!(!server.logs().contains("wrong-secret-value-xyz"), "the secret is not logged");
+    assert!(
+        !server.logs().contains("wrong-secret-value-xyz"),
+        "the secret is not logged"
+    );
 }
 
 #[test]
 fn an_ungranted_client_secret_is_reported() {
     let idp = Introspector::start();
-    let server = Server::start(oauth_config(&idp, "SOME_OTHER_SECRET"), &[("SOME_OTHER_SECRET", CLIENT_SECRET)]);
-    let r = get(&server.url("/v1/whoami"), &[("authorization", "Bearer good-token")]);
+    let server = Server::start(
+        oauth_config(&idp, "SOME_OTHER_SECRET"),
+        &[("SOME_OTHER_SECRET", CLIENT_SECRET)],
+    );
+    let r = get(
+        &server.url("/v1/whoami"),
+        &[("authorization", "Bearer good-token")],
+    );
     assert_eq!(r.status, 503);
     assert_eq!(idp.hits(), 0);
-    assert!(server.logged("is not granted to this plugin"), "{}", server.logs());
+    assert!(
+        server.logged("is not granted to this plugin"),
+        "{}",
+        server.logs()
+    );
 }

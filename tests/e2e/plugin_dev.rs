@@ -24,13 +24,28 @@ fn cargo(crate_dir: &Path, args: &[&str]) {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .expect("running cargo");
-    assert!(out.status.success(), "cargo {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `plugin new` in `dir`, with the workspace's lock file so versions match
 /// the ones already built.
 fn scaffold(dir: &Path, name: &str, kind: &str) -> PathBuf {
-    let (code, out, err) = run_agentflow(&["plugin", "new", name, "--kind", kind, "--dir", dir.to_str().unwrap()], &[]);
+    let (code, out, err) = run_agentflow(
+        &[
+            "plugin",
+            "new",
+            name,
+            "--kind",
+            kind,
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("created"), "{out}");
     let root = dir.join(name);
@@ -39,7 +54,10 @@ fn scaffold(dir: &Path, name: &str, kind: &str) -> PathBuf {
 }
 
 fn wasm_of(name: &str) -> PathBuf {
-    target_dir().join("wasm32-wasip2").join("release").join(format!("{}.wasm", name.replace('-', "_")))
+    target_dir()
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 #[test]
@@ -48,18 +66,40 @@ fn the_scaffold_builds_tests_checks_calls_and_hot_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let root = scaffold(dir.path(), "scaffolded-auth", "authenticator");
     cargo(&root, &["test", "--release", "-q"]);
-    cargo(&root, &["build", "--release", "--target", "wasm32-wasip2", "-q"]);
+    cargo(
+        &root,
+        &["build", "--release", "--target", "wasm32-wasip2", "-q"],
+    );
     let wasm = wasm_of("scaffolded-auth");
 
     let (code, out, err) = run_agentflow(&["plugin", "check", wasm.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("fits agentflow:auth/authenticator: yes"), "{out}");
+    assert!(
+        out.contains("fits agentflow:auth/authenticator: yes"),
+        "{out}"
+    );
     assert!(out.contains("fits agentflow:auth/authorizer: no"), "{out}");
-    assert!(out.contains("agentflow:auth/host@0.2.0"), "imports are listed: {out}");
+    assert!(
+        out.contains("agentflow:auth/host@0.2.0"),
+        "imports are listed: {out}"
+    );
 
     let request = dir.path().join("request.json");
-    std::fs::write(&request, json!({"headers": {"x-token": "t"}, "config": {"token": "t", "user": "dev"}}).to_string()).unwrap();
-    let (code, out, err) = run_agentflow(&["plugin", "call", wasm.to_str().unwrap(), "--request", request.to_str().unwrap()], &[]);
+    std::fs::write(
+        &request,
+        json!({"headers": {"x-token": "t"}, "config": {"token": "t", "user": "dev"}}).to_string(),
+    )
+    .unwrap();
+    let (code, out, err) = run_agentflow(
+        &[
+            "plugin",
+            "call",
+            wasm.to_str().unwrap(),
+            "--request",
+            request.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{out}{err}");
     let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(answer["outcome"], "authenticated");
@@ -76,7 +116,11 @@ fn the_scaffold_builds_tests_checks_calls_and_hot_reloads() {
     assert_eq!(whoami().body["roles"], json!(["user"]));
     let lib = root.join("src").join("lib.rs");
     let source = std::fs::read_to_string(&lib).unwrap();
-    std::fs::write(&lib, source.replace(".with_role(\"user\")", ".with_role(\"editor\")")).unwrap();
+    std::fs::write(
+        &lib,
+        source.replace(".with_role(\"user\")", ".with_role(\"editor\")"),
+    )
+    .unwrap();
     let mut roles = json!(null);
     for _ in 0..600 {
         roles = whoami().body["roles"].clone();
@@ -85,7 +129,12 @@ fn the_scaffold_builds_tests_checks_calls_and_hot_reloads() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(roles, json!(["editor"]), "the edited crate was not rebuilt and reloaded:\n{}", server.logs());
+    assert_eq!(
+        roles,
+        json!(["editor"]),
+        "the edited crate was not rebuilt and reloaded:\n{}",
+        server.logs()
+    );
 }
 
 #[test]
@@ -110,27 +159,61 @@ fn check_and_call_explain_what_does_not_fit() {
         .to_string(),
     )
     .unwrap();
-    let (code, out, err) = run_agentflow(&["plugin", "call", rbac, "--request", request.to_str().unwrap()], &[]);
+    let (code, out, err) = run_agentflow(
+        &[
+            "plugin",
+            "call",
+            rbac,
+            "--request",
+            request.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"deny\""), "{out}");
 
     // Failures name the plugin, the export and the cause.
     let hostile = plugins().hostile.to_str().unwrap();
-    for (mode, cause) in [("loop", "time limit"), ("grow-memory", "memory limit"), ("trap", "trapped on purpose")] {
+    for (mode, cause) in [
+        ("loop", "time limit"),
+        ("grow-memory", "memory limit"),
+        ("trap", "trapped on purpose"),
+    ] {
         std::fs::write(&request, json!({"config": {"mode": mode}}).to_string()).unwrap();
         let (code, _, err) = run_agentflow(
-            &["plugin", "call", hostile, "--request", request.to_str().unwrap(), "--memory-mb", "16"],
+            &[
+                "plugin",
+                "call",
+                hostile,
+                "--request",
+                request.to_str().unwrap(),
+                "--memory-mb",
+                "16",
+            ],
             &[],
         );
         assert_eq!(code, 2, "{mode}");
-        assert!(err.contains("plugin \"hostile-plugin\" failed in authenticate"), "{mode}: {err}");
+        assert!(
+            err.contains("plugin \"hostile-plugin\" failed in authenticate"),
+            "{mode}: {err}"
+        );
         assert!(err.contains(cause), "{mode}: {err}");
     }
 
     // The authorizer scaffold builds and fits its world.
     let root = scaffold(dir.path(), "scaffolded-authz", "authorizer");
-    cargo(&root, &["build", "--release", "--target", "wasm32-wasip2", "-q"]);
-    let (code, out, _) = run_agentflow(&["plugin", "check", wasm_of("scaffolded-authz").to_str().unwrap()], &[]);
+    cargo(
+        &root,
+        &["build", "--release", "--target", "wasm32-wasip2", "-q"],
+    );
+    let (code, out, _) = run_agentflow(
+        &[
+            "plugin",
+            "check",
+            wasm_of("scaffolded-authz").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 0);
     assert!(out.contains("fits agentflow:auth/authorizer: yes"), "{out}");
 }

@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Paths of the plugins the tests use, built once per test run.
@@ -38,14 +41,35 @@ pub fn plugins() -> &'static Plugins {
         let target = repo_root().join("target").join("e2e-plugins");
         let status = Command::new(env!("CARGO"))
             .current_dir(repo_root())
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "api-key", "-p", "rbac", "-p", "hostile-plugin"])
-            .args(["-p", "probe-plugin", "-p", "oauth-introspect", "-p", "cache-hint-plugin"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "api-key",
+                "-p",
+                "rbac",
+                "-p",
+                "hostile-plugin",
+            ])
+            .args([
+                "-p",
+                "probe-plugin",
+                "-p",
+                "oauth-introspect",
+                "-p",
+                "cache-hint-plugin",
+            ])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .status()
             .expect("running cargo to build the plugins");
-        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed?)");
+        assert!(
+            status.success(),
+            "building the plugins failed (is the wasm32-wasip2 target installed?)"
+        );
         let out = target.join("wasm32-wasip2").join("release");
         Plugins {
             api_key: out.join("api_key.wasm"),
@@ -83,7 +107,10 @@ impl Server {
 
     /// Starts the binary on an existing config file.
     pub fn start_file(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Server {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Server::spawn(dir, config.to_path_buf(), env)
     }
 
@@ -98,7 +125,11 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Stopped { dir, config: self.config.clone(), env: std::mem::take(&mut self.env) }
+        Stopped {
+            dir,
+            config: self.config.clone(),
+            env: std::mem::take(&mut self.env),
+        }
     }
 
     /// Starts the binary with its open-files limit (soft and hard) lowered
@@ -107,7 +138,10 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agentflow.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut cmd = agentflow_command();
         limit_open_files(&mut cmd, nofile);
         Server::spawn_command(cmd, dir, path, env)
@@ -117,12 +151,21 @@ impl Server {
         Server::spawn_command(agentflow_command(), dir, config, env)
     }
 
-    fn spawn_command(mut cmd: Command, dir: tempfile::TempDir, config: PathBuf, env: Vec<(String, String)>) -> Server {
+    fn spawn_command(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: Vec<(String, String)>,
+    ) -> Server {
         cmd.args(["run", "--port", "0", "--config"]).arg(&config);
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("starting agentflow");
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting agentflow");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -139,7 +182,14 @@ impl Server {
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => Server { child, base, dir, config, env, logs },
+            Ok(base) => Server {
+                child,
+                base,
+                dir,
+                config,
+                env,
+                logs,
+            },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -210,7 +260,10 @@ fn limit_open_files(cmd: &mut Command, nofile: u64) {
     // SAFETY: setrlimit is async-signal-safe; nothing else runs in pre_exec.
     unsafe {
         cmd.pre_exec(move || {
-            let lim = libc::rlimit { rlim_cur: nofile as libc::rlim_t, rlim_max: nofile as libc::rlim_t };
+            let lim = libc::rlimit {
+                rlim_cur: nofile as libc::rlim_t,
+                rlim_max: nofile as libc::rlim_t,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -227,7 +280,11 @@ pub fn run_agentflow(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Strin
         cmd.env(k, v);
     }
     let out = cmd.output().expect("running agentflow");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// One request as the upstream received it.
@@ -241,7 +298,10 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
@@ -260,18 +320,33 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = Router::new().fallback(record).with_state(seen.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Upstream { base: format!("http://{addr}"), seen, _runtime: runtime }
+        Upstream {
+            base: format!("http://{addr}"),
+            seen,
+            _runtime: runtime,
+        }
     }
 
     /// The last request received.
     pub fn last(&self) -> Recorded {
-        self.seen.lock().unwrap().last().cloned().expect("the upstream received no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream received no request")
     }
 
     pub fn count(&self) -> usize {
@@ -281,12 +356,22 @@ impl Upstream {
 
 async fn record(State(seen): State<Arc<Mutex<Vec<Recorded>>>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let path_and_query = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     seen.lock().unwrap().push(Recorded {
         method: parts.method.to_string(),
         path_and_query: path_and_query.clone(),
-        headers: parts.headers.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned())).collect(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
         body,
     });
     if parts.uri.path() == "/v1/graph/stream" {
@@ -297,7 +382,10 @@ async fn record(State(seen): State<Arc<Mutex<Vec<Recorded>>>>, req: Request) -> 
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            Some((Ok::<_, std::io::Error>(Bytes::from(format!("data: {{\"n\": {i}}}\n\n"))), i + 1))
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from(format!("data: {{\"n\": {i}}}\n\n"))),
+                i + 1,
+            ))
         });
         return Response::builder()
             .header("content-type", "text/event-stream")
@@ -333,7 +421,10 @@ impl Reply {
 
 /// Sends a request with blocking I/O (tests are plain `#[test]` functions).
 pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Value>) -> Reply {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -346,7 +437,11 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Valu
     let headers = resp.headers().clone();
     let text = resp.text().unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
@@ -359,15 +454,26 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: Value) -> Reply {
 
 /// Unix time now, in seconds.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// An HS256 token for `claims` signed with `secret`.
 pub fn hs256(secret: &str, claims: Value) -> String {
-    sign(jsonwebtoken::Algorithm::HS256, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()), claims)
+    sign(
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        claims,
+    )
 }
 
-pub fn sign(alg: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey, claims: Value) -> String {
+pub fn sign(
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    claims: Value,
+) -> String {
     jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).unwrap()
 }
 

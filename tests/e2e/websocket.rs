@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{Request as HandshakeRequest, Response as HandshakeResponse};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Request as HandshakeRequest, Response as HandshakeResponse,
+};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -17,7 +19,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::support::*;
 use crate::support_agentflow::*;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// An opened socket with its handshake response, or the HTTP refusal.
 type Connected = Result<(Socket, http::Response<Option<Vec<u8>>>), WsError>;
@@ -26,12 +29,19 @@ type Connected = Result<(Socket, http::Response<Option<Vec<u8>>>), WsError>;
 type Handshakes = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The gateway with built-in JWT in front of `agent`.
 fn gateway(agent: &str) -> Server {
-    Server::start(json!({"agent": agent, "auth": "jwt"}), &[("JWT_SECRET_KEY", SECRET)])
+    Server::start(
+        json!({"agent": agent, "auth": "jwt"}),
+        &[("JWT_SECRET_KEY", SECRET)],
+    )
 }
 
 fn token(user: &str) -> String {
@@ -48,11 +58,17 @@ fn ws_url(server: &Server, path: &str) -> String {
 async fn connect(url: &str, headers: &[(&str, &str)]) -> Connected {
     let mut request = url.into_client_request().unwrap();
     for (k, v) in headers {
-        request.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
-    tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::connect_async(request))
-        .await
-        .expect("the handshake answers")
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("the handshake answers")
 }
 
 /// Sends one run frame and collects the text frames up to the `done` update.
@@ -61,7 +77,9 @@ async fn run(socket: &mut Socket, text: &str, thread: &str) -> Vec<Value> {
     socket.send(Message::text(frame.to_string())).await.unwrap();
     let mut chunks = Vec::new();
     loop {
-        let next = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("a chunk in time");
+        let next = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("a chunk in time");
         let Some(Ok(Message::Text(text))) = next else {
             panic!("expected a text chunk, got {next:?} after {chunks:?}")
         };
@@ -76,7 +94,11 @@ async fn run(socket: &mut Socket, text: &str, thread: &str) -> Vec<Value> {
 
 /// The echo graph's report among streamed chunks.
 fn echo_in(chunks: &[Value]) -> Value {
-    let messages: Vec<Value> = chunks.iter().map(|c| c["message"].clone()).filter(|m| m.is_object()).collect();
+    let messages: Vec<Value> = chunks
+        .iter()
+        .map(|c| c["message"].clone())
+        .filter(|m| m.is_object())
+        .collect();
     echoed(&Value::Array(messages))
 }
 
@@ -86,12 +108,17 @@ fn a_run_streams_through_the_gateway_with_the_token_in_the_bearer_subprotocol() 
     let server = gateway(agent.url());
     let protocols = format!("agentflow-bearer, {}", token("alice"));
     runtime().block_on(async {
-        let (mut socket, response) =
-            connect(&ws_url(&server, "/v1/graph/ws"), &[("sec-websocket-protocol", &protocols)])
-                .await
-                .unwrap_or_else(|e| panic!("upgrade refused: {e}\n{}", server.logs()));
+        let (mut socket, response) = connect(
+            &ws_url(&server, "/v1/graph/ws"),
+            &[("sec-websocket-protocol", &protocols)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("upgrade refused: {e}\n{}", server.logs()));
         assert_eq!(
-            response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap()),
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap()),
             Some("agentflow-bearer"),
             "browsers need the subprotocol echoed, and never the token"
         );
@@ -99,7 +126,10 @@ fn a_run_streams_through_the_gateway_with_the_token_in_the_bearer_subprotocol() 
         let seen = echo_in(&chunks);
         assert_eq!(seen["last_user_message"], "hello over ws", "{chunks:?}");
         assert_eq!(seen["thread_id"], "t-ws");
-        assert!(chunks.iter().any(|c| c["thread_id"] == "t-ws"), "{chunks:?}");
+        assert!(
+            chunks.iter().any(|c| c["thread_id"] == "t-ws"),
+            "{chunks:?}"
+        );
         // The socket stays open for the next run.
         let again = run(&mut socket, "second run", "t-ws").await;
         assert_eq!(echo_in(&again)["last_user_message"], "second run");
@@ -113,8 +143,13 @@ fn a_query_token_authenticates_an_upgrade() {
     let server = gateway(agent.url());
     runtime().block_on(async {
         let url = format!("{}?token={}", ws_url(&server, "/v1/graph/ws"), token("bob"));
-        let (mut socket, response) = connect(&url, &[]).await.unwrap_or_else(|e| panic!("upgrade refused: {e}"));
-        assert!(response.headers().get("sec-websocket-protocol").is_none(), "none offered, none selected");
+        let (mut socket, response) = connect(&url, &[])
+            .await
+            .unwrap_or_else(|e| panic!("upgrade refused: {e}"));
+        assert!(
+            response.headers().get("sec-websocket-protocol").is_none(),
+            "none offered, none selected"
+        );
         let chunks = run(&mut socket, "via query", "t-query").await;
         assert_eq!(echo_in(&chunks)["last_user_message"], "via query");
     });
@@ -124,7 +159,11 @@ fn a_query_token_authenticates_an_upgrade() {
 fn refusal(result: Connected) -> (u16, Value) {
     match result {
         Err(WsError::Http(response)) => {
-            let body = response.body().as_deref().map(|b| serde_json::from_slice(b).unwrap()).unwrap_or(Value::Null);
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| serde_json::from_slice(b).unwrap())
+                .unwrap_or(Value::Null);
             (response.status().as_u16(), body)
         }
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
@@ -141,17 +180,32 @@ fn upgrades_without_a_valid_token_are_refused_with_401_before_upgrading() {
         let (status, body) = refusal(connect(&url, &[]).await);
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["code"], "not_authenticated");
-        assert_eq!(body["error"]["code"], "NOT_AUTHENTICATED", "the AgentFlow envelope too: {body}");
+        assert_eq!(
+            body["error"]["code"], "NOT_AUTHENTICATED",
+            "the AgentFlow envelope too: {body}"
+        );
 
-        let forged = hs256("another-secret-0123456789abcdef0123456789", json!({"sub": "eve", "exp": now() + 60}));
+        let forged = hs256(
+            "another-secret-0123456789abcdef0123456789",
+            json!({"sub": "eve", "exp": now() + 60}),
+        );
         let protocols = format!("agentflow-bearer, {forged}");
-        let (status, body) = refusal(connect(&url, &[("sec-websocket-protocol", &protocols)]).await);
-        assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")), "{body}");
+        let (status, body) =
+            refusal(connect(&url, &[("sec-websocket-protocol", &protocols)]).await);
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{body}"
+        );
         let (status, _) = refusal(connect(&format!("{url}?token={forged}"), &[]).await);
         assert_eq!(status, 401);
 
         let live = ws_url(&server, "/v1/graph/live");
-        assert_eq!(refusal(connect(&live, &[]).await).0, 401, "the live route too");
+        assert_eq!(
+            refusal(connect(&live, &[]).await).0,
+            401,
+            "the live route too"
+        );
     });
 }
 
@@ -163,13 +217,38 @@ fn handshake_token_places_are_not_credentials_on_plain_http() {
     let r = get(&server.url(&format!("/v1/threads?token={good}")), &[]);
     assert_eq!(r.status, 401, "?token= on plain HTTP: {}", r.body);
     let protocols = format!("agentflow-bearer, {good}");
-    let r = get(&server.url("/v1/threads"), &[("sec-websocket-protocol", &protocols)]);
-    assert_eq!(r.status, 401, "the subprotocol pair on plain HTTP: {}", r.body);
+    let r = get(
+        &server.url("/v1/threads"),
+        &[("sec-websocket-protocol", &protocols)],
+    );
+    assert_eq!(
+        r.status, 401,
+        "the subprotocol pair on plain HTTP: {}",
+        r.body
+    );
     let r = get(&server.url(&format!("/v1/graph/ws?token={good}")), &[]);
-    assert_eq!(r.status, 401, "nor on a socket route without an upgrade: {}", r.body);
-    let r = get(&server.url("/v1/graph/ws"), &[("authorization", &bearer(&good))]);
-    assert_eq!(r.status, 400, "a socket route is served as an upgrade only: {}", r.body);
-    assert_eq!(get(&server.url("/v1/threads"), &[("authorization", &bearer(&good))]).status, 200);
+    assert_eq!(
+        r.status, 401,
+        "nor on a socket route without an upgrade: {}",
+        r.body
+    );
+    let r = get(
+        &server.url("/v1/graph/ws"),
+        &[("authorization", &bearer(&good))],
+    );
+    assert_eq!(
+        r.status, 400,
+        "a socket route is served as an upgrade only: {}",
+        r.body
+    );
+    assert_eq!(
+        get(
+            &server.url("/v1/threads"),
+            &[("authorization", &bearer(&good))]
+        )
+        .status,
+        200
+    );
 }
 
 /// A WebSocket agent stand-in: records each handshake (URI and headers),
@@ -199,11 +278,16 @@ async fn echo_agent() -> EchoAgent {
                     seen.lock().unwrap().push((req.uri().to_string(), headers));
                     Ok(resp)
                 };
-                let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(tcp, record).await else { return };
+                let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(tcp, record).await else {
+                    return;
+                };
                 while let Some(Ok(message)) = socket.next().await {
                     match message {
                         Message::Text(t) if t.as_str() == "close-me" => {
-                            let frame = CloseFrame { code: CloseCode::from(4001), reason: "bye".into() };
+                            let frame = CloseFrame {
+                                code: CloseCode::from(4001),
+                                reason: "bye".into(),
+                            };
                             let _ = socket.send(Message::Close(Some(frame))).await;
                         }
                         Message::Text(_) | Message::Binary(_) => {
@@ -225,19 +309,36 @@ fn the_agent_gets_the_identity_never_the_client_token_and_frames_and_closes_cros
     let server = gateway(&agent.url);
     let client_token = token("carol");
     rt.block_on(async {
-        let url = format!("{}?keep=1&token={client_token}&to%6Ben={client_token}", ws_url(&server, "/v1/graph/ws"));
+        let url = format!(
+            "{}?keep=1&token={client_token}&to%6Ben={client_token}",
+            ws_url(&server, "/v1/graph/ws")
+        );
         let protocols = format!("agentflow-bearer, {client_token}");
-        let (mut socket, _) = connect(&url, &[("sec-websocket-protocol", &protocols), ("x-custom", "kept")])
-            .await
-            .unwrap_or_else(|e| panic!("upgrade refused: {e}\n{}", server.logs()));
+        let (mut socket, _) = connect(
+            &url,
+            &[("sec-websocket-protocol", &protocols), ("x-custom", "kept")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("upgrade refused: {e}\n{}", server.logs()));
 
         socket.send(Message::text("ping-text")).await.unwrap();
-        assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("ping-text"));
-        socket.send(Message::binary(vec![0u8, 159, 255])).await.unwrap();
-        assert_eq!(socket.next().await.unwrap().unwrap(), Message::binary(vec![0u8, 159, 255]));
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::text("ping-text")
+        );
+        socket
+            .send(Message::binary(vec![0u8, 159, 255]))
+            .await
+            .unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::binary(vec![0u8, 159, 255])
+        );
         socket.send(Message::text("close-me")).await.unwrap();
         match socket.next().await.unwrap().unwrap() {
-            Message::Close(Some(f)) => assert_eq!((u16::from(f.code), f.reason.as_str()), (4001, "bye")),
+            Message::Close(Some(f)) => {
+                assert_eq!((u16::from(f.code), f.reason.as_str()), (4001, "bye"))
+            }
             other => panic!("expected the agent's close, got {other:?}"),
         }
     });
@@ -245,14 +346,33 @@ fn the_agent_gets_the_identity_never_the_client_token_and_frames_and_closes_cros
     let handshakes = agent.handshakes.lock().unwrap().clone();
     assert_eq!(handshakes.len(), 1);
     let (uri, headers) = &handshakes[0];
-    assert_eq!(uri, "/v1/graph/ws?keep=1", "every spelling of token is stripped");
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    assert_eq!(
+        uri, "/v1/graph/ws?keep=1",
+        "every spelling of token is stripped"
+    );
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(header("x-agentflow-user-id"), Some("carol"));
     assert_eq!(header("x-custom"), Some("kept"));
-    assert_eq!(header("sec-websocket-protocol"), None, "the subprotocol pair carried the token");
-    assert_eq!(header("authorization"), None, "no upstream token is configured; the client's never goes");
+    assert_eq!(
+        header("sec-websocket-protocol"),
+        None,
+        "the subprotocol pair carried the token"
+    );
+    assert_eq!(
+        header("authorization"),
+        None,
+        "no upstream token is configured; the client's never goes"
+    );
     for (name, value) in headers {
-        assert!(!value.contains(&client_token), "{name} carried the client's token");
+        assert!(
+            !value.contains(&client_token),
+            "{name} carried the client's token"
+        );
     }
 }
 
@@ -264,8 +384,13 @@ fn an_unreachable_agent_is_502_before_upgrading() {
     let server = gateway(&url);
     runtime().block_on(async {
         let protocols = format!("agentflow-bearer, {}", token("alice"));
-        let (status, body) =
-            refusal(connect(&ws_url(&server, "/v1/graph/ws"), &[("sec-websocket-protocol", &protocols)]).await);
+        let (status, body) = refusal(
+            connect(
+                &ws_url(&server, "/v1/graph/ws"),
+                &[("sec-websocket-protocol", &protocols)],
+            )
+            .await,
+        );
         assert_eq!(status, 502, "{body}");
         assert_eq!(body["code"], "upstream_unavailable");
     });

@@ -27,7 +27,11 @@ struct IdFields {
 pub fn thread_id(kind: BodyId, body: &[u8]) -> Result<Option<String>, String> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let fields = match first {
-        None => IdFields { thread_id: None, ag_ui_thread_id: None, config: None },
+        None => IdFields {
+            thread_id: None,
+            ag_ui_thread_id: None,
+            config: None,
+        },
         Some(b'{') => serde_json::from_slice::<IdFields>(body)
             .map_err(|e| format!("request body is not a valid JSON object: {e}"))?,
         Some(_) => return Err("request body must be a JSON object".into()),
@@ -37,7 +41,9 @@ pub fn thread_id(kind: BodyId, body: &[u8]) -> Result<Option<String>, String> {
             let root = normalize(fields.thread_id.as_ref(), "thread_id")?;
             let in_config = config_thread_id(fields.config.as_ref())?;
             match (root, in_config) {
-                (Some(a), Some(b)) if a != b => Err("thread_id and config.thread_id must match".into()),
+                (Some(a), Some(b)) if a != b => {
+                    Err("thread_id and config.thread_id must match".into())
+                }
                 (root, in_config) => Ok(in_config.or(root)),
             }
         }
@@ -51,7 +57,9 @@ pub fn thread_id(kind: BodyId, body: &[u8]) -> Result<Option<String>, String> {
                 return Err("`thread_id` must not be blank".into());
             }
             match config_thread_id(fields.config.as_ref())? {
-                Some(other) if other != root => Err("thread_id and config.thread_id must match".into()),
+                Some(other) if other != root => {
+                    Err("thread_id and config.thread_id must match".into())
+                }
                 _ => Ok(Some(root)),
             }
         }
@@ -109,10 +117,20 @@ mod tests {
 
     #[test]
     fn run_ids_come_from_config_or_root_and_must_agree() {
-        assert_eq!(run(r#"{"messages": [], "config": {"thread_id": "t1"}}"#), some("t1"));
+        assert_eq!(
+            run(r#"{"messages": [], "config": {"thread_id": "t1"}}"#),
+            some("t1")
+        );
         assert_eq!(run(r#"{"thread_id": "t1"}"#), some("t1"));
-        assert_eq!(run(r#"{"thread_id": " t1 ", "config": {"thread_id": "t1"}}"#), some("t1"));
-        assert!(run(r#"{"thread_id": "t1", "config": {"thread_id": "t2"}}"#).unwrap_err().contains("must match"));
+        assert_eq!(
+            run(r#"{"thread_id": " t1 ", "config": {"thread_id": "t1"}}"#),
+            some("t1")
+        );
+        assert!(
+            run(r#"{"thread_id": "t1", "config": {"thread_id": "t2"}}"#)
+                .unwrap_err()
+                .contains("must match")
+        );
         assert_eq!(run(r#"{"messages": []}"#), Ok(None));
         assert_eq!(run(""), Ok(None));
         assert_eq!(run("  \n"), Ok(None));
@@ -121,14 +139,25 @@ mod tests {
     #[test]
     fn run_ids_are_normalized_like_the_server() {
         assert_eq!(run(r#"{"config": {"thread_id": "  t-1\t"}}"#), some("t-1"));
-        assert_eq!(run("{\"config\": {\"thread_id\": \"\\u001ft\\u001c\"}}"), some("t"), "Python strips U+001C..1F");
+        assert_eq!(
+            run("{\"config\": {\"thread_id\": \"\\u001ft\\u001c\"}}"),
+            some("t"),
+            "Python strips U+001C..1F"
+        );
         assert_eq!(run(r#"{"config": {"thread_id": 42}}"#), some("42"));
         assert_eq!(run(r#"{"config": {"thread_id": -7}}"#), some("-7"));
         for none in [r#""   ""#, "null", "true", "false"] {
-            assert_eq!(run(&format!(r#"{{"config": {{"thread_id": {none}}}}}"#)), Ok(None), "{none}");
+            assert_eq!(
+                run(&format!(r#"{{"config": {{"thread_id": {none}}}}}"#)),
+                Ok(None),
+                "{none}"
+            );
         }
         for bad in ["4.5", "1e16", "[\"t1\"]", "{\"id\": 1}"] {
-            assert!(run(&format!(r#"{{"config": {{"thread_id": {bad}}}}}"#)).is_err(), "{bad}");
+            assert!(
+                run(&format!(r#"{{"config": {{"thread_id": {bad}}}}}"#)).is_err(),
+                "{bad}"
+            );
         }
         assert!(run(r#"{"thread_id": ["t1"]}"#).is_err());
     }
@@ -140,24 +169,46 @@ mod tests {
         assert!(run("{").is_err());
         assert!(run(r#"{"config": 3}"#).is_err());
         assert!(run(r#"{"config": {}} trailing"#).is_err());
-        assert!(run(r#"{"config": {"thread_id": "a"}, "config": {"thread_id": "b"}}"#).is_err(), "duplicate config");
-        assert!(run(r#"{"thread_id": "a", "thread_id": "b"}"#).is_err(), "duplicate thread_id");
+        assert!(
+            run(r#"{"config": {"thread_id": "a"}, "config": {"thread_id": "b"}}"#).is_err(),
+            "duplicate config"
+        );
+        assert!(
+            run(r#"{"thread_id": "a", "thread_id": "b"}"#).is_err(),
+            "duplicate thread_id"
+        );
     }
 
     #[test]
     fn stop_and_fix_need_a_string_thread_id() {
         assert_eq!(stop(r#"{"thread_id": " t1 "}"#), some("t1"));
-        assert_eq!(stop(r#"{"thread_id": "t1", "config": {"thread_id": "t1"}}"#), some("t1"));
+        assert_eq!(
+            stop(r#"{"thread_id": "t1", "config": {"thread_id": "t1"}}"#),
+            some("t1")
+        );
         assert!(stop(r#"{"thread_id": "t1", "config": {"thread_id": "t2"}}"#).is_err());
-        for bad in [r#"{"thread_id": 42}"#, r#"{"thread_id": true}"#, r#"{"thread_id": "  "}"#, "{}", "", r#"{"thread_id": null}"#] {
+        for bad in [
+            r#"{"thread_id": 42}"#,
+            r#"{"thread_id": true}"#,
+            r#"{"thread_id": "  "}"#,
+            "{}",
+            "",
+            r#"{"thread_id": null}"#,
+        ] {
             assert!(stop(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn ag_ui_uses_thread_id_in_camel_case() {
-        assert_eq!(thread_id(BodyId::AgUiThread, br#"{"threadId": "t9", "runId": "r"}"#), some("t9"));
-        assert_eq!(thread_id(BodyId::AgUiThread, br#"{"threadId": " "}"#), Ok(None));
+        assert_eq!(
+            thread_id(BodyId::AgUiThread, br#"{"threadId": "t9", "runId": "r"}"#),
+            some("t9")
+        );
+        assert_eq!(
+            thread_id(BodyId::AgUiThread, br#"{"threadId": " "}"#),
+            Ok(None)
+        );
         assert!(thread_id(BodyId::AgUiThread, br#"{"threadId": 9}"#).is_err());
     }
 }

@@ -51,8 +51,13 @@ pub enum PathError {
 /// Bytes the canonical spelling percent-encodes: all but ASCII letters,
 /// digits and `-._~:@` (unreserved characters plus the two that AgentFlow
 /// route names use, as in `/v1/graph:StateSchema`).
-const SEGMENT: &AsciiSet =
-    &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b':').remove(b'@');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'@');
 
 /// A request path after the one decoding step: its decoded segments and
 /// the canonical spelling. The only way to get one is [`CanonicalPath::parse`].
@@ -68,7 +73,10 @@ impl CanonicalPath {
     pub fn parse(raw: &str) -> Result<CanonicalPath, PathError> {
         let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
         if rest.is_empty() {
-            return Ok(CanonicalPath { segments: Vec::new(), canonical: "/".into() });
+            return Ok(CanonicalPath {
+                segments: Vec::new(),
+                canonical: "/".into(),
+            });
         }
         let mut segments = Vec::new();
         let mut canonical = String::with_capacity(raw.len());
@@ -78,7 +86,10 @@ impl CanonicalPath {
             canonical.extend(utf8_percent_encode(&decoded, SEGMENT));
             segments.push(decoded);
         }
-        Ok(CanonicalPath { segments, canonical })
+        Ok(CanonicalPath {
+            segments,
+            canonical,
+        })
     }
 
     /// The canonical spelling: what is forwarded, byte for byte.
@@ -110,7 +121,9 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
         if b == b'%' {
             let hi = bytes.get(i + 1).and_then(|h| hex(*h));
             let lo = bytes.get(i + 2).and_then(|h| hex(*h));
-            let (Some(hi), Some(lo)) = (hi, lo) else { return Err(PathError::BadPercentEncoding) };
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::BadPercentEncoding);
+            };
             decoded.push(hi << 4 | lo);
             i += 3;
         } else {
@@ -160,21 +173,38 @@ mod tests {
     fn decodes_once_and_respells_canonically() {
         assert_eq!(
             ok("/v1/threads/t-%61lice/state"),
-            ("/v1/threads/t-alice/state".into(), vec!["v1".into(), "threads".into(), "t-alice".into(), "state".into()])
+            (
+                "/v1/threads/t-alice/state".into(),
+                vec![
+                    "v1".into(),
+                    "threads".into(),
+                    "t-alice".into(),
+                    "state".into()
+                ]
+            )
         );
         assert_eq!(ok("/v1/threads/a%20b").0, "/v1/threads/a%20b");
         assert_eq!(ok("/v1/threads/a;b=c").0, "/v1/threads/a%3Bb%3Dc");
         assert_eq!(ok("/v1/threads/%c3%a9t%C3%A9").1[2], "été");
         assert_eq!(ok("/v1/threads/été").0, "/v1/threads/%C3%A9t%C3%A9");
         assert_eq!(ok("/v1/graph:StateSchema").0, "/v1/graph:StateSchema");
-        assert_eq!(ok("/v1/threads/...").0, "/v1/threads/...", "three dots are a name, not a dot segment");
+        assert_eq!(
+            ok("/v1/threads/...").0,
+            "/v1/threads/...",
+            "three dots are a name, not a dot segment"
+        );
         assert_eq!(ok("/").0, "/");
         assert!(ok("/").1.is_empty());
     }
 
     #[test]
     fn canonical_form_is_a_fixed_point() {
-        for raw in ["/v1/threads/t-%61lice", "/v1/threads/a%20b%2Bc", "/v1/threads/%E2%80%AE", "/x/~y_z.w@h:i"] {
+        for raw in [
+            "/v1/threads/t-%61lice",
+            "/v1/threads/a%20b%2Bc",
+            "/v1/threads/%E2%80%AE",
+            "/x/~y_z.w@h:i",
+        ] {
             let once = ok(raw).0;
             assert_eq!(ok(&once).0, once, "{raw}");
         }
@@ -198,21 +228,41 @@ mod tests {
     fn refuses_backslashes_slashes_and_controls() {
         assert_eq!(err("/v1/threads/x\\..\\..\\graph"), PathError::Backslash);
         assert_eq!(err("/v1/threads/x%5c..%5Cgraph"), PathError::Backslash);
-        assert_eq!(err("/v1/threads/x/..%2f..%2fgraph"), PathError::EncodedSlash);
+        assert_eq!(
+            err("/v1/threads/x/..%2f..%2fgraph"),
+            PathError::EncodedSlash
+        );
         assert_eq!(err("/v1/threads/a%2Fb"), PathError::EncodedSlash);
-        for raw in ["/v1/threads/a%00", "/v1/threads/a%0d%0aX-Evil:1", "/v1/threads/%7f", "/v1/threads/%c2%85"] {
+        for raw in [
+            "/v1/threads/a%00",
+            "/v1/threads/a%0d%0aX-Evil:1",
+            "/v1/threads/%7f",
+            "/v1/threads/%c2%85",
+        ] {
             assert_eq!(err(raw), PathError::ControlCharacter, "{raw}");
         }
     }
 
     #[test]
     fn refuses_bad_encoding_double_encoding_and_empty_segments() {
-        for raw in ["/v1/threads/%zz", "/v1/threads/%2", "/v1/threads/%", "/v1/threads/a%g0"] {
+        for raw in [
+            "/v1/threads/%zz",
+            "/v1/threads/%2",
+            "/v1/threads/%",
+            "/v1/threads/a%g0",
+        ] {
             assert_eq!(err(raw), PathError::BadPercentEncoding, "{raw}");
         }
         assert_eq!(err("/v1/threads/%ff%fe"), PathError::NotUtf8);
-        assert_eq!(err("/v1/threads/%c0%ae%c0%ae"), PathError::NotUtf8, "overlong dots are not UTF-8");
-        assert_eq!(err("/v1/threads/%252e%252e/state"), PathError::DoubleEncoded);
+        assert_eq!(
+            err("/v1/threads/%c0%ae%c0%ae"),
+            PathError::NotUtf8,
+            "overlong dots are not UTF-8"
+        );
+        assert_eq!(
+            err("/v1/threads/%252e%252e/state"),
+            PathError::DoubleEncoded
+        );
         assert_eq!(err("/v1/threads/100%25"), PathError::DoubleEncoded);
         for raw in ["/v1//threads", "/v1/threads/", "//v1/graph"] {
             assert_eq!(err(raw), PathError::EmptySegment, "{raw}");

@@ -59,11 +59,25 @@ const fn row(
     action: &'static str,
     id: IdSource,
 ) -> Route {
-    Route { method, pattern, resource, action, id, websocket: false }
+    Route {
+        method,
+        pattern,
+        resource,
+        action,
+        id,
+        websocket: false,
+    }
 }
 
 const fn ws(pattern: &'static str) -> Route {
-    Route { method: "GET", pattern, resource: "graph", action: "stream", id: IdSource::None, websocket: true }
+    Route {
+        method: "GET",
+        pattern,
+        resource: "graph",
+        action: "stream",
+        id: IdSource::None,
+        websocket: true,
+    }
 }
 
 use IdSource::{Body, None as NoId, Path};
@@ -79,38 +93,140 @@ const FILE: IdSource = Path("file_id");
 /// forwarded.
 pub static ROUTES: &[Route] = &[
     // graph
-    row("POST", "/v1/graph/invoke", "graph", "invoke", Body(BodyId::RunThread)),
-    row("POST", "/v1/graph/stream", "graph", "stream", Body(BodyId::RunThread)),
+    row(
+        "POST",
+        "/v1/graph/invoke",
+        "graph",
+        "invoke",
+        Body(BodyId::RunThread),
+    ),
+    row(
+        "POST",
+        "/v1/graph/stream",
+        "graph",
+        "stream",
+        Body(BodyId::RunThread),
+    ),
     row("GET", "/v1/graph", "graph", "read", NoId),
     row("GET", "/v1/graph:StateSchema", "graph", "read", NoId),
     row("GET", "/v1/graph/tools", "graph", "read", NoId),
-    row("POST", "/v1/graph/stop", "graph", "stop", Body(BodyId::RequiredThread)),
-    row("POST", "/v1/graph/fix", "graph", "fix", Body(BodyId::RequiredThread)),
+    row(
+        "POST",
+        "/v1/graph/stop",
+        "graph",
+        "stop",
+        Body(BodyId::RequiredThread),
+    ),
+    row(
+        "POST",
+        "/v1/graph/fix",
+        "graph",
+        "fix",
+        Body(BodyId::RequiredThread),
+    ),
     // The issue calls this "checkpointer read"; the 0.6.1 router declares
     // `RequirePermission("graph", "read")`, and the table follows the server.
-    row("GET", "/v1/observability/{thread_id}", "graph", "read", THREAD),
+    row(
+        "GET",
+        "/v1/observability/{thread_id}",
+        "graph",
+        "read",
+        THREAD,
+    ),
     // Ids of WebSocket runs live in each frame, not in the upgrade request.
     ws("/v1/graph/ws"),
     ws("/v1/graph/live"),
     // checkpointer
     row("GET", "/v1/threads", "checkpointer", "read", NoId),
-    row("GET", "/v1/threads/{thread_id}", "checkpointer", "read", THREAD),
-    row("DELETE", "/v1/threads/{thread_id}", "checkpointer", "delete", THREAD),
-    row("GET", "/v1/threads/{thread_id}/state", "checkpointer", "read", THREAD),
-    row("PUT", "/v1/threads/{thread_id}/state", "checkpointer", "write", THREAD),
-    row("DELETE", "/v1/threads/{thread_id}/state", "checkpointer", "delete", THREAD),
-    row("GET", "/v1/threads/{thread_id}/messages", "checkpointer", "read", THREAD),
-    row("POST", "/v1/threads/{thread_id}/messages", "checkpointer", "write", THREAD),
-    row("GET", "/v1/threads/{thread_id}/messages/{message_id}", "checkpointer", "read", THREAD),
-    row("DELETE", "/v1/threads/{thread_id}/messages/{message_id}", "checkpointer", "delete", THREAD),
+    row(
+        "GET",
+        "/v1/threads/{thread_id}",
+        "checkpointer",
+        "read",
+        THREAD,
+    ),
+    row(
+        "DELETE",
+        "/v1/threads/{thread_id}",
+        "checkpointer",
+        "delete",
+        THREAD,
+    ),
+    row(
+        "GET",
+        "/v1/threads/{thread_id}/state",
+        "checkpointer",
+        "read",
+        THREAD,
+    ),
+    row(
+        "PUT",
+        "/v1/threads/{thread_id}/state",
+        "checkpointer",
+        "write",
+        THREAD,
+    ),
+    row(
+        "DELETE",
+        "/v1/threads/{thread_id}/state",
+        "checkpointer",
+        "delete",
+        THREAD,
+    ),
+    row(
+        "GET",
+        "/v1/threads/{thread_id}/messages",
+        "checkpointer",
+        "read",
+        THREAD,
+    ),
+    row(
+        "POST",
+        "/v1/threads/{thread_id}/messages",
+        "checkpointer",
+        "write",
+        THREAD,
+    ),
+    row(
+        "GET",
+        "/v1/threads/{thread_id}/messages/{message_id}",
+        "checkpointer",
+        "read",
+        THREAD,
+    ),
+    row(
+        "DELETE",
+        "/v1/threads/{thread_id}/messages/{message_id}",
+        "checkpointer",
+        "delete",
+        THREAD,
+    ),
     // store: `list` and `forget` before `{memory_id}`, as the server registers them.
     row("POST", "/v1/store/memories", "store", "write", NoId),
     row("POST", "/v1/store/search", "store", "read", NoId),
     row("POST", "/v1/store/memories/list", "store", "read", NoId),
     row("POST", "/v1/store/memories/forget", "store", "delete", NoId),
-    row("POST", "/v1/store/memories/{memory_id}", "store", "read", MEMORY),
-    row("PUT", "/v1/store/memories/{memory_id}", "store", "write", MEMORY),
-    row("DELETE", "/v1/store/memories/{memory_id}", "store", "delete", MEMORY),
+    row(
+        "POST",
+        "/v1/store/memories/{memory_id}",
+        "store",
+        "read",
+        MEMORY,
+    ),
+    row(
+        "PUT",
+        "/v1/store/memories/{memory_id}",
+        "store",
+        "write",
+        MEMORY,
+    ),
+    row(
+        "DELETE",
+        "/v1/store/memories/{memory_id}",
+        "store",
+        "delete",
+        MEMORY,
+    ),
     // files: the server checks the owner itself; the id is given anyway.
     row("POST", "/v1/files/upload", "files", "upload", NoId),
     row("GET", "/v1/files/{file_id}", "files", "read", FILE),
@@ -119,7 +235,13 @@ pub static ROUTES: &[Route] = &[
     // config
     row("GET", "/v1/config/multimodal", "config", "read", NoId),
     // AG-UI (served only when the agent enables it)
-    row("POST", "/v1/ag-ui", "graph", "stream", Body(BodyId::AgUiThread)),
+    row(
+        "POST",
+        "/v1/ag-ui",
+        "graph",
+        "stream",
+        Body(BodyId::AgUiThread),
+    ),
 ];
 
 impl Route {
@@ -153,7 +275,14 @@ impl Route {
 pub fn classify(method: &Method, path: &CanonicalPath) -> Option<(&'static Route, Access)> {
     ROUTES.iter().find_map(|route| {
         let id = route.matches(method, path.segments())?;
-        Some((route, Access { resource: route.resource, action: route.action, resource_id: id.map(str::to_owned) }))
+        Some((
+            route,
+            Access {
+                resource: route.resource,
+                action: route.action,
+                resource_id: id.map(str::to_owned),
+            },
+        ))
     })
 }
 
@@ -163,7 +292,8 @@ mod tests {
 
     fn c(m: &str, p: &str) -> Option<(&'static str, &'static str, Option<String>)> {
         let path = CanonicalPath::parse(p).ok()?;
-        classify(&Method::from_bytes(m.as_bytes()).unwrap(), &path).map(|(_, a)| (a.resource, a.action, a.resource_id))
+        classify(&Method::from_bytes(m.as_bytes()).unwrap(), &path)
+            .map(|(_, a)| (a.resource, a.action, a.resource_id))
     }
 
     fn id(s: &str) -> Option<String> {
@@ -172,25 +302,71 @@ mod tests {
 
     #[test]
     fn follows_the_agentflow_table() {
-        assert_eq!(c("POST", "/v1/graph/invoke"), Some(("graph", "invoke", None)));
-        assert_eq!(c("POST", "/v1/graph/stream"), Some(("graph", "stream", None)));
+        assert_eq!(
+            c("POST", "/v1/graph/invoke"),
+            Some(("graph", "invoke", None))
+        );
+        assert_eq!(
+            c("POST", "/v1/graph/stream"),
+            Some(("graph", "stream", None))
+        );
         assert_eq!(c("GET", "/v1/graph"), Some(("graph", "read", None)));
-        assert_eq!(c("GET", "/v1/graph:StateSchema"), Some(("graph", "read", None)));
-        assert_eq!(c("GET", "/v1/graph%3AStateSchema"), Some(("graph", "read", None)), "an encoded colon too");
+        assert_eq!(
+            c("GET", "/v1/graph:StateSchema"),
+            Some(("graph", "read", None))
+        );
+        assert_eq!(
+            c("GET", "/v1/graph%3AStateSchema"),
+            Some(("graph", "read", None)),
+            "an encoded colon too"
+        );
         assert_eq!(c("GET", "/v1/graph/tools"), Some(("graph", "read", None)));
         assert_eq!(c("POST", "/v1/graph/fix"), Some(("graph", "fix", None)));
-        assert_eq!(c("GET", "/v1/observability/t1"), Some(("graph", "read", id("t1"))));
+        assert_eq!(
+            c("GET", "/v1/observability/t1"),
+            Some(("graph", "read", id("t1")))
+        );
         assert_eq!(c("GET", "/v1/graph/ws"), Some(("graph", "stream", None)));
-        assert_eq!(c("GET", "/v1/threads/t1/state"), Some(("checkpointer", "read", id("t1"))));
-        assert_eq!(c("PUT", "/v1/threads/t1/state"), Some(("checkpointer", "write", id("t1"))));
-        assert_eq!(c("DELETE", "/v1/threads/t1/messages/m9"), Some(("checkpointer", "delete", id("t1"))));
-        assert_eq!(c("POST", "/v1/store/memories/list"), Some(("store", "read", None)));
-        assert_eq!(c("POST", "/v1/store/memories/forget"), Some(("store", "delete", None)));
-        assert_eq!(c("POST", "/v1/store/memories/m1"), Some(("store", "read", id("m1"))));
-        assert_eq!(c("PUT", "/v1/store/memories/m1"), Some(("store", "write", id("m1"))));
-        assert_eq!(c("POST", "/v1/files/upload"), Some(("files", "upload", None)));
-        assert_eq!(c("GET", "/v1/files/f1/url"), Some(("files", "read", id("f1"))));
-        assert_eq!(c("GET", "/v1/config/multimodal"), Some(("config", "read", None)));
+        assert_eq!(
+            c("GET", "/v1/threads/t1/state"),
+            Some(("checkpointer", "read", id("t1")))
+        );
+        assert_eq!(
+            c("PUT", "/v1/threads/t1/state"),
+            Some(("checkpointer", "write", id("t1")))
+        );
+        assert_eq!(
+            c("DELETE", "/v1/threads/t1/messages/m9"),
+            Some(("checkpointer", "delete", id("t1")))
+        );
+        assert_eq!(
+            c("POST", "/v1/store/memories/list"),
+            Some(("store", "read", None))
+        );
+        assert_eq!(
+            c("POST", "/v1/store/memories/forget"),
+            Some(("store", "delete", None))
+        );
+        assert_eq!(
+            c("POST", "/v1/store/memories/m1"),
+            Some(("store", "read", id("m1")))
+        );
+        assert_eq!(
+            c("PUT", "/v1/store/memories/m1"),
+            Some(("store", "write", id("m1")))
+        );
+        assert_eq!(
+            c("POST", "/v1/files/upload"),
+            Some(("files", "upload", None))
+        );
+        assert_eq!(
+            c("GET", "/v1/files/f1/url"),
+            Some(("files", "read", id("f1")))
+        );
+        assert_eq!(
+            c("GET", "/v1/config/multimodal"),
+            Some(("config", "read", None))
+        );
         assert_eq!(c("POST", "/v1/ag-ui"), Some(("graph", "stream", None)));
     }
 
@@ -204,10 +380,24 @@ mod tests {
 
     #[test]
     fn resource_ids_are_decoded() {
-        assert_eq!(c("GET", "/v1/threads/t-%61lice"), c("GET", "/v1/threads/t-alice"));
-        assert_eq!(c("GET", "/v1/threads/a%20b/state"), Some(("checkpointer", "read", id("a b"))));
-        assert_eq!(c("GET", "/v1/threads/%20t%20"), Some(("checkpointer", "read", id(" t "))), "path ids are not stripped");
-        assert_eq!(c("POST", "/v1/graph/%69nvoke"), Some(("graph", "invoke", None)), "route names too");
+        assert_eq!(
+            c("GET", "/v1/threads/t-%61lice"),
+            c("GET", "/v1/threads/t-alice")
+        );
+        assert_eq!(
+            c("GET", "/v1/threads/a%20b/state"),
+            Some(("checkpointer", "read", id("a b")))
+        );
+        assert_eq!(
+            c("GET", "/v1/threads/%20t%20"),
+            Some(("checkpointer", "read", id(" t "))),
+            "path ids are not stripped"
+        );
+        assert_eq!(
+            c("POST", "/v1/graph/%69nvoke"),
+            Some(("graph", "invoke", None)),
+            "route names too"
+        );
     }
 
     #[test]
@@ -239,10 +429,21 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("/");
             let path = CanonicalPath::parse(&concrete).unwrap();
-            let (hit, _) = classify(&Method::from_bytes(route.method.as_bytes()).unwrap(), &path).unwrap();
-            assert!(std::ptr::eq(hit, route), "{} {} is shadowed by {}", route.method, route.pattern, hit.pattern);
+            let (hit, _) =
+                classify(&Method::from_bytes(route.method.as_bytes()).unwrap(), &path).unwrap();
+            assert!(
+                std::ptr::eq(hit, route),
+                "{} {} is shadowed by {}",
+                route.method,
+                route.pattern,
+                hit.pattern
+            );
             if let Path(name) = route.id {
-                assert!(route.pattern.contains(&format!("{{{name}}}")), "{}", route.pattern);
+                assert!(
+                    route.pattern.contains(&format!("{{{name}}}")),
+                    "{}",
+                    route.pattern
+                );
             }
         }
     }

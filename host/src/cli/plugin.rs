@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 use crate::config::{Env, PluginConfig};
 use crate::identity::Identity;
 use crate::plugins::inspect::{self, world_name};
-use crate::plugins::{Access, AuthnOutcome, AuthzOutcome, KvStore, PluginRequest, PluginRuntime, Slot};
+use crate::plugins::{
+    Access, AuthnOutcome, AuthzOutcome, KvStore, PluginRequest, PluginRuntime, Slot,
+};
 
 /// The `plugin` subcommands.
 #[derive(Subcommand, Debug)]
@@ -67,9 +69,11 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let runtime = PluginRuntime::new()?;
-    let report = inspect::check(&runtime, &bytes).map_err(|why| anyhow::anyhow!("{}: {why}", args.file.display()))?;
+    let report = inspect::check(&runtime, &bytes)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", args.file.display()))?;
     println!("{} (sha256 {})", args.file.display(), report.sha256);
     println!("imports:");
     for name in &report.imports {
@@ -86,7 +90,10 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         }
     }
     if report.fits().next().is_none() {
-        bail!("{} fits no plugin world: it can be neither an authenticator nor an authorizer", args.file.display());
+        bail!(
+            "{} fits no plugin world: it can be neither an authenticator nor an authorizer",
+            args.file.display()
+        );
     }
     Ok(())
 }
@@ -150,19 +157,34 @@ struct CallAccess {
 }
 
 fn call(args: CallArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.request).with_context(|| format!("cannot read {}", args.request.display()))?;
-    let req: CallRequest = serde_json::from_str(&text).with_context(|| format!("{}", args.request.display()))?;
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let runtime = PluginRuntime::new()?.with_storage(KvStore::temporary().map_err(anyhow::Error::msg)?);
-    let report = inspect::check(&runtime, &bytes).map_err(|why| anyhow::anyhow!("{}: {why}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.request)
+        .with_context(|| format!("cannot read {}", args.request.display()))?;
+    let req: CallRequest =
+        serde_json::from_str(&text).with_context(|| format!("{}", args.request.display()))?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let runtime =
+        PluginRuntime::new()?.with_storage(KvStore::temporary().map_err(anyhow::Error::msg)?);
+    let report = inspect::check(&runtime, &bytes)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", args.file.display()))?;
     let fits: Vec<&str> = report.fits().collect();
-    let slot = match (fits.contains(&"authenticator"), fits.contains(&"authorizer")) {
+    let slot = match (
+        fits.contains(&"authenticator"),
+        fits.contains(&"authorizer"),
+    ) {
         (true, true) if req.access.is_some() => Slot::Authorizer,
         (true, _) => Slot::Authenticator,
         (false, true) => Slot::Authorizer,
-        (false, false) => bail!("{} fits no plugin world (run `agentflow plugin check` for why)", args.file.display()),
+        (false, false) => bail!(
+            "{} fits no plugin world (run `agentflow plugin check` for why)",
+            args.file.display()
+        ),
     };
-    let name = args.file.file_stem().map(|s| s.to_string_lossy().replace('_', "-")).unwrap_or_else(|| "plugin".into());
+    let name = args
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace('_', "-"))
+        .unwrap_or_else(|| "plugin".into());
     let cfg = PluginConfig {
         name,
         path: args.file.clone(),
@@ -178,14 +200,32 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
     let plugin = runtime.load(&cfg, slot, &Env::process_only())?;
     let headers = match req.headers {
         Headers::None => Vec::new(),
-        Headers::Pairs(p) => p.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+        Headers::Pairs(p) => p
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
         Headers::Map(m) => m
             .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
             .collect(),
     };
-    let view = PluginRequest::new(req.method.to_ascii_uppercase(), req.path, req.query, headers, req.client_ip);
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let view = PluginRequest::new(
+        req.method.to_ascii_uppercase(),
+        req.path,
+        req.query,
+        headers,
+        req.client_ip,
+    );
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let answer = match slot {
         Slot::Authenticator => match tokio.block_on(plugin.authenticate(&view))? {
             AuthnOutcome::Authenticated { who, cache } => json!({
@@ -194,12 +234,22 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
                 "cache": cache.map(|c| json!({"ttl_ms": c.ttl_ms, "vary": c.vary})),
             }),
             AuthnOutcome::NoCredentials => json!({"outcome": "no-credentials"}),
-            AuthnOutcome::Refused { status, detail } => json!({"outcome": "refused", "status": status, "detail": detail}),
+            AuthnOutcome::Refused { status, detail } => {
+                json!({"outcome": "refused", "status": status, "detail": detail})
+            }
         },
         Slot::Authorizer => {
-            let who = req.identity.context("an authorizer call needs \"identity\" in the request file")?;
-            let what = req.access.context("an authorizer call needs \"access\" in the request file")?;
-            let who = Identity { user_id: who.user_id, roles: who.roles, claims: who.claims };
+            let who = req
+                .identity
+                .context("an authorizer call needs \"identity\" in the request file")?;
+            let what = req
+                .access
+                .context("an authorizer call needs \"access\" in the request file")?;
+            let who = Identity {
+                user_id: who.user_id,
+                roles: who.roles,
+                claims: who.claims,
+            };
             // A one-shot command: leaking two short strings is harmless.
             let access = Access {
                 resource: Box::leak(what.resource.into_boxed_str()),
@@ -208,11 +258,18 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
             };
             match tokio.block_on(plugin.authorize(&who, &access, &view))? {
                 AuthzOutcome::Allow => json!({"outcome": "allow"}),
-                AuthzOutcome::Deny { status, detail } => json!({"outcome": "deny", "status": status, "detail": detail}),
+                AuthzOutcome::Deny { status, detail } => {
+                    json!({"outcome": "deny", "status": status, "detail": detail})
+                }
             }
         }
     };
-    eprintln!("called {} of {} ({})", slot.function(), args.file.display(), world_name(slot));
+    eprintln!(
+        "called {} of {} ({})",
+        slot.function(),
+        args.file.display(),
+        world_name(slot)
+    );
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }

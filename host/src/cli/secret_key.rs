@@ -46,16 +46,25 @@ pub(super) fn run(command: SecretKeyCommand) -> anyhow::Result<()> {
 fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     let cfg = Config::load(&args.config)?;
     let settings = AccountSettings::from_env(&cfg.env, &cfg.dir())?;
-    let (old, origin) =
-        SecretBox::from_settings(settings.secret_key.as_deref(), settings.secret_key_previous.as_deref(), &settings.data_dir)?;
-    let new = old.with_new_key(&args.new_key).map_err(|_| anyhow::anyhow!("--new-key is not a valid Fernet key (32 bytes, url-safe base64)"))?;
+    let (old, origin) = SecretBox::from_settings(
+        settings.secret_key.as_deref(),
+        settings.secret_key_previous.as_deref(),
+        &settings.data_dir,
+    )?;
+    let new = old.with_new_key(&args.new_key).map_err(|_| {
+        anyhow::anyhow!("--new-key is not a valid Fernet key (32 bytes, url-safe base64)")
+    })?;
     let in_data_dir = matches!(origin, KeyOrigin::File { .. } | KeyOrigin::Generated { .. });
     if in_data_dir {
         secrets::write_previous_key_file(&settings.data_dir, &old.current_key_text())?;
         secrets::write_key_file(&settings.data_dir, &args.new_key)?;
     }
-    let store = SledStore::open(&settings.data_dir.join("db"))
-        .map_err(|e| anyhow::anyhow!("cannot open the database in {}: {e} (stop the server first)", settings.data_dir.display()))?;
+    let store = SledStore::open(&settings.data_dir.join("db")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the database in {}: {e} (stop the server first)",
+            settings.data_dir.display()
+        )
+    })?;
     let runtime = tokio::runtime::Runtime::new()?;
     let count = runtime.block_on(async {
         loop {
@@ -67,10 +76,15 @@ fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     })?;
     if in_data_dir {
         secrets::remove_previous_key_file(&settings.data_dir)?;
-        println!("Re-encrypted {count} value(s); the new key is in {}.", settings.data_dir.join(secrets::KEY_FILE_NAME).display());
+        println!(
+            "Re-encrypted {count} value(s); the new key is in {}.",
+            settings.data_dir.join(secrets::KEY_FILE_NAME).display()
+        );
     } else {
         println!("Re-encrypted {count} value(s) with the new key.");
-        println!("Now set AGENTFLOW_SECRET_KEY to the new key and AGENTFLOW_SECRET_KEY_PREVIOUS to the old one, then restart.");
+        println!(
+            "Now set AGENTFLOW_SECRET_KEY to the new key and AGENTFLOW_SECRET_KEY_PREVIOUS to the old one, then restart."
+        );
     }
     Ok(())
 }

@@ -37,11 +37,21 @@ pub(super) fn run(args: SuperuserArgs) -> anyhow::Result<()> {
         None => {
             print!("Username: ");
             std::io::stdout().flush()?;
-            lines.next().transpose()?.unwrap_or_default().trim().to_owned()
+            lines
+                .next()
+                .transpose()?
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
         }
     };
     let password = if args.password_stdin {
-        lines.next().transpose()?.unwrap_or_default().trim_end_matches(['\r', '\n']).to_owned()
+        lines
+            .next()
+            .transpose()?
+            .unwrap_or_default()
+            .trim_end_matches(['\r', '\n'])
+            .to_owned()
     } else {
         let first = rpassword::prompt_password("Password: ")?;
         let second = rpassword::prompt_password("Password (again): ")?;
@@ -53,7 +63,10 @@ pub(super) fn run(args: SuperuserArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let accounts = Accounts::open(&cfg).await?;
-        accounts.ensure_superuser(&username, &password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        accounts
+            .ensure_superuser(&username, &password)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::Ok(())
     })?;
     println!("Superuser created successfully.");

@@ -42,17 +42,33 @@ pub(super) fn run(args: TokenArgs) -> anyhow::Result<()> {
 
 /// The claims `args` ask for, issued at `now`.
 fn claims_of(args: TokenArgs, now: u64) -> anyhow::Result<Map<String, Value>> {
-    let lifetime = parse_duration(&args.exp).ok_or_else(|| anyhow::anyhow!("--exp {:?}: use a number with s, m, h or d, e.g. 1h", args.exp))?;
+    let lifetime = parse_duration(&args.exp).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--exp {:?}: use a number with s, m, h or d, e.g. 1h",
+            args.exp
+        )
+    })?;
     let mut claims = Map::new();
     for claim in &args.claims {
-        let (k, v) = claim.split_once('=').filter(|(k, _)| !k.trim().is_empty()).ok_or_else(|| anyhow::anyhow!("--claim {claim:?}: use key=value"))?;
-        claims.insert(k.trim().to_owned(), serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())));
+        let (k, v) = claim
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--claim {claim:?}: use key=value"))?;
+        claims.insert(
+            k.trim().to_owned(),
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
+        );
     }
     // The AgentFlow server reads the user from `user_id` only.
-    claims.entry("user_id").or_insert_with(|| Value::String(args.sub.clone()));
+    claims
+        .entry("user_id")
+        .or_insert_with(|| Value::String(args.sub.clone()));
     claims.insert("sub".into(), Value::String(args.sub));
     if !args.roles.is_empty() {
-        claims.insert("roles".into(), args.roles.into_iter().map(Value::String).collect());
+        claims.insert(
+            "roles".into(),
+            args.roles.into_iter().map(Value::String).collect(),
+        );
     }
     claims.insert("iat".into(), now.into());
     claims.insert("exp".into(), (now + lifetime).into());
@@ -95,12 +111,28 @@ mod tests {
     #[test]
     fn user_id_defaults_to_the_subject() {
         let c = claims_of(args("u1", &[]), 1_000).unwrap();
-        assert_eq!((&c["sub"], &c["user_id"], &c["iat"], &c["exp"]), (&json!("u1"), &json!("u1"), &json!(1_000), &json!(4_600)));
+        assert_eq!(
+            (&c["sub"], &c["user_id"], &c["iat"], &c["exp"]),
+            (&json!("u1"), &json!("u1"), &json!(1_000), &json!(4_600))
+        );
     }
 
     #[test]
     fn claims_set_user_id_and_parse_json_values() {
-        let c = claims_of(args("u1", &["user_id=alice", "level=3", r#"tags=["a","b"]"#, "note=a=b", "exp=1"]), 1_000).unwrap();
+        let c = claims_of(
+            args(
+                "u1",
+                &[
+                    "user_id=alice",
+                    "level=3",
+                    r#"tags=["a","b"]"#,
+                    "note=a=b",
+                    "exp=1",
+                ],
+            ),
+            1_000,
+        )
+        .unwrap();
         assert_eq!(c["user_id"], "alice");
         assert_eq!(c["sub"], "u1");
         assert_eq!(c["level"], 3);

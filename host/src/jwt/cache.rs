@@ -63,7 +63,10 @@ impl TokenCache {
     pub fn get(&self, digest: &TokenDigest, now: u64) -> Option<Hit> {
         let mut shard = self.shard(digest);
         match shard.get(digest) {
-            Some(e) if e.exp > now => Some(Hit { identity: e.identity.clone(), key: e.key.clone() }),
+            Some(e) if e.exp > now => Some(Hit {
+                identity: e.identity.clone(),
+                key: e.key.clone(),
+            }),
             Some(_) => {
                 shard.remove(digest);
                 None
@@ -75,7 +78,14 @@ impl TokenCache {
     /// Remembers a token that passed every check until its `exp`. A full
     /// shard first drops its expired entries, then an eighth of the rest
     /// (arbitrary ones: the hash map's order).
-    pub fn insert(&self, digest: TokenDigest, identity: Identity, exp: u64, key: Option<Arc<RemoteKey>>, now: u64) {
+    pub fn insert(
+        &self,
+        digest: TokenDigest,
+        identity: Identity,
+        exp: u64,
+        key: Option<Arc<RemoteKey>>,
+        now: u64,
+    ) {
         if exp <= now {
             return;
         }
@@ -95,7 +105,10 @@ impl TokenCache {
 
     /// How many tokens are remembered.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     /// Whether nothing is remembered.
@@ -109,7 +122,11 @@ mod tests {
     use super::*;
 
     fn who(id: &str) -> Identity {
-        Identity { user_id: id.into(), roles: vec![], claims: Default::default() }
+        Identity {
+            user_id: id.into(),
+            roles: vec![],
+            claims: Default::default(),
+        }
     }
 
     #[test]
@@ -121,7 +138,10 @@ mod tests {
         assert!(cache.get(&d, 1_000).is_none(), "dead at exp");
         assert!(cache.is_empty(), "an expired entry is dropped when seen");
         cache.insert(d, who("a"), 1_000, None, 1_000);
-        assert!(cache.is_empty(), "an already expired token is not remembered");
+        assert!(
+            cache.is_empty(),
+            "an already expired token is not remembered"
+        );
     }
 
     #[test]
@@ -140,9 +160,17 @@ mod tests {
                 cache.insert(digest(&format!("token-{i}")), who("u"), 1_000, None, 0);
                 assert!(cache.len() <= capacity, "{} > {capacity}", cache.len());
             }
-            assert!(cache.len() >= capacity / 2, "eviction drops only what it must: {}", cache.len());
+            assert!(
+                cache.len() >= capacity / 2,
+                "eviction drops only what it must: {}",
+                cache.len()
+            );
             // The newest entry is always kept.
-            assert!(cache.get(&digest(&format!("token-{}", capacity * 5 - 1)), 0).is_some());
+            assert!(
+                cache
+                    .get(&digest(&format!("token-{}", capacity * 5 - 1)), 0)
+                    .is_some()
+            );
         }
     }
 

@@ -115,7 +115,11 @@ impl RemoteKeys {
     /// Keys from `source`, refreshed per `policy`; `base` holds the checks
     /// (issuer, audience, leeway) every key's validation starts from.
     /// Nothing is fetched until [`RemoteKeys::start`] or the first token.
-    pub fn new(source: KeySource, policy: RefreshPolicy, base: Validation) -> Result<RemoteKeys, String> {
+    pub fn new(
+        source: KeySource,
+        policy: RefreshPolicy,
+        base: Validation,
+    ) -> Result<RemoteKeys, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(FETCH_TIMEOUT)
@@ -131,10 +135,15 @@ impl RemoteKeys {
             base,
             client,
             table: RwLock::new(Table::default()),
-            fetch: tokio::sync::Mutex::new(FetchState { last_attempt: None, jwks_uri: None }),
+            fetch: tokio::sync::Mutex::new(FetchState {
+                last_attempt: None,
+                jwks_uri: None,
+            }),
             background: AtomicBool::new(false),
         };
-        Ok(RemoteKeys { inner: Arc::new(inner) })
+        Ok(RemoteKeys {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Fetches the keys in the background when a runtime is running, so the
@@ -171,11 +180,15 @@ impl RemoteKeys {
     /// grace period ago. Cached verifications check this on every hit.
     pub fn is_live(&self, key: &Arc<RemoteKey>) -> bool {
         let now = Instant::now();
-        self.read().slots.iter().any(|s| Arc::ptr_eq(&s.key, key) && self.in_grace(s, now))
+        self.read()
+            .slots
+            .iter()
+            .any(|s| Arc::ptr_eq(&s.key, key) && self.in_grace(s, now))
     }
 
     fn in_grace(&self, slot: &Slot, now: Instant) -> bool {
-        slot.retired_at.is_none_or(|at| now.duration_since(at) < self.inner.policy.grace)
+        slot.retired_at
+            .is_none_or(|at| now.duration_since(at) < self.inner.policy.grace)
     }
 
     fn find(&self, kid: Option<&str>, now: Instant) -> Option<Arc<RemoteKey>> {
@@ -187,7 +200,13 @@ impl RemoteKeys {
                 .find(|s| s.key.kid.as_deref() == Some(kid) && self.in_grace(s, now))
                 .map(|s| s.key.clone()),
             // Without a kid, only an unambiguous set will do.
-            None => match table.slots.iter().filter(|s| s.retired_at.is_none()).collect::<Vec<_>>().as_slice() {
+            None => match table
+                .slots
+                .iter()
+                .filter(|s| s.retired_at.is_none())
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
                 [only] => Some(only.key.clone()),
                 _ => None,
             },
@@ -205,7 +224,10 @@ impl RemoteKeys {
     /// Keys older than `max_age` are fetched again without holding up the
     /// request that noticed.
     fn refresh_if_stale(&self) {
-        let stale = self.read().fetched_at.is_some_and(|at| at.elapsed() >= self.inner.policy.max_age);
+        let stale = self
+            .read()
+            .fetched_at
+            .is_some_and(|at| at.elapsed() >= self.inner.policy.max_age);
         if stale {
             self.spawn_refresh();
         }
@@ -226,7 +248,10 @@ impl RemoteKeys {
     /// (then whoever waited here just looks again).
     async fn refresh(&self) {
         let mut state = self.inner.fetch.lock().await;
-        if state.last_attempt.is_some_and(|at| at.elapsed() < self.inner.policy.min_interval) {
+        if state
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < self.inner.policy.min_interval)
+        {
             return;
         }
         state.last_attempt = Some(Instant::now());
@@ -234,8 +259,17 @@ impl RemoteKeys {
         match self.fetch(&mut state).await {
             Ok(keys) => {
                 let count = keys.len();
-                merge(&mut self.write(), keys, Instant::now(), self.inner.policy.grace);
-                tracing::info!(provider = source, keys = count, "identity provider keys loaded");
+                merge(
+                    &mut self.write(),
+                    keys,
+                    Instant::now(),
+                    self.inner.policy.grace,
+                );
+                tracing::info!(
+                    provider = source,
+                    keys = count,
+                    "identity provider keys loaded"
+                );
             }
             Err(error) => {
                 self.write().last_failed = true;
@@ -254,7 +288,9 @@ impl RemoteKeys {
                 found
             }
         };
-        let result = get_json(&self.inner.client, &url).await.and_then(|doc| parse_jwks(&doc, &self.inner.base));
+        let result = get_json(&self.inner.client, &url)
+            .await
+            .and_then(|doc| parse_jwks(&doc, &self.inner.base));
         if result.is_err() {
             // The provider may have moved its keys: discover again next time.
             state.jwks_uri = None;
@@ -271,12 +307,17 @@ fn merge(table: &mut Table, fresh: Vec<RemoteKey>, now: Instant, grace: Duration
     let mut slots: Vec<Slot> = fresh
         .into_iter()
         .map(|key| {
-            let same = old.iter().position(|s| s.key.kid == key.kid && s.key.material == key.material);
+            let same = old
+                .iter()
+                .position(|s| s.key.kid == key.kid && s.key.material == key.material);
             let key = match same {
                 Some(i) => old.swap_remove(i).key,
                 None => Arc::new(key),
             };
-            Slot { key, retired_at: None }
+            Slot {
+                key,
+                retired_at: None,
+            }
         })
         .collect();
     for slot in old {
@@ -286,7 +327,10 @@ fn merge(table: &mut Table, fresh: Vec<RemoteKey>, now: Instant, grace: Duration
         }
         let retired_at = slot.retired_at.unwrap_or(now);
         if now.duration_since(retired_at) < grace {
-            slots.push(Slot { key: slot.key, retired_at: Some(retired_at) });
+            slots.push(Slot {
+                key: slot.key,
+                retired_at: Some(retired_at),
+            });
         }
     }
     table.slots = slots;
@@ -296,7 +340,10 @@ fn merge(table: &mut Table, fresh: Vec<RemoteKey>, now: Instant, grace: Duration
 
 /// The `jwks_uri` of `issuer`'s OpenID configuration.
 async fn discover(client: &reqwest::Client, issuer: &str) -> Result<String, String> {
-    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
     let doc = get_json(client, &url).await?;
     // OpenID Connect Discovery §4.3: the document must name the issuer it
     // was fetched for, exactly (tokens carry it in `iss`).
@@ -308,7 +355,10 @@ async fn discover(client: &reqwest::Client, issuer: &str) -> Result<String, Stri
             ));
         }
     }
-    let uri = doc.get("jwks_uri").and_then(Value::as_str).ok_or_else(|| format!("{url} has no \"jwks_uri\""))?;
+    let uri = doc
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{url} has no \"jwks_uri\""))?;
     crate::config::check_key_url(uri).map_err(|e| format!("{url}: jwks_uri {e}"))?;
     Ok(uri.to_owned())
 }
@@ -324,7 +374,11 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> 
         return Err(format!("{url}: HTTP {}", response.status()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {}", error_chain(&e)))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("{url}: {}", error_chain(&e)))?
+    {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_DOCUMENT {
             return Err(format!("{url}: larger than {MAX_DOCUMENT} bytes"));
@@ -348,16 +402,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The signing keys of a JWKS document; keys for encryption, symmetric
 /// keys and unsupported curves are skipped. No usable key is an error.
 fn parse_jwks(doc: &Value, base: &Validation) -> Result<Vec<RemoteKey>, String> {
-    let list = doc.get("keys").and_then(Value::as_array).ok_or("the key set has no \"keys\" list")?;
+    let list = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("the key set has no \"keys\" list")?;
     let keys: Vec<RemoteKey> = list.iter().filter_map(|jwk| parse_jwk(jwk, base)).collect();
     if keys.is_empty() {
-        return Err("the key set has no usable signing key (RSA, EC P-256 / P-384, Ed25519)".into());
+        return Err(
+            "the key set has no usable signing key (RSA, EC P-256 / P-384, Ed25519)".into(),
+        );
     }
     Ok(keys)
 }
 
-const RSA_ALGORITHMS: [Algorithm; 6] =
-    [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+const RSA_ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
 
 fn parse_jwk(jwk: &Value, base: &Validation) -> Option<RemoteKey> {
     let field = |name: &str| jwk.get(name).and_then(Value::as_str);
@@ -367,16 +432,32 @@ fn parse_jwk(jwk: &Value, base: &Validation) -> Option<RemoteKey> {
     let (key, algorithms, material) = match (field("kty")?, field("crv")) {
         ("RSA", _) => {
             let (n, e) = (field("n")?, field("e")?);
-            (DecodingKey::from_rsa_components(n, e).ok()?, RSA_ALGORITHMS.to_vec(), format!("RSA {n} {e}"))
+            (
+                DecodingKey::from_rsa_components(n, e).ok()?,
+                RSA_ALGORITHMS.to_vec(),
+                format!("RSA {n} {e}"),
+            )
         }
         ("EC", Some(crv @ ("P-256" | "P-384"))) => {
             let (x, y) = (field("x")?, field("y")?);
-            let alg = if crv == "P-256" { Algorithm::ES256 } else { Algorithm::ES384 };
-            (DecodingKey::from_ec_components(x, y).ok()?, vec![alg], format!("EC {crv} {x} {y}"))
+            let alg = if crv == "P-256" {
+                Algorithm::ES256
+            } else {
+                Algorithm::ES384
+            };
+            (
+                DecodingKey::from_ec_components(x, y).ok()?,
+                vec![alg],
+                format!("EC {crv} {x} {y}"),
+            )
         }
         ("OKP", Some("Ed25519")) => {
             let x = field("x")?;
-            (DecodingKey::from_ed_components(x).ok()?, vec![Algorithm::EdDSA], format!("OKP {x}"))
+            (
+                DecodingKey::from_ed_components(x).ok()?,
+                vec![Algorithm::EdDSA],
+                format!("OKP {x}"),
+            )
         }
         // `oct` keys are never taken from a network document: anyone who
         // can read it could sign with them.
@@ -392,7 +473,12 @@ fn parse_jwk(jwk: &Value, base: &Validation) -> Option<RemoteKey> {
     };
     let mut validation = base.clone();
     validation.algorithms = algorithms;
-    Some(RemoteKey { kid: field("kid").map(str::to_owned), material, key, validation })
+    Some(RemoteKey {
+        kid: field("kid").map(str::to_owned),
+        material,
+        key,
+        validation,
+    })
 }
 
 #[cfg(test)]
@@ -411,7 +497,16 @@ mod tests {
     }
 
     fn kids(table: &Table) -> Vec<(String, bool)> {
-        table.slots.iter().map(|s| (s.key.kid.clone().unwrap_or_default(), s.retired_at.is_some())).collect()
+        table
+            .slots
+            .iter()
+            .map(|s| {
+                (
+                    s.key.kid.clone().unwrap_or_default(),
+                    s.retired_at.is_some(),
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -431,7 +526,11 @@ mod tests {
         assert_eq!(names, ["a", "ec", "noalg"]);
         assert_eq!(parsed[0].validation.algorithms, [Algorithm::RS256]);
         assert_eq!(parsed[1].validation.algorithms, [Algorithm::ES256]);
-        assert_eq!(parsed[2].validation.algorithms.len(), 6, "an RSA key without alg takes any RSA algorithm");
+        assert_eq!(
+            parsed[2].validation.algorithms.len(),
+            6,
+            "an RSA key without alg takes any RSA algorithm"
+        );
     }
 
     #[test]
@@ -447,15 +546,38 @@ mod tests {
         let grace = Duration::from_secs(60);
         let t0 = Instant::now();
         let mut table = Table::default();
-        merge(&mut table, keys(json!({"keys": [rsa("old", "AQAB")]})), t0, grace);
+        merge(
+            &mut table,
+            keys(json!({"keys": [rsa("old", "AQAB")]})),
+            t0,
+            grace,
+        );
         let old = table.slots[0].key.clone();
-        merge(&mut table, keys(json!({"keys": [rsa("new", "AQAC")]})), t0 + Duration::from_secs(10), grace);
+        merge(
+            &mut table,
+            keys(json!({"keys": [rsa("new", "AQAC")]})),
+            t0 + Duration::from_secs(10),
+            grace,
+        );
         assert_eq!(kids(&table), [("new".into(), false), ("old".into(), true)]);
-        assert!(Arc::ptr_eq(&table.slots[1].key, &old), "the dropped key is the same key");
+        assert!(
+            Arc::ptr_eq(&table.slots[1].key, &old),
+            "the dropped key is the same key"
+        );
         // Still missing later: the grace runs from when it first went missing.
-        merge(&mut table, keys(json!({"keys": [rsa("new", "AQAC")]})), t0 + Duration::from_secs(69), grace);
+        merge(
+            &mut table,
+            keys(json!({"keys": [rsa("new", "AQAC")]})),
+            t0 + Duration::from_secs(69),
+            grace,
+        );
         assert_eq!(kids(&table).len(), 2);
-        merge(&mut table, keys(json!({"keys": [rsa("new", "AQAC")]})), t0 + Duration::from_secs(71), grace);
+        merge(
+            &mut table,
+            keys(json!({"keys": [rsa("new", "AQAC")]})),
+            t0 + Duration::from_secs(71),
+            grace,
+        );
         assert_eq!(kids(&table), [("new".into(), false)]);
     }
 
@@ -464,22 +586,52 @@ mod tests {
         let grace = Duration::from_secs(60);
         let t0 = Instant::now();
         let mut table = Table::default();
-        merge(&mut table, keys(json!({"keys": [rsa("a", "AQAB")]})), t0, grace);
+        merge(
+            &mut table,
+            keys(json!({"keys": [rsa("a", "AQAB")]})),
+            t0,
+            grace,
+        );
         let first = table.slots[0].key.clone();
-        merge(&mut table, keys(json!({"keys": [rsa("a", "AQAB")]})), t0, grace);
+        merge(
+            &mut table,
+            keys(json!({"keys": [rsa("a", "AQAB")]})),
+            t0,
+            grace,
+        );
         assert!(Arc::ptr_eq(&table.slots[0].key, &first));
-        merge(&mut table, keys(json!({"keys": [rsa("a", "AQAD")]})), t0, grace);
+        merge(
+            &mut table,
+            keys(json!({"keys": [rsa("a", "AQAD")]})),
+            t0,
+            grace,
+        );
         assert_eq!(table.slots.len(), 1);
-        assert!(!Arc::ptr_eq(&table.slots[0].key, &first), "new material under an old kid replaces the old key");
+        assert!(
+            !Arc::ptr_eq(&table.slots[0].key, &first),
+            "new material under an old kid replaces the old key"
+        );
     }
 
     #[tokio::test]
     async fn an_unreachable_provider_is_unavailable_not_invalid() {
         // A port nothing listens on: bind, note the port, close.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let source = KeySource::JwksUrl(format!("http://127.0.0.1:{port}/jwks"));
-        let keys = RemoteKeys::new(source, RefreshPolicy::default(), Validation::new(Algorithm::RS256)).unwrap();
-        assert!(matches!(keys.key_for(Some("k")).await, Err(TokenError::KeysUnavailable)));
+        let keys = RemoteKeys::new(
+            source,
+            RefreshPolicy::default(),
+            Validation::new(Algorithm::RS256),
+        )
+        .unwrap();
+        assert!(matches!(
+            keys.key_for(Some("k")).await,
+            Err(TokenError::KeysUnavailable)
+        ));
         assert!(keys.read().last_failed);
     }
 }

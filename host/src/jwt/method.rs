@@ -10,7 +10,10 @@ use serde_json::Value;
 
 use super::cache::{self, TokenCache};
 use super::jwks::{KeySource, RefreshPolicy, RemoteKey, RemoteKeys};
-use super::{JwtConfigError, JwtVerifier, TokenError, access_identity, check_header, config_err, decode_checked, validation};
+use super::{
+    JwtConfigError, JwtVerifier, TokenError, access_identity, check_header, config_err,
+    decode_checked, validation,
+};
 use crate::config::{Env, JwtOptions};
 use crate::identity::Identity;
 
@@ -39,7 +42,9 @@ impl JwtMethod {
         let source = match (&opts.jwks_url, opts.discovery, &opts.issuer) {
             (Some(url), _, _) => Some(KeySource::JwksUrl(url.clone())),
             (None, true, Some(issuer)) => Some(KeySource::Discovery(issuer.clone())),
-            (None, true, None) => return Err(config_err("issuer", "\"discovery\" needs \"issuer\"")),
+            (None, true, None) => {
+                return Err(config_err("issuer", "\"discovery\" needs \"issuer\""));
+            }
             (None, false, _) => None,
         };
         let keys = match source {
@@ -63,7 +68,11 @@ impl JwtMethod {
             0 => None,
             n => Some(TokenCache::new(n)),
         };
-        Ok(JwtMethod { keys, issuer: opts.issuer.clone(), cache })
+        Ok(JwtMethod {
+            keys,
+            issuer: opts.issuer.clone(),
+            cache,
+        })
     }
 
     /// The `iss` this method requires, if any.
@@ -115,13 +124,18 @@ impl JwtMethod {
 /// so the cache never outlives the token).
 fn expiry(who: &Identity) -> Option<u64> {
     match who.claims.get("exp")? {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64)),
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64)),
         _ => None,
     }
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -147,7 +161,11 @@ mod tests {
         let good = sign(json!({"sub": "u1", "exp": unix_now() + 60}));
         assert_eq!(m.verify(&good).await.unwrap().user_id, "u1");
         assert_eq!(m.cached(), 1);
-        assert_eq!(m.verify(&good).await.unwrap().user_id, "u1", "a hit answers the same identity");
+        assert_eq!(
+            m.verify(&good).await.unwrap().user_id,
+            "u1",
+            "a hit answers the same identity"
+        );
         for bad in [
             sign(json!({"sub": "u1", "exp": unix_now() - 3600})),
             sign(json!({"sub": "u1"})),
@@ -155,14 +173,20 @@ mod tests {
             format!("{good}x"),
         ] {
             assert!(m.verify(&bad).await.is_err());
-            assert!(m.verify(&bad).await.is_err(), "a refusal is refused again, not remembered");
+            assert!(
+                m.verify(&bad).await.is_err(),
+                "a refusal is refused again, not remembered"
+            );
         }
         assert_eq!(m.cached(), 1);
     }
 
     #[tokio::test]
     async fn a_remembered_token_dies_at_its_exp() {
-        let m = method(JwtOptions { leeway_s: Some(0), ..Default::default() });
+        let m = method(JwtOptions {
+            leeway_s: Some(0),
+            ..Default::default()
+        });
         let short = sign(json!({"sub": "u1", "exp": unix_now() + 1}));
         assert!(m.verify(&short).await.is_ok());
         assert_eq!(m.cached(), 1);
@@ -172,7 +196,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_cache_can_be_turned_off() {
-        let m = method(JwtOptions { token_cache: Some(0), ..Default::default() });
+        let m = method(JwtOptions {
+            token_cache: Some(0),
+            ..Default::default()
+        });
         let good = sign(json!({"sub": "u1", "exp": unix_now() + 60}));
         assert!(m.verify(&good).await.is_ok());
         assert_eq!(m.cached(), 0);
@@ -180,7 +207,11 @@ mod tests {
 
     #[test]
     fn expiry_never_rounds_up() {
-        let who = |exp: Value| Identity { user_id: "u".into(), roles: vec![], claims: json!({"exp": exp}).as_object().unwrap().clone() };
+        let who = |exp: Value| Identity {
+            user_id: "u".into(),
+            roles: vec![],
+            claims: json!({"exp": exp}).as_object().unwrap().clone(),
+        };
         assert_eq!(expiry(&who(json!(100))), Some(100));
         assert_eq!(expiry(&who(json!(100.9))), Some(100));
         assert_eq!(expiry(&who(json!(-5))), None);

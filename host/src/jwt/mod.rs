@@ -29,7 +29,10 @@ pub struct JwtConfigError {
 }
 
 fn config_err(key: &'static str, reason: impl Into<String>) -> JwtConfigError {
-    JwtConfigError { key, reason: reason.into() }
+    JwtConfigError {
+        key,
+        reason: reason.into(),
+    }
 }
 
 /// Why a presented token is not accepted. The text is safe to show clients.
@@ -87,7 +90,9 @@ fn algorithm(env: &Env) -> Result<Algorithm, JwtConfigError> {
         "EdDSA" => Ok(Algorithm::EdDSA),
         other => Err(config_err(
             "JWT_ALGORITHM",
-            format!("unknown algorithm {other:?}; use one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA"),
+            format!(
+                "unknown algorithm {other:?}; use one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA"
+            ),
         )),
     }
 }
@@ -107,19 +112,38 @@ fn pem_text(key: &'static str, value: &str, dir: &Path) -> Result<String, JwtCon
         return Ok(value);
     }
     let path = dir.join(value.trim());
-    std::fs::read_to_string(&path)
-        .map_err(|e| config_err(key, format!("not a PEM key and not a readable PEM file ({}: {e})", path.display())))
+    std::fs::read_to_string(&path).map_err(|e| {
+        config_err(
+            key,
+            format!(
+                "not a PEM key and not a readable PEM file ({}: {e})",
+                path.display()
+            ),
+        )
+    })
 }
 
 fn hmac_secret(env: &Env) -> Result<String, JwtConfigError> {
-    let secret = env
-        .get("JWT_SECRET_KEY")
-        .ok_or_else(|| config_err("JWT_SECRET_KEY", "not set; the jwt auth method needs it (see .env.example)"))?;
+    let secret = env.get("JWT_SECRET_KEY").ok_or_else(|| {
+        config_err(
+            "JWT_SECRET_KEY",
+            "not set; the jwt auth method needs it (see .env.example)",
+        )
+    })?;
     if looks_like_pem(&secret) {
-        return Err(config_err("JWT_SECRET_KEY", "is a PEM key but JWT_ALGORITHM is an HMAC algorithm; a PEM is never used as an HMAC secret"));
+        return Err(config_err(
+            "JWT_SECRET_KEY",
+            "is a PEM key but JWT_ALGORITHM is an HMAC algorithm; a PEM is never used as an HMAC secret",
+        ));
     }
     if secret.len() < MIN_HMAC_SECRET {
-        return Err(config_err("JWT_SECRET_KEY", format!("is {} bytes; HMAC secrets must be at least {MIN_HMAC_SECRET} bytes (try `openssl rand -hex 32`)", secret.len())));
+        return Err(config_err(
+            "JWT_SECRET_KEY",
+            format!(
+                "is {} bytes; HMAC secrets must be at least {MIN_HMAC_SECRET} bytes (try `openssl rand -hex 32`)",
+                secret.len()
+            ),
+        ));
     }
     Ok(secret)
 }
@@ -145,18 +169,33 @@ fn encoding_key(alg: Algorithm, pem: &str) -> Result<EncodingKey, jsonwebtoken::
 impl JwtVerifier {
     /// Builds the verifier from `JWT_SECRET_KEY` / `JWT_PUBLIC_KEY` /
     /// `JWT_ALGORITHM` and the method's options.
-    pub fn from_env(env: &Env, dir: &Path, opts: &JwtOptions) -> Result<JwtVerifier, JwtConfigError> {
+    pub fn from_env(
+        env: &Env,
+        dir: &Path,
+        opts: &JwtOptions,
+    ) -> Result<JwtVerifier, JwtConfigError> {
         let alg = algorithm(env)?;
         let key = if is_hmac(alg) {
             DecodingKey::from_secret(hmac_secret(env)?.as_bytes())
         } else {
             let public = env.get("JWT_PUBLIC_KEY").ok_or_else(|| {
-                config_err("JWT_PUBLIC_KEY", format!("not set; {alg:?} tokens are verified with a public key in PEM form"))
+                config_err(
+                    "JWT_PUBLIC_KEY",
+                    format!("not set; {alg:?} tokens are verified with a public key in PEM form"),
+                )
             })?;
             let pem = pem_text("JWT_PUBLIC_KEY", &public, dir)?;
-            decoding_key(alg, &pem).map_err(|e| config_err("JWT_PUBLIC_KEY", format!("not a valid {alg:?} public key: {e}")))?
+            decoding_key(alg, &pem).map_err(|e| {
+                config_err(
+                    "JWT_PUBLIC_KEY",
+                    format!("not a valid {alg:?} public key: {e}"),
+                )
+            })?
         };
-        Ok(JwtVerifier { key, validation: validation(alg, opts) })
+        Ok(JwtVerifier {
+            key,
+            validation: validation(alg, opts),
+        })
     }
 
     /// Verifies `token` and returns the identity it proves. Refresh tokens
@@ -198,17 +237,25 @@ fn validation(alg: Algorithm, opts: &JwtOptions) -> Validation {
 
 /// Signature, algorithm, times, `iss` and `aud` of a token whose header
 /// [`check_header`] accepted; the claims.
-fn decode_checked(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Map<String, Value>, TokenError> {
+fn decode_checked(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Map<String, Value>, TokenError> {
     let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind;
         match e.kind() {
             ErrorKind::ExpiredSignature => TokenError::Expired,
             ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
             ErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm not accepted".into()),
-            ErrorKind::ImmatureSignature => TokenError::Invalid("token is not valid yet (nbf)".into()),
+            ErrorKind::ImmatureSignature => {
+                TokenError::Invalid("token is not valid yet (nbf)".into())
+            }
             ErrorKind::InvalidAudience => TokenError::Invalid("audience not accepted".into()),
             ErrorKind::InvalidIssuer => TokenError::Invalid("issuer not accepted".into()),
-            ErrorKind::MissingRequiredClaim(c) => TokenError::Invalid(format!("missing required claim {c:?}")),
+            ErrorKind::MissingRequiredClaim(c) => {
+                TokenError::Invalid(format!("missing required claim {c:?}"))
+            }
             _ => TokenError::Invalid("malformed token".into()),
         }
     })?;
@@ -218,7 +265,9 @@ fn decode_checked(token: &str, key: &DecodingKey, validation: &Validation) -> Re
 /// The identity of an access token; refresh tokens are refused.
 fn access_identity(claims: Map<String, Value>) -> Result<Identity, TokenError> {
     if claims.get("type").and_then(Value::as_str) == Some("refresh") {
-        return Err(TokenError::Invalid("a refresh token cannot be used for access".into()));
+        return Err(TokenError::Invalid(
+            "a refresh token cannot be used for access".into(),
+        ));
     }
     identity_from_claims(claims)
 }
@@ -230,7 +279,9 @@ struct TokenHeader {
 }
 
 fn decode_part(part: &str) -> Option<Map<String, Value>> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -239,12 +290,19 @@ fn check_header(token: &str) -> Result<TokenHeader, TokenError> {
     let malformed = || TokenError::Invalid("malformed token".into());
     let first = token.split('.').next().ok_or_else(malformed)?;
     let header = decode_part(first).ok_or_else(malformed)?;
-    if let Some(refused) = header.keys().find(|k| REFUSED_HEADER_PARAMS.contains(&k.as_str())) {
-        return Err(TokenError::Invalid(format!("unsupported header parameter {refused:?}")));
+    if let Some(refused) = header
+        .keys()
+        .find(|k| REFUSED_HEADER_PARAMS.contains(&k.as_str()))
+    {
+        return Err(TokenError::Invalid(format!(
+            "unsupported header parameter {refused:?}"
+        )));
     }
     match header.get("kid") {
         None => Ok(TokenHeader { kid: None }),
-        Some(Value::String(kid)) => Ok(TokenHeader { kid: Some(kid.clone()) }),
+        Some(Value::String(kid)) => Ok(TokenHeader {
+            kid: Some(kid.clone()),
+        }),
         Some(_) => Err(malformed()),
     }
 }
@@ -269,11 +327,19 @@ pub fn identity_from_claims(claims: Map<String, Value>) -> Result<Identity, Toke
         .ok_or_else(|| TokenError::Invalid("token has no user_id or sub claim".into()))?
         .to_owned();
     let roles = match (claims.get("roles"), claims.get("role")) {
-        (Some(Value::Array(list)), _) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        (Some(Value::Array(list)), _) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         (Some(Value::String(one)), _) | (None, Some(Value::String(one))) => vec![one.clone()],
         _ => Vec::new(),
     };
-    Ok(Identity { user_id, roles, claims })
+    Ok(Identity {
+        user_id,
+        roles,
+        claims,
+    })
 }
 
 impl JwtSigner {
@@ -285,12 +351,23 @@ impl JwtSigner {
             EncodingKey::from_secret(hmac_secret(env)?.as_bytes())
         } else {
             let private = env.get("JWT_SECRET_KEY").ok_or_else(|| {
-                config_err("JWT_SECRET_KEY", format!("not set; signing {alg:?} tokens needs a private key PEM"))
+                config_err(
+                    "JWT_SECRET_KEY",
+                    format!("not set; signing {alg:?} tokens needs a private key PEM"),
+                )
             })?;
             let pem = pem_text("JWT_SECRET_KEY", &private, dir)?;
-            encoding_key(alg, &pem).map_err(|e| config_err("JWT_SECRET_KEY", format!("not a valid {alg:?} private key: {e}")))?
+            encoding_key(alg, &pem).map_err(|e| {
+                config_err(
+                    "JWT_SECRET_KEY",
+                    format!("not a valid {alg:?} private key: {e}"),
+                )
+            })?
         };
-        Ok(JwtSigner { key, algorithm: alg })
+        Ok(JwtSigner {
+            key,
+            algorithm: alg,
+        })
     }
 
     /// Signs `claims` as a JWT.
@@ -313,12 +390,18 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     fn pair() -> (JwtSigner, JwtVerifier) {
         let env = env_with(&[("JWT_SECRET_KEY", SECRET)]);
-        (JwtSigner::from_env(&env, Path::new(".")).unwrap(), JwtVerifier::from_env(&env, Path::new("."), &JwtOptions::default()).unwrap())
+        (
+            JwtSigner::from_env(&env, Path::new(".")).unwrap(),
+            JwtVerifier::from_env(&env, Path::new("."), &JwtOptions::default()).unwrap(),
+        )
     }
 
     fn claims(v: Value) -> Map<String, Value> {
@@ -327,31 +410,60 @@ mod tests {
 
     #[test]
     fn refuses_short_hmac_secret() {
-        let e = JwtVerifier::from_env(&env_with(&[("JWT_SECRET_KEY", "short")]), Path::new("."), &JwtOptions::default()).err().unwrap();
+        let e = JwtVerifier::from_env(
+            &env_with(&[("JWT_SECRET_KEY", "short")]),
+            Path::new("."),
+            &JwtOptions::default(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.key, "JWT_SECRET_KEY");
     }
 
     #[test]
     fn refuses_pem_as_hmac_secret() {
         let pem = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo\n-----END PUBLIC KEY-----";
-        let e = JwtVerifier::from_env(&env_with(&[("JWT_SECRET_KEY", pem)]), Path::new("."), &JwtOptions::default()).err().unwrap();
+        let e = JwtVerifier::from_env(
+            &env_with(&[("JWT_SECRET_KEY", pem)]),
+            Path::new("."),
+            &JwtOptions::default(),
+        )
+        .err()
+        .unwrap();
         assert!(e.reason.contains("PEM"), "{e}");
     }
 
     #[test]
     fn refuses_unknown_algorithm() {
         let env = env_with(&[("JWT_SECRET_KEY", SECRET), ("JWT_ALGORITHM", "none")]);
-        assert_eq!(JwtVerifier::from_env(&env, Path::new("."), &JwtOptions::default()).err().unwrap().key, "JWT_ALGORITHM");
+        assert_eq!(
+            JwtVerifier::from_env(&env, Path::new("."), &JwtOptions::default())
+                .err()
+                .unwrap()
+                .key,
+            "JWT_ALGORITHM"
+        );
     }
 
     #[test]
     fn maps_user_id_roles_and_keeps_claims() {
         let (s, v) = pair();
-        let t = s.sign(&claims(json!({"sub": "u1", "role": "user", "name": "Alice", "exp": now() + 60}))).unwrap();
+        let t = s
+            .sign(&claims(
+                json!({"sub": "u1", "role": "user", "name": "Alice", "exp": now() + 60}),
+            ))
+            .unwrap();
         let who = v.verify(&t).unwrap();
-        assert_eq!((who.user_id.as_str(), who.roles.clone()), ("u1", vec!["user".to_string()]));
+        assert_eq!(
+            (who.user_id.as_str(), who.roles.clone()),
+            ("u1", vec!["user".to_string()])
+        );
         assert_eq!(who.claims["name"], "Alice");
-        let t = s.sign(&claims(json!({"sub": "u1", "user_id": "u2", "roles": ["a", "b"], "exp": now() + 60}))).unwrap();
+        let t = s
+            .sign(&claims(
+                json!({"sub": "u1", "user_id": "u2", "roles": ["a", "b"], "exp": now() + 60}),
+            ))
+            .unwrap();
         let who = v.verify(&t).unwrap();
         assert_eq!((who.user_id.as_str(), who.roles.len()), ("u2", 2));
     }
@@ -361,9 +473,15 @@ mod tests {
         let (s, v) = pair();
         let t = s.sign(&claims(json!({"sub": "u1"}))).unwrap();
         assert!(matches!(v.verify(&t), Err(TokenError::Invalid(_))));
-        let t = s.sign(&claims(json!({"sub": "u1", "exp": now() - 3600}))).unwrap();
+        let t = s
+            .sign(&claims(json!({"sub": "u1", "exp": now() - 3600})))
+            .unwrap();
         assert_eq!(v.verify(&t), Err(TokenError::Expired));
-        let t = s.sign(&claims(json!({"sub": "u1", "exp": now() + 3600, "nbf": now() + 600}))).unwrap();
+        let t = s
+            .sign(&claims(
+                json!({"sub": "u1", "exp": now() + 3600, "nbf": now() + 600}),
+            ))
+            .unwrap();
         assert!(matches!(v.verify(&t), Err(TokenError::Invalid(m)) if m.contains("nbf")));
     }
 
@@ -371,7 +489,11 @@ mod tests {
     fn refuses_crit_header_and_garbage() {
         let (_, v) = pair();
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let t = format!("{}.{}.sig", b64(r#"{"alg":"HS256","crit":["exp"]}"#), b64(r#"{"sub":"x"}"#));
+        let t = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"HS256","crit":["exp"]}"#),
+            b64(r#"{"sub":"x"}"#)
+        );
         assert!(matches!(v.verify(&t), Err(TokenError::Invalid(m)) if m.contains("crit")));
         for junk in ["", ".", "..", "a.b.c", "\u{0}", "eyJ.eyJ.eyJ"] {
             assert!(v.verify(junk).is_err());
@@ -381,10 +503,22 @@ mod tests {
     #[test]
     fn refuses_tokens_for_another_audience_unless_configured() {
         let (s, v) = pair();
-        let t = s.sign(&claims(json!({"sub": "u1", "aud": "other", "exp": now() + 60}))).unwrap();
+        let t = s
+            .sign(&claims(
+                json!({"sub": "u1", "aud": "other", "exp": now() + 60}),
+            ))
+            .unwrap();
         assert!(v.verify(&t).is_err());
         let env = env_with(&[("JWT_SECRET_KEY", SECRET)]);
-        let opts = JwtOptions { audience: Some(vec!["other".into()]), ..Default::default() };
-        assert!(JwtVerifier::from_env(&env, Path::new("."), &opts).unwrap().verify(&t).is_ok());
+        let opts = JwtOptions {
+            audience: Some(vec!["other".into()]),
+            ..Default::default()
+        };
+        assert!(
+            JwtVerifier::from_env(&env, Path::new("."), &opts)
+                .unwrap()
+                .verify(&t)
+                .is_ok()
+        );
     }
 }

@@ -18,7 +18,10 @@ impl CompileCache {
     pub fn new(dir: PathBuf, engine: &Engine) -> Self {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        CompileCache { dir, engine_key: format!("{:016x}", hasher.finish()) }
+        CompileCache {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+        }
     }
 
     /// The cached compilation of the component whose bytes hash to
@@ -39,7 +42,9 @@ impl CompileCache {
             // the header and refuses files from other versions or settings.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin")
+                }
             }
         }
         let component = compile()?;

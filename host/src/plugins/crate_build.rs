@@ -15,12 +15,20 @@ pub fn is_crate(path: &Path) -> bool {
 /// the component it produced.
 pub fn build(dir: &Path) -> Result<PathBuf, String> {
     // Absolute, because cargo runs inside the crate folder.
-    let dir = &dir.canonicalize().map_err(|e| format!("cannot open the crate folder: {e}"))?;
+    let dir = &dir
+        .canonicalize()
+        .map_err(|e| format!("cannot open the crate folder: {e}"))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     tracing::info!(crate_dir = %dir.display(), "building plugin crate for wasm32-wasip2");
     let output = Command::new(cargo)
         .current_dir(dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
         .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
         // Flags meant for the host build must not leak into the guest build.
@@ -31,18 +39,20 @@ pub fn build(dir: &Path) -> Result<PathBuf, String> {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
-        let hint = if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-            " (run `rustup target add wasm32-wasip2`)"
-        } else {
-            ""
-        };
+        let hint =
+            if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+                " (run `rustup target add wasm32-wasip2`)"
+            } else {
+                ""
+            };
         return Err(format!(
             "cargo build failed{hint}:\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ));
     }
-    artifact(&String::from_utf8_lossy(&output.stdout))
-        .ok_or_else(|| "cargo built no .wasm: is `crate-type = [\"cdylib\"]` set in [lib]?".to_owned())
+    artifact(&String::from_utf8_lossy(&output.stdout)).ok_or_else(|| {
+        "cargo built no .wasm: is `crate-type = [\"cdylib\"]` set in [lib]?".to_owned()
+    })
 }
 
 /// The last cdylib `.wasm` among cargo's JSON messages.
@@ -51,7 +61,11 @@ fn artifact(messages: &str) -> Option<PathBuf> {
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|m| m["reason"] == "compiler-artifact")
-        .filter(|m| m["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib")))
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
         .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f.as_str().map(PathBuf::from))
         .filter(|f| f.extension().is_some_and(|e| e == "wasm"))

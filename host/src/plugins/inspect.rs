@@ -29,7 +29,10 @@ pub struct WorldFit {
 impl Report {
     /// The slots the component can serve.
     pub fn fits(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.worlds.iter().filter(|w| w.problem.is_none()).map(|w| w.world)
+        self.worlds
+            .iter()
+            .filter(|w| w.problem.is_none())
+            .map(|w| w.world)
     }
 }
 
@@ -47,9 +50,18 @@ pub fn check(runtime: &PluginRuntime, bytes: &[u8]) -> Result<Report, String> {
     let component = runtime.component(bytes)?;
     let ty = component.component_type();
     let engine = runtime.engine();
-    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
-    let pre = runtime.linker().instantiate_pre(&component).map_err(|e| format!("{e:#}"));
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let pre = runtime
+        .linker()
+        .instantiate_pre(&component)
+        .map_err(|e| format!("{e:#}"));
     let worlds = [Slot::Authenticator, Slot::Authorizer]
         .into_iter()
         .map(|slot| {
@@ -63,8 +75,16 @@ pub fn check(runtime: &PluginRuntime, bytes: &[u8]) -> Result<Report, String> {
                     (!fits).then(|| format!("does not export `{}`", slot.export()))
                 }
             };
-            WorldFit { world: world_name(slot), problem }
+            WorldFit {
+                world: world_name(slot),
+                problem,
+            }
         })
         .collect();
-    Ok(Report { sha256, imports, exports, worlds })
+    Ok(Report {
+        sha256,
+        imports,
+        exports,
+        worlds,
+    })
 }

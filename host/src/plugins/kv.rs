@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY: usize = 1024;
 
@@ -26,26 +25,39 @@ impl KvStore {
     /// Opens (or creates) the store under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<KvStore, String> {
         let path = data_dir.join("plugins-kv");
-        std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let db = sled::open(&path).map_err(|e| format!("cannot open plugin storage at {}: {e}", path.display()))?;
+        std::fs::create_dir_all(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let db = sled::open(&path)
+            .map_err(|e| format!("cannot open plugin storage at {}: {e}", path.display()))?;
         Ok(KvStore { db })
     }
 
     /// A throw-away store, gone when dropped (for `agentflow plugin call`).
     pub fn temporary() -> Result<KvStore, String> {
-        let db = sled::Config::new().temporary(true).open().map_err(|e| format!("cannot open temporary storage: {e}"))?;
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|e| format!("cannot open temporary storage: {e}"))?;
         Ok(KvStore { db })
     }
 
     /// The private namespace of plugin `name`, capped at `max_bytes`.
     pub fn namespace(&self, name: &str, max_bytes: u64) -> Result<PluginKv, String> {
-        let tree = self.db.open_tree(format!("plugin:{name}")).map_err(|e| format!("cannot open storage of {name:?}: {e}"))?;
+        let tree = self
+            .db
+            .open_tree(format!("plugin:{name}"))
+            .map_err(|e| format!("cannot open storage of {name:?}: {e}"))?;
         let mut used = 0u64;
         for item in tree.iter() {
             let (k, v) = item.map_err(|e| format!("cannot read storage of {name:?}: {e}"))?;
             used += (k.len() + v.len()) as u64;
         }
-        Ok(PluginKv { tree, max_bytes, used: AtomicU64::new(used), write: Mutex::new(()) })
+        Ok(PluginKv {
+            tree,
+            max_bytes,
+            used: AtomicU64::new(used),
+            write: Mutex::new(()),
+        })
     }
 }
 
@@ -79,11 +91,16 @@ impl PluginKv {
             return Err(format!("keys must be 1..={MAX_KEY} bytes"));
         }
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.tree.get(key.as_bytes()).map_err(|e| format!("storage read failed: {e}"))?;
+        let old = self
+            .tree
+            .get(key.as_bytes())
+            .map_err(|e| format!("storage read failed: {e}"))?;
         let old_size = old.map(|v| (key.len() + v.len()) as u64).unwrap_or(0);
         let used = self.used.load(Ordering::Relaxed);
         if value.is_empty() {
-            self.tree.remove(key.as_bytes()).map_err(|e| format!("storage write failed: {e}"))?;
+            self.tree
+                .remove(key.as_bytes())
+                .map_err(|e| format!("storage write failed: {e}"))?;
             self.used.store(used - old_size, Ordering::Relaxed);
             return self.flush();
         }
@@ -95,7 +112,9 @@ impl PluginKv {
                 self.max_bytes
             ));
         }
-        self.tree.insert(key.as_bytes(), value).map_err(|e| format!("storage write failed: {e}"))?;
+        self.tree
+            .insert(key.as_bytes(), value)
+            .map_err(|e| format!("storage write failed: {e}"))?;
         self.used.store(after, Ordering::Relaxed);
         self.flush()
     }
@@ -103,7 +122,10 @@ impl PluginKv {
     /// Makes the write durable before the plugin goes on (a server killed
     /// right after must not forget it).
     fn flush(&self) -> Result<(), String> {
-        self.tree.flush().map(|_| ()).map_err(|e| format!("storage flush failed: {e}"))
+        self.tree
+            .flush()
+            .map(|_| ())
+            .map_err(|e| format!("storage flush failed: {e}"))
     }
 
     /// Bytes used (keys plus values).
@@ -152,7 +174,10 @@ mod tests {
 
     #[test]
     fn refuses_empty_and_long_keys() {
-        let kv = KvStore::temporary().unwrap().namespace("p", 1 << 20).unwrap();
+        let kv = KvStore::temporary()
+            .unwrap()
+            .namespace("p", 1 << 20)
+            .unwrap();
         assert!(kv.set("", b"v").is_err());
         assert!(kv.set(&"k".repeat(MAX_KEY + 1), b"v").is_err());
     }
@@ -163,7 +188,10 @@ mod tests {
         if std::env::var_os("AGENTFLOW_DATA_DIR").is_none() {
             assert_eq!(dir, PathBuf::from("/etc/af/data"));
         }
-        let dir = crate::config::data_dir(&Env::from_pairs([("AGENTFLOW_DATA_DIR".into(), "/var/lib/af".into())]), Path::new("/etc/af"));
+        let dir = crate::config::data_dir(
+            &Env::from_pairs([("AGENTFLOW_DATA_DIR".into(), "/var/lib/af".into())]),
+            Path::new("/etc/af"),
+        );
         if std::env::var_os("AGENTFLOW_DATA_DIR").is_none() {
             assert_eq!(dir, PathBuf::from("/var/lib/af"));
         }

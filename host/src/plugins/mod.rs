@@ -10,8 +10,8 @@ mod error;
 pub mod inspect;
 pub mod kv;
 mod log_limit;
-mod outcome_cache;
 mod outbound;
+mod outcome_cache;
 mod plugin;
 pub mod reload;
 mod runtime;
@@ -94,12 +94,22 @@ impl PluginRequest {
         headers: Vec<(String, String)>,
         client_ip: Option<String>,
     ) -> Self {
-        PluginRequest(bindings::wit::Request { method, path, query, headers, client_ip })
+        PluginRequest(bindings::wit::Request {
+            method,
+            path,
+            query,
+            headers,
+            client_ip,
+        })
     }
 
     /// The value of the first header called `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.0.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.0
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -166,9 +176,16 @@ mod tests {
     #[test]
     fn the_contract_version_matches_the_wit_package() {
         let wit = include_str!("../../../wit/agentflow-auth.wit");
-        assert!(wit.contains(&format!("package agentflow:auth@{WIT_VERSION};")), "WIT_VERSION is stale");
+        assert!(
+            wit.contains(&format!("package agentflow:auth@{WIT_VERSION};")),
+            "WIT_VERSION is stale"
+        );
         for slot in [Slot::Authenticator, Slot::Authorizer] {
-            assert!(slot.export().ends_with(&format!("@{WIT_VERSION}")), "{}", slot.export());
+            assert!(
+                slot.export().ends_with(&format!("@{WIT_VERSION}")),
+                "{}",
+                slot.export()
+            );
         }
     }
 }

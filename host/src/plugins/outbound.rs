@@ -52,7 +52,13 @@ impl AllowList {
 /// the URI names no host. A missing port is the scheme's default.
 fn target(uri: &http::Uri) -> Option<(String, u16)> {
     let host = uri.host()?.to_owned();
-    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     Some((host, port))
 }
 
@@ -80,8 +86,18 @@ pub(crate) struct OutboundPolicy {
 
 impl OutboundPolicy {
     /// A policy for one call of `plugin` ending at `deadline`.
-    pub fn new(plugin: String, allowed: AllowList, log: Arc<LogLimiter>, deadline: Instant) -> Self {
-        OutboundPolicy { plugin, allowed, log, deadline }
+    pub fn new(
+        plugin: String,
+        allowed: AllowList,
+        log: Arc<LogLimiter>,
+        deadline: Instant,
+    ) -> Self {
+        OutboundPolicy {
+            plugin,
+            allowed,
+            log,
+            deadline,
+        }
     }
 
     /// Moves the deadline (a reused sandbox's next call).
@@ -96,8 +112,12 @@ struct DefaultSender;
 impl WasiHttpHooks for DefaultSender {}
 
 type SendFuture = Box<
-    dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>)>>
-        + Send,
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), Error>> + Send>,
+            )>,
+        > + Send,
 >;
 
 impl WasiHttpHooks for OutboundPolicy {
@@ -107,7 +127,8 @@ impl WasiHttpHooks for OutboundPolicy {
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> SendFuture {
-        let allowed = target(request.uri()).is_some_and(|(host, port)| self.allowed.allows(&host, port));
+        let allowed =
+            target(request.uri()).is_some_and(|(host, port)| self.allowed.allows(&host, port));
         if !allowed {
             let target = origin(request.uri());
             // A plugin can retry in a loop: its denials share its log allowance.
@@ -121,7 +142,10 @@ impl WasiHttpHooks for OutboundPolicy {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         // wasmtime's defaults wait up to 600 s; a plugin call has far less.
-        let remaining = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let remaining = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         let clamp = |t: Option<Duration>| Some(t.map_or(remaining, |t| t.min(remaining)));
         let options = options.unwrap_or_default();
         let options = RequestOptions {
@@ -151,16 +175,28 @@ mod tests {
     #[test]
     fn default_ports_follow_the_scheme() {
         let t = |u: &str| target(&u.parse().unwrap());
-        assert_eq!(t("https://auth.example.com/introspect"), Some(("auth.example.com".into(), 443)));
-        assert_eq!(t("http://auth.example.com/x"), Some(("auth.example.com".into(), 80)));
-        assert_eq!(t("http://127.0.0.1:9100/x"), Some(("127.0.0.1".into(), 9100)));
+        assert_eq!(
+            t("https://auth.example.com/introspect"),
+            Some(("auth.example.com".into(), 443))
+        );
+        assert_eq!(
+            t("http://auth.example.com/x"),
+            Some(("auth.example.com".into(), 80))
+        );
+        assert_eq!(
+            t("http://127.0.0.1:9100/x"),
+            Some(("127.0.0.1".into(), 9100))
+        );
         assert_eq!(t("/relative"), None);
     }
 
     #[test]
     fn denials_show_the_origin_only() {
         let o = |u: &str| origin(&u.parse().unwrap());
-        assert_eq!(o("https://auth.example.com/introspect?token=s3cret"), "https://auth.example.com");
+        assert_eq!(
+            o("https://auth.example.com/introspect?token=s3cret"),
+            "https://auth.example.com"
+        );
         assert_eq!(o("http://127.0.0.1:9/a/b?c=d#e"), "http://127.0.0.1:9");
         assert_eq!(o("/relative?token=s3cret"), "(no host)");
     }

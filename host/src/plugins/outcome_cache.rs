@@ -49,8 +49,14 @@ struct Entries<V> {
 
 impl<V> Default for OutcomeCache<V> {
     fn default() -> Self {
-        let entries = Entries { map: HashMap::new(), next_sweep: Instant::now() };
-        OutcomeCache { vary_sets: RwLock::default(), entries: Mutex::new(entries) }
+        let entries = Entries {
+            map: HashMap::new(),
+            next_sweep: Instant::now(),
+        };
+        OutcomeCache {
+            vary_sets: RwLock::default(),
+            entries: Mutex::new(entries),
+        }
     }
 }
 
@@ -58,7 +64,10 @@ impl<V: Clone> OutcomeCache<V> {
     /// Whether nothing was ever stored (the plugin sent no usable hint), so
     /// a lookup needs no key.
     pub fn is_unused(&self) -> bool {
-        self.vary_sets.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+        self.vary_sets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// The answer a still-valid cached entry gives `req` in `scope`, if any.
@@ -73,7 +82,11 @@ impl<V: Clone> OutcomeCache<V> {
             // A request without every header of this vary list cannot
             // match any of its entries.
             let values = values(req, set)?;
-            entries.map.get(&(i, scope.to_owned(), values)).filter(|e| e.expires > now).map(|e| e.value.clone())
+            entries
+                .map
+                .get(&(i, scope.to_owned(), values))
+                .filter(|e| e.expires > now)
+                .map(|e| e.value.clone())
         })
     }
 
@@ -83,7 +96,12 @@ impl<V: Clone> OutcomeCache<V> {
     /// whose vary headers `req` does not carry would hand it to every
     /// request also lacking them, so both are ignored.
     pub fn store(&self, scope: &str, req: &PluginRequest, hint: &CacheHint, value: &V) {
-        let mut vary: Vec<String> = hint.vary.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+        let mut vary: Vec<String> = hint
+            .vary
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
         vary.sort();
         vary.dedup();
         if (vary.is_empty() && scope.is_empty()) || hint.ttl_ms == 0 {
@@ -117,7 +135,13 @@ impl<V: Clone> OutcomeCache<V> {
                 return;
             }
         }
-        entries.map.insert((index, scope.to_owned(), key_values), Entry { value: value.clone(), expires: now + ttl });
+        entries.map.insert(
+            (index, scope.to_owned(), key_values),
+            Entry {
+                value: value.clone(),
+                expires: now + ttl,
+            },
+        );
     }
 }
 
@@ -129,7 +153,13 @@ fn values(req: &PluginRequest, headers: &[String]) -> Option<Vec<String>> {
     headers
         .iter()
         .map(|name| {
-            let all: Vec<&str> = req.0.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
+            let all: Vec<&str> = req
+                .0
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
             (!all.is_empty() && all.iter().all(|v| !v.trim().is_empty())).then(|| all.join("\0"))
         })
         .collect()
@@ -141,26 +171,51 @@ mod tests {
     use crate::identity::Identity;
 
     fn req(headers: &[(&str, &str)]) -> PluginRequest {
-        let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
         PluginRequest::new("GET".into(), "/".into(), String::new(), headers, None)
     }
 
     fn who(id: &str) -> Identity {
-        Identity { user_id: id.into(), roles: vec![], claims: Default::default() }
+        Identity {
+            user_id: id.into(),
+            roles: vec![],
+            claims: Default::default(),
+        }
     }
 
     fn hint(ttl_ms: u32, vary: &[&str]) -> CacheHint {
-        CacheHint { ttl_ms, vary: vary.iter().map(|s| s.to_string()).collect() }
+        CacheHint {
+            ttl_ms,
+            vary: vary.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
     fn answers_only_requests_with_the_same_vary_values() {
         let cache = OutcomeCache::<Identity>::default();
-        cache.store("", &req(&[("x-api-key", "k1")]), &hint(60_000, &["X-API-Key"]), &who("alice"));
-        assert_eq!(cache.lookup("", &req(&[("x-api-key", "k1"), ("other", "x")])).unwrap().user_id, "alice");
+        cache.store(
+            "",
+            &req(&[("x-api-key", "k1")]),
+            &hint(60_000, &["X-API-Key"]),
+            &who("alice"),
+        );
+        assert_eq!(
+            cache
+                .lookup("", &req(&[("x-api-key", "k1"), ("other", "x")]))
+                .unwrap()
+                .user_id,
+            "alice"
+        );
         assert!(cache.lookup("", &req(&[("x-api-key", "k2")])).is_none());
         assert!(cache.lookup("", &req(&[])).is_none());
-        assert!(cache.lookup("", &req(&[("x-api-key", "k1"), ("x-api-key", "k2")])).is_none());
+        assert!(
+            cache
+                .lookup("", &req(&[("x-api-key", "k1"), ("x-api-key", "k2")]))
+                .is_none()
+        );
     }
 
     #[test]
@@ -169,15 +224,31 @@ mod tests {
         // Authenticated by x-api-key, but the hint varies on a header the
         // request did not carry: storing it would hand alice to everyone
         // without that header, anonymous requests included.
-        cache.store("", &req(&[("x-api-key", "k1")]), &hint(60_000, &["x-tenant"]), &who("alice"));
+        cache.store(
+            "",
+            &req(&[("x-api-key", "k1")]),
+            &hint(60_000, &["x-tenant"]),
+            &who("alice"),
+        );
         assert!(cache.lookup("", &req(&[])).is_none());
         assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
-        assert!(cache.entries.lock().unwrap().map.is_empty(), "nothing was stored");
+        assert!(
+            cache.entries.lock().unwrap().map.is_empty(),
+            "nothing was stored"
+        );
         // One of two vary headers missing, or present but blank: same.
         let both = hint(60_000, &["x-api-key", "x-tenant"]);
         cache.store("", &req(&[("x-api-key", "k1")]), &both, &who("alice"));
-        cache.store("", &req(&[("x-api-key", "k1"), ("x-tenant", " ")]), &both, &who("alice"));
-        assert!(cache.entries.lock().unwrap().map.is_empty(), "nothing was stored");
+        cache.store(
+            "",
+            &req(&[("x-api-key", "k1"), ("x-tenant", " ")]),
+            &both,
+            &who("alice"),
+        );
+        assert!(
+            cache.entries.lock().unwrap().map.is_empty(),
+            "nothing was stored"
+        );
         assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
     }
 
@@ -185,11 +256,20 @@ mod tests {
     fn a_request_must_carry_every_vary_header_to_be_served() {
         let cache = OutcomeCache::<Identity>::default();
         let full = [("x-api-key", "k1"), ("x-tenant", "t1")];
-        cache.store("", &req(&full), &hint(60_000, &["x-api-key", "x-tenant"]), &who("alice"));
+        cache.store(
+            "",
+            &req(&full),
+            &hint(60_000, &["x-api-key", "x-tenant"]),
+            &who("alice"),
+        );
         assert_eq!(cache.lookup("", &req(&full)).unwrap().user_id, "alice");
         assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
         assert!(cache.lookup("", &req(&[("x-tenant", "t1")])).is_none());
-        assert!(cache.lookup("", &req(&[("x-api-key", "k1"), ("x-tenant", "")])).is_none());
+        assert!(
+            cache
+                .lookup("", &req(&[("x-api-key", "k1"), ("x-tenant", "")]))
+                .is_none()
+        );
         assert!(cache.lookup("", &req(&[])).is_none());
     }
 
@@ -197,19 +277,44 @@ mod tests {
     fn authorizer_answers_with_absent_vary_headers_never_cross_callers() {
         let cache = OutcomeCache::<()>::default();
         cache.store("alice read", &req(&[]), &hint(60_000, &["x-tenant"]), &());
-        assert!(cache.lookup("alice read", &req(&[])).is_none(), "not stored without x-tenant");
+        assert!(
+            cache.lookup("alice read", &req(&[])).is_none(),
+            "not stored without x-tenant"
+        );
         assert!(cache.lookup("bob read", &req(&[])).is_none());
-        cache.store("alice read", &req(&[("x-tenant", "t1")]), &hint(60_000, &["x-tenant"]), &());
-        assert_eq!(cache.lookup("alice read", &req(&[("x-tenant", "t1")])), Some(()));
-        assert_eq!(cache.lookup("bob read", &req(&[("x-tenant", "t1")])), None, "the scope keeps callers apart");
+        cache.store(
+            "alice read",
+            &req(&[("x-tenant", "t1")]),
+            &hint(60_000, &["x-tenant"]),
+            &(),
+        );
+        assert_eq!(
+            cache.lookup("alice read", &req(&[("x-tenant", "t1")])),
+            Some(())
+        );
+        assert_eq!(
+            cache.lookup("bob read", &req(&[("x-tenant", "t1")])),
+            None,
+            "the scope keeps callers apart"
+        );
         assert_eq!(cache.lookup("alice read", &req(&[])), None);
     }
 
     #[test]
     fn ignores_hints_that_vary_on_nothing_or_expire_at_once() {
         let cache = OutcomeCache::<Identity>::default();
-        cache.store("", &req(&[("x-api-key", "k1")]), &hint(60_000, &[]), &who("alice"));
-        cache.store("", &req(&[("x-api-key", "k1")]), &hint(0, &["x-api-key"]), &who("alice"));
+        cache.store(
+            "",
+            &req(&[("x-api-key", "k1")]),
+            &hint(60_000, &[]),
+            &who("alice"),
+        );
+        cache.store(
+            "",
+            &req(&[("x-api-key", "k1")]),
+            &hint(0, &["x-api-key"]),
+            &who("alice"),
+        );
         assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
         assert!(cache.lookup("", &req(&[])).is_none());
     }
@@ -217,7 +322,12 @@ mod tests {
     #[test]
     fn entries_expire() {
         let cache = OutcomeCache::<Identity>::default();
-        cache.store("", &req(&[("x-api-key", "k1")]), &hint(1, &["x-api-key"]), &who("alice"));
+        cache.store(
+            "",
+            &req(&[("x-api-key", "k1")]),
+            &hint(1, &["x-api-key"]),
+            &who("alice"),
+        );
         std::thread::sleep(Duration::from_millis(5));
         assert!(cache.lookup("", &req(&[("x-api-key", "k1")])).is_none());
     }
@@ -230,14 +340,20 @@ mod tests {
         }
         assert_eq!(cache.entries.lock().unwrap().map.len(), MAX_ENTRIES);
         assert_eq!(cache.lookup("0", &req(&[])), Some(0));
-        assert_eq!(cache.lookup(&(MAX_ENTRIES as u32 + 1).to_string(), &req(&[])), None);
+        assert_eq!(
+            cache.lookup(&(MAX_ENTRIES as u32 + 1).to_string(), &req(&[])),
+            None
+        );
     }
 
     #[test]
     fn a_scope_keys_answers_without_vary_headers() {
         let cache = OutcomeCache::<()>::default();
         cache.store("alice read store", &req(&[]), &hint(60_000, &[]), &());
-        assert_eq!(cache.lookup("alice read store", &req(&[("x-any", "1")])), Some(()));
+        assert_eq!(
+            cache.lookup("alice read store", &req(&[("x-any", "1")])),
+            Some(())
+        );
         assert_eq!(cache.lookup("alice write store", &req(&[])), None);
         assert_eq!(cache.lookup("", &req(&[])), None);
     }

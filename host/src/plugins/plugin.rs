@@ -16,7 +16,9 @@ use super::log_limit;
 use super::outcome_cache::OutcomeCache;
 use super::runtime::PluginRuntime;
 use super::state::{PluginShared, PluginState, truncate};
-use super::{Access, AuthnOutcome, AuthzOutcome, CacheHint, CallFailure, PluginError, PluginRequest, Slot};
+use super::{
+    Access, AuthnOutcome, AuthzOutcome, CacheHint, CallFailure, PluginError, PluginRequest, Slot,
+};
 use crate::config::PluginConfig;
 use crate::identity::Identity;
 
@@ -181,7 +183,9 @@ impl Plugin {
             if wasm.sha256 == self.version().sha256() {
                 return Ok(None);
             }
-            self.runtime.compile_wasm(&self.cfg, wasm, self.slot).map(Some)
+            self.runtime
+                .compile_wasm(&self.cfg, wasm, self.slot)
+                .map(Some)
         });
         let mut last_error = lock(&self.last_error);
         match result {
@@ -218,7 +222,10 @@ impl Plugin {
     }
 
     fn version(&self) -> Arc<LoadedVersion> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Status for listings.
@@ -233,7 +240,11 @@ impl Plugin {
             path: self.cfg.path.display().to_string(),
             wasm: v.wasm.display().to_string(),
             sha256: v.sha256.clone(),
-            loaded_at: v.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            loaded_at: v
+                .loaded_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             last_error: lock(&self.last_error).clone(),
             calls: self.counters.calls.load(Ordering::Relaxed),
             cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
@@ -246,8 +257,16 @@ impl Plugin {
     /// the plugin opted into reuse and one is idle, else a fresh store.
     fn sandbox(&self, version: &LoadedVersion) -> Sandbox {
         let deadline = Instant::now() + self.time_limit();
-        let warm = if self.cfg.reuse_instance { lock(&version.warm).pop() } else { None };
-        let mut sandbox = warm.unwrap_or_else(|| Sandbox { store: self.new_store(deadline), instance: None, calls: 0 });
+        let warm = if self.cfg.reuse_instance {
+            lock(&version.warm).pop()
+        } else {
+            None
+        };
+        let mut sandbox = warm.unwrap_or_else(|| Sandbox {
+            store: self.new_store(deadline),
+            instance: None,
+            calls: 0,
+        });
         sandbox.store.data_mut().begin_call(deadline);
         // Check the clock every epoch tick and yield to the async runtime in
         // between, so a looping plugin never stalls other requests.
@@ -260,7 +279,10 @@ impl Plugin {
     /// the plugin opted into reuse. One that wrote to stderr is retired: its
     /// capture buffer is full of what it said, and writing means trouble.
     fn release(&self, version: &LoadedVersion, sandbox: Sandbox) {
-        if !self.cfg.reuse_instance || sandbox.calls >= MAX_CALLS_PER_SANDBOX || !sandbox.store.data().stderr.contents().is_empty() {
+        if !self.cfg.reuse_instance
+            || sandbox.calls >= MAX_CALLS_PER_SANDBOX
+            || !sandbox.store.data().stderr.contents().is_empty()
+        {
             return;
         }
         let mut warm = lock(&version.warm);
@@ -275,10 +297,17 @@ impl Plugin {
             .memory_size(self.cfg.memory_mb as usize * 1024 * 1024)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(self.runtime.engine(), PluginState::new(self.shared.clone(), limits, deadline));
+        let mut store = Store::new(
+            self.runtime.engine(),
+            PluginState::new(self.shared.clone(), limits, deadline),
+        );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+            Ok(if Instant::now() >= ctx.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
         });
         store
     }
@@ -289,7 +318,10 @@ impl Plugin {
 
     /// Runs `call` under the time limit: the epoch deadline stops running
     /// guest code, this stops a guest waiting on the host (outbound HTTP).
-    async fn within_limit<T>(&self, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+    async fn within_limit<T>(
+        &self,
+        call: impl Future<Output = wasmtime::Result<T>>,
+    ) -> wasmtime::Result<T> {
         match tokio::time::timeout(self.time_limit(), call).await {
             Ok(result) => result,
             Err(_) => Err(wasmtime::Error::from(Trap::Interrupt)),
@@ -305,17 +337,26 @@ impl Plugin {
         }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let Exports::Authenticate(pre) = &version.exports else {
-            return Err(self.failure(CallFailure::BadOutput("plugin is not an authenticator".into())));
+            return Err(self.failure(CallFailure::BadOutput(
+                "plugin is not an authenticator".into(),
+            )));
         };
         let mut sandbox = self.sandbox(&version);
         let result = self
             .within_limit(async {
                 let sb = &mut sandbox;
                 if sb.instance.is_none() {
-                    sb.instance = Some(Instance::Authenticate(pre.instantiate_async(&mut sb.store).await?));
+                    sb.instance = Some(Instance::Authenticate(
+                        pre.instantiate_async(&mut sb.store).await?,
+                    ));
                 }
-                let Some(Instance::Authenticate(instance)) = &sb.instance else { unreachable!("an authenticator sandbox") };
-                instance.agentflow_auth_authenticate().call_authenticate(&mut sb.store, &req.0).await
+                let Some(Instance::Authenticate(instance)) = &sb.instance else {
+                    unreachable!("an authenticator sandbox")
+                };
+                instance
+                    .agentflow_auth_authenticate()
+                    .call_authenticate(&mut sb.store, &req.0)
+                    .await
             })
             .await;
         sandbox.store.data().end_call();
@@ -324,25 +365,42 @@ impl Plugin {
             Err(e) => return Err(self.failure(self.classify(e, &sandbox.store))),
         };
         self.release(&version, sandbox);
-        let outcome = convert_authn(outcome).map_err(|m| self.failure(CallFailure::BadOutput(m)))?;
+        let outcome =
+            convert_authn(outcome).map_err(|m| self.failure(CallFailure::BadOutput(m)))?;
         match &outcome {
             AuthnOutcome::Refused { .. } => {
                 self.counters.denials.fetch_add(1, Ordering::Relaxed);
             }
-            AuthnOutcome::Authenticated { who, cache: Some(hint) } => version.authn_cache.store("", req, hint, who),
+            AuthnOutcome::Authenticated {
+                who,
+                cache: Some(hint),
+            } => version.authn_cache.store("", req, hint, who),
             _ => {}
         }
         Ok(outcome)
     }
 
     /// Asks the plugin whether `who` may perform `access`.
-    pub async fn authorize(&self, who: &Identity, access: &Access, req: &PluginRequest) -> Result<AuthzOutcome, PluginError> {
+    pub async fn authorize(
+        &self,
+        who: &Identity,
+        access: &Access,
+        req: &PluginRequest,
+    ) -> Result<AuthzOutcome, PluginError> {
         let version = self.version();
         let claims = Value::Object(who.claims.clone()).to_string();
         // Cached allows are scoped to this caller asking for this access;
         // the key is built only for an authorizer that sends hints.
         let scope = LazyCell::new(|| {
-            serde_json::json!([who.user_id, who.roles, who.claims, access.resource, access.action, access.resource_id]).to_string()
+            serde_json::json!([
+                who.user_id,
+                who.roles,
+                who.claims,
+                access.resource,
+                access.action,
+                access.resource_id
+            ])
+            .to_string()
         });
         if !version.authz_cache.is_unused() && version.authz_cache.lookup(&scope, req).is_some() {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -352,7 +410,11 @@ impl Plugin {
         let Exports::Authorize(pre) = &version.exports else {
             return Err(self.failure(CallFailure::BadOutput("plugin is not an authorizer".into())));
         };
-        let who = wit::Identity { user_id: who.user_id.clone(), roles: who.roles.clone(), claims };
+        let who = wit::Identity {
+            user_id: who.user_id.clone(),
+            roles: who.roles.clone(),
+            claims,
+        };
         let what = wit::Access {
             resource: access.resource.to_owned(),
             action: access.action.to_owned(),
@@ -363,10 +425,17 @@ impl Plugin {
             .within_limit(async {
                 let sb = &mut sandbox;
                 if sb.instance.is_none() {
-                    sb.instance = Some(Instance::Authorize(pre.instantiate_async(&mut sb.store).await?));
+                    sb.instance = Some(Instance::Authorize(
+                        pre.instantiate_async(&mut sb.store).await?,
+                    ));
                 }
-                let Some(Instance::Authorize(instance)) = &sb.instance else { unreachable!("an authorizer sandbox") };
-                instance.agentflow_auth_authorize().call_authorize(&mut sb.store, &who, &what, &req.0).await
+                let Some(Instance::Authorize(instance)) = &sb.instance else {
+                    unreachable!("an authorizer sandbox")
+                };
+                instance
+                    .agentflow_auth_authorize()
+                    .call_authorize(&mut sb.store, &who, &what, &req.0)
+                    .await
             })
             .await;
         sandbox.store.data().end_call();
@@ -380,14 +449,29 @@ impl Plugin {
         match result {
             Ok(wit::AuthzOutcome::Allow(hint)) => {
                 if let Some(c) = hint {
-                    version.authz_cache.store(&scope, req, &CacheHint { ttl_ms: c.ttl_ms, vary: c.vary }, &());
+                    version.authz_cache.store(
+                        &scope,
+                        req,
+                        &CacheHint {
+                            ttl_ms: c.ttl_ms,
+                            vary: c.vary,
+                        },
+                        &(),
+                    );
                 }
                 Ok(AuthzOutcome::Allow)
             }
             Ok(wit::AuthzOutcome::Deny(r)) => {
                 self.counters.denials.fetch_add(1, Ordering::Relaxed);
-                let status = if matches!(r.status, 401 | 403 | 429) { r.status } else { 403 };
-                Ok(AuthzOutcome::Deny { status, detail: truncate(&r.detail, MAX_DETAIL).to_owned() })
+                let status = if matches!(r.status, 401 | 403 | 429) {
+                    r.status
+                } else {
+                    403
+                };
+                Ok(AuthzOutcome::Deny {
+                    status,
+                    detail: truncate(&r.detail, MAX_DETAIL).to_owned(),
+                })
             }
             Err(e) => Err(e),
         }
@@ -395,7 +479,11 @@ impl Plugin {
 
     fn failure(&self, cause: CallFailure) -> PluginError {
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
-        PluginError::Call { plugin: self.cfg.name.clone(), export: self.slot.function(), cause }
+        PluginError::Call {
+            plugin: self.cfg.name.clone(),
+            export: self.slot.function(),
+            cause,
+        }
     }
 
     /// Turns a wasmtime error into the reason a developer needs.
@@ -410,7 +498,12 @@ impl Plugin {
             _ => {
                 let stderr = store.data().stderr.contents();
                 let stderr = String::from_utf8_lossy(&stderr);
-                let said = stderr.lines().filter(|l| !l.trim().is_empty()).take(3).collect::<Vec<_>>().join(" | ");
+                let said = stderr
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" | ");
                 // What the plugin wrote is its to choose: bound and escape it
                 // like its log lines.
                 let said = log_limit::sanitize(&said, MAX_STDERR_SAID);
@@ -419,7 +512,11 @@ impl Plugin {
                     Some(t) => t.to_string(),
                     None => e.to_string().lines().next().unwrap_or_default().to_owned(),
                 };
-                CallFailure::Trap(if said.is_empty() { trap } else { format!("{trap} ({said})") })
+                CallFailure::Trap(if said.is_empty() {
+                    trap
+                } else {
+                    format!("{trap} ({said})")
+                })
             }
         }
     }
@@ -436,10 +533,15 @@ fn convert_authn(o: wit::AuthnOutcome) -> Result<AuthnOutcome, String> {
         wit::AuthnOutcome::Authenticated(grant) => {
             let w = grant.who;
             if w.user_id.is_empty() || w.user_id.len() > MAX_USER_ID {
-                return Err(format!("user id must be 1..={MAX_USER_ID} bytes, got {}", w.user_id.len()));
+                return Err(format!(
+                    "user id must be 1..={MAX_USER_ID} bytes, got {}",
+                    w.user_id.len()
+                ));
             }
             if w.roles.len() > MAX_ROLES || w.roles.iter().any(|r| r.len() > MAX_ROLE) {
-                return Err(format!("at most {MAX_ROLES} roles of at most {MAX_ROLE} bytes"));
+                return Err(format!(
+                    "at most {MAX_ROLES} roles of at most {MAX_ROLE} bytes"
+                ));
             }
             if w.claims.len() > MAX_CLAIMS {
                 return Err(format!("claims must be at most {MAX_CLAIMS} bytes"));
@@ -451,12 +553,26 @@ fn convert_authn(o: wit::AuthnOutcome) -> Result<AuthnOutcome, String> {
                     _ => return Err("claims must be a JSON object".into()),
                 },
             };
-            let cache = grant.cache.map(|c| CacheHint { ttl_ms: c.ttl_ms, vary: c.vary });
-            AuthnOutcome::Authenticated { who: Identity { user_id: w.user_id, roles: w.roles, claims }, cache }
+            let cache = grant.cache.map(|c| CacheHint {
+                ttl_ms: c.ttl_ms,
+                vary: c.vary,
+            });
+            AuthnOutcome::Authenticated {
+                who: Identity {
+                    user_id: w.user_id,
+                    roles: w.roles,
+                    claims,
+                },
+                cache,
+            }
         }
         wit::AuthnOutcome::NoCredentials => AuthnOutcome::NoCredentials,
         wit::AuthnOutcome::Refused(r) => AuthnOutcome::Refused {
-            status: if matches!(r.status, 401 | 403 | 429) { r.status } else { 401 },
+            status: if matches!(r.status, 401 | 403 | 429) {
+                r.status
+            } else {
+                401
+            },
             detail: truncate(&r.detail, MAX_DETAIL).to_owned(),
         },
     })

@@ -38,25 +38,38 @@ struct Watched {
 
 enum Target {
     /// A component file, watched through its folder.
-    File { dir: PathBuf, name: std::ffi::OsString },
+    File {
+        dir: PathBuf,
+        name: std::ffi::OsString,
+    },
     /// A crate folder, rebuilt when anything outside `target/` changes.
     Crate { dir: PathBuf },
 }
 
 impl Target {
     fn of(path: &Path) -> Result<Target, String> {
-        let path = path.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+        let path = path
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
         if crate_build::is_crate(&path) {
             return Ok(Target::Crate { dir: path });
         }
-        let dir = path.parent().ok_or_else(|| format!("{} has no folder", path.display()))?.to_path_buf();
-        let name = path.file_name().ok_or_else(|| format!("{} has no file name", path.display()))?.to_owned();
+        let dir = path
+            .parent()
+            .ok_or_else(|| format!("{} has no folder", path.display()))?
+            .to_path_buf();
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("{} has no file name", path.display()))?
+            .to_owned();
         Ok(Target::File { dir, name })
     }
 
     fn matches(&self, changed: &Path) -> bool {
         match self {
-            Target::File { dir, name } => changed.file_name() == Some(name) && changed.parent() == Some(dir),
+            Target::File { dir, name } => {
+                changed.file_name() == Some(name) && changed.parent() == Some(dir)
+            }
             Target::Crate { dir } => changed.strip_prefix(dir).is_ok_and(is_source),
         }
     }
@@ -73,25 +86,41 @@ impl Target {
 /// rebuild: `src/` and `wit/` files, the manifest, the lock file, `build.rs`;
 /// never build output, data or hidden (editor) files.
 fn is_source(rel: &Path) -> bool {
-    let hidden = rel.components().any(|c| matches!(c, Component::Normal(n) if n.to_string_lossy().starts_with('.')));
-    let top = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or_default();
-    !hidden && matches!(top, "src" | "wit" | "Cargo.toml" | "Cargo.lock" | "build.rs")
+    let hidden = rel
+        .components()
+        .any(|c| matches!(c, Component::Normal(n) if n.to_string_lossy().starts_with('.')));
+    let top = rel
+        .components()
+        .next()
+        .and_then(|c| c.as_os_str().to_str())
+        .unwrap_or_default();
+    !hidden
+        && matches!(
+            top,
+            "src" | "wit" | "Cargo.toml" | "Cargo.lock" | "build.rs"
+        )
 }
 
 /// Starts watching `plugins`; reloads run on a thread of their own.
 pub fn watch(plugins: Vec<Arc<Plugin>>) -> Result<PluginWatcher, String> {
     let (tx, rx) = channel();
-    let mut watcher = notify::recommended_watcher(tx).map_err(|e| format!("cannot watch plugin files: {e}"))?;
+    let mut watcher =
+        notify::recommended_watcher(tx).map_err(|e| format!("cannot watch plugin files: {e}"))?;
     let mut watched = Vec::new();
     for plugin in plugins {
-        let target = Target::of(&plugin.config().path).map_err(|e| format!("plugin {:?}: {e}", plugin.name()))?;
+        let target = Target::of(&plugin.config().path)
+            .map_err(|e| format!("plugin {:?}: {e}", plugin.name()))?;
         let (dir, mode) = match &target {
             Target::File { dir, .. } => (dir.clone(), RecursiveMode::NonRecursive),
             Target::Crate { dir } => (dir.clone(), RecursiveMode::Recursive),
         };
-        watcher
-            .watch(&dir, mode)
-            .map_err(|e| format!("plugin {:?}: cannot watch {}: {e}", plugin.name(), dir.display()))?;
+        watcher.watch(&dir, mode).map_err(|e| {
+            format!(
+                "plugin {:?}: cannot watch {}: {e}",
+                plugin.name(),
+                dir.display()
+            )
+        })?;
         tracing::info!(plugin = %plugin.name(), watching = %dir.display(), "hot reload on");
         watched.push(Watched { plugin, target });
     }
@@ -111,7 +140,9 @@ fn reload_loop(rx: Receiver<notify::Result<notify::Event>>, watched: Vec<Watched
         let now = Instant::now();
         let wait = pending
             .iter()
-            .map(|(i, (_, last))| (*last + watched[*i].target.quiet()).saturating_duration_since(now))
+            .map(|(i, (_, last))| {
+                (*last + watched[*i].target.quiet()).saturating_duration_since(now)
+            })
             .min()
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
@@ -119,7 +150,10 @@ fn reload_loop(rx: Receiver<notify::Result<notify::Event>>, watched: Vec<Watched
                 let now = Instant::now();
                 for (i, w) in watched.iter().enumerate() {
                     if event.paths.iter().any(|p| w.target.matches(p)) {
-                        pending.entry(i).and_modify(|(_, last)| *last = now).or_insert((now, now));
+                        pending
+                            .entry(i)
+                            .and_modify(|(_, last)| *last = now)
+                            .or_insert((now, now));
                     }
                 }
             }
@@ -129,8 +163,11 @@ fn reload_loop(rx: Receiver<notify::Result<notify::Event>>, watched: Vec<Watched
             Err(RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
-        let due: Vec<usize> =
-            pending.iter().filter(|(i, (_, last))| *last + watched[**i].target.quiet() <= now).map(|(i, _)| *i).collect();
+        let due: Vec<usize> = pending
+            .iter()
+            .filter(|(i, (_, last))| *last + watched[**i].target.quiet() <= now)
+            .map(|(i, _)| *i)
+            .collect();
         for i in due {
             let (first, _) = pending.remove(&i).expect("due entries are pending");
             reload_one(&watched[i], first);
@@ -140,7 +177,10 @@ fn reload_loop(rx: Receiver<notify::Result<notify::Event>>, watched: Vec<Watched
 
 /// Writes and renames count; reads (including our own) do not.
 fn is_change(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any)
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any
+    )
 }
 
 fn reload_one(w: &Watched, first_change: Instant) {
@@ -158,8 +198,12 @@ fn reload_one(w: &Watched, first_change: Instant) {
             after_ms = first_change.elapsed().as_millis() as u64,
             "plugin reloaded: new requests use the new version"
         ),
-        Ok(Reloaded::Unchanged) => tracing::debug!(plugin = %plugin.name(), "plugin file touched, content unchanged"),
-        Err(e) => tracing::error!(error = %e, "plugin reload failed; the last good version keeps serving"),
+        Ok(Reloaded::Unchanged) => {
+            tracing::debug!(plugin = %plugin.name(), "plugin file touched, content unchanged")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "plugin reload failed; the last good version keeps serving")
+        }
     }
 }
 

@@ -53,10 +53,17 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         // wasi:http, policed per call by the plugin's allow-list.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
-        authn::Authenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_err)?;
+        authn::Authenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
 
         spawn_epoch_clock(&engine);
-        Ok(PluginRuntime { engine, linker: Arc::new(linker), storage: None, secrets: None, compile_cache: None })
+        Ok(PluginRuntime {
+            engine,
+            linker: Arc::new(linker),
+            storage: None,
+            secrets: None,
+            compile_cache: None,
+        })
     }
 
     /// Keeps compiled components in `dir`, so restarts and reloads of an
@@ -86,8 +93,11 @@ impl PluginRuntime {
             Some(s) => s.as_ref(),
             None => env,
         };
-        let secrets: HashMap<String, String> =
-            cfg.secrets.iter().filter_map(|name| source.secret(name).map(|v| (name.clone(), v))).collect();
+        let secrets: HashMap<String, String> = cfg
+            .secrets
+            .iter()
+            .filter_map(|name| source.secret(name).map(|v| (name.clone(), v)))
+            .collect();
         for missing in cfg.secrets.iter().filter(|n| !secrets.contains_key(*n)) {
             tracing::warn!(plugin = %cfg.name, secret = %missing, "secret granted to the plugin is not set");
         }
@@ -96,7 +106,11 @@ impl PluginRuntime {
             Some(store) => Some(Arc::new(
                 store
                     .namespace(&cfg.name, u64::from(cfg.kv_kb) * 1024)
-                    .map_err(|reason| PluginError::Load { name: cfg.name.clone(), path: cfg.path.clone(), reason })?,
+                    .map_err(|reason| PluginError::Load {
+                        name: cfg.name.clone(),
+                        path: cfg.path.clone(),
+                        reason,
+                    })?,
             )),
         };
         let shared = Arc::new(PluginShared {
@@ -107,11 +121,21 @@ impl PluginRuntime {
             allowed_hosts: AllowList::parse(&cfg.allowed_hosts),
             log: Arc::default(),
         });
-        Ok(Plugin::new(cfg.clone(), slot, shared, version, self.clone()))
+        Ok(Plugin::new(
+            cfg.clone(),
+            slot,
+            shared,
+            version,
+            self.clone(),
+        ))
     }
 
     /// Builds `cfg.path` when it is a crate folder, then compiles it.
-    pub(crate) fn compile(&self, cfg: &PluginConfig, slot: Slot) -> Result<LoadedVersion, PluginError> {
+    pub(crate) fn compile(
+        &self,
+        cfg: &PluginConfig,
+        slot: Slot,
+    ) -> Result<LoadedVersion, PluginError> {
         let wasm = self.read_wasm(cfg, &self.build(cfg)?)?;
         self.compile_wasm(cfg, wasm, slot)
     }
@@ -128,16 +152,32 @@ impl PluginRuntime {
 
     /// Reads the component at `path` and hashes it, once: the hash tells a
     /// reload whether anything changed and names the compiled copy on disk.
-    pub(crate) fn read_wasm(&self, cfg: &PluginConfig, path: &Path) -> Result<WasmFile, PluginError> {
-        let bytes = std::fs::read(path).map_err(|e| load_error(cfg, format!("cannot read {}: {e}", path.display())))?;
+    pub(crate) fn read_wasm(
+        &self,
+        cfg: &PluginConfig,
+        path: &Path,
+    ) -> Result<WasmFile, PluginError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| load_error(cfg, format!("cannot read {}: {e}", path.display())))?;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        Ok(WasmFile { path: path.to_path_buf(), bytes, sha256 })
+        Ok(WasmFile {
+            path: path.to_path_buf(),
+            bytes,
+            sha256,
+        })
     }
 
     /// Compiles a component file into a ready-to-instantiate version.
-    pub(crate) fn compile_wasm(&self, cfg: &PluginConfig, wasm: WasmFile, slot: Slot) -> Result<LoadedVersion, PluginError> {
+    pub(crate) fn compile_wasm(
+        &self,
+        cfg: &PluginConfig,
+        wasm: WasmFile,
+        slot: Slot,
+    ) -> Result<LoadedVersion, PluginError> {
         let fail = |reason: String| load_error(cfg, reason);
-        let component = self.compile_component(&wasm.bytes, &wasm.sha256).map_err(fail)?;
+        let component = self
+            .compile_component(&wasm.bytes, &wasm.sha256)
+            .map_err(fail)?;
         if let Some(other) = other_contract_version(&self.engine, &component) {
             return Err(fail(format!(
                 "was built against `{other}`, but this server speaks agentflow:auth@{WIT_VERSION}: rebuild it with the current agentflow-plugin-sdk"
@@ -147,10 +187,19 @@ impl PluginRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("imports something the host does not offer: {e:#}")))?;
-        let missing = |_| fail(format!("does not export `{}`, which the {slot:?} slot needs", slot.export()));
+        let missing = |_| {
+            fail(format!(
+                "does not export `{}`, which the {slot:?} slot needs",
+                slot.export()
+            ))
+        };
         let exports = match slot {
-            Slot::Authenticator => Exports::Authenticate(authn::AuthenticatorPre::new(pre).map_err(missing)?),
-            Slot::Authorizer => Exports::Authorize(authz::AuthorizerPre::new(pre).map_err(missing)?),
+            Slot::Authenticator => {
+                Exports::Authenticate(authn::AuthenticatorPre::new(pre).map_err(missing)?)
+            }
+            Slot::Authorizer => {
+                Exports::Authorize(authz::AuthorizerPre::new(pre).map_err(missing)?)
+            }
         };
         Ok(LoadedVersion::new(exports, wasm.sha256, wasm.path))
     }
@@ -168,7 +217,8 @@ impl PluginRuntime {
             return Err("this is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target".into());
         }
         let compile = || {
-            Component::new(&self.engine, bytes).map_err(|e| format!("not a valid WebAssembly component: {}", first_line(&e)))
+            Component::new(&self.engine, bytes)
+                .map_err(|e| format!("not a valid WebAssembly component: {}", first_line(&e)))
         };
         match &self.compile_cache {
             Some(cache) => cache.get_or_compile(&self.engine, sha256, compile),
@@ -233,12 +283,17 @@ fn other_contract_version(engine: &Engine, component: &Component) -> Option<Stri
     let exports = ty.exports(engine).map(|(name, _)| name);
     imports.chain(exports).find_map(|name| {
         let (interface, version) = name.split_once('@')?;
-        (interface.starts_with("agentflow:auth/") && version != WIT_VERSION).then(|| name.to_owned())
+        (interface.starts_with("agentflow:auth/") && version != WIT_VERSION)
+            .then(|| name.to_owned())
     })
 }
 
 fn load_error(cfg: &PluginConfig, reason: String) -> PluginError {
-    PluginError::Load { name: cfg.name.clone(), path: cfg.path.clone(), reason }
+    PluginError::Load {
+        name: cfg.name.clone(),
+        path: cfg.path.clone(),
+        reason,
+    }
 }
 
 fn first_line(e: &wasmtime::Error) -> String {

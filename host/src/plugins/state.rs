@@ -60,7 +60,12 @@ impl PluginState {
     pub fn new(shared: Arc<PluginShared>, limits: StoreLimits, deadline: Instant) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        let outbound = OutboundPolicy::new(shared.name.clone(), shared.allowed_hosts.clone(), shared.log.clone(), deadline);
+        let outbound = OutboundPolicy::new(
+            shared.name.clone(),
+            shared.allowed_hosts.clone(),
+            shared.log.clone(),
+            deadline,
+        );
         PluginState {
             deadline,
             wasi,
@@ -100,13 +105,20 @@ impl PluginState {
 
 impl WasiHttpView for PluginState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
     }
 }
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

@@ -58,7 +58,10 @@ pub struct HeaderPolicy {
 impl HeaderPolicy {
     /// A policy that also strips `credential_headers` (any spelling).
     pub fn new<S: AsRef<str>>(credential_headers: impl IntoIterator<Item = S>) -> Self {
-        let mut credentials: Vec<String> = credential_headers.into_iter().map(|n| normalize(n.as_ref())).collect();
+        let mut credentials: Vec<String> = credential_headers
+            .into_iter()
+            .map(|n| normalize(n.as_ref()))
+            .collect();
         credentials.sort();
         credentials.dedup();
         HeaderPolicy { credentials }
@@ -116,7 +119,11 @@ fn connection_named(headers: &HeaderMap) -> Vec<String> {
 }
 
 fn fold(b: u8) -> u8 {
-    if b == b'_' { b'-' } else { b.to_ascii_lowercase() }
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
 }
 
 fn normalize(name: &str) -> String {
@@ -133,7 +140,9 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn has_prefix(name: &str, prefix: &str) -> bool {
-    name.as_bytes().get(..prefix.len()).is_some_and(|head| same_bytes(head, prefix.as_bytes()))
+    name.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| same_bytes(head, prefix.as_bytes()))
 }
 
 #[cfg(test)]
@@ -163,7 +172,14 @@ mod tests {
         ] {
             assert!(!p.forwards(name), "{name}");
         }
-        for name in ["content-type", "accept", "x-custom", "x-agentflowish", "user-agent", "x-token"] {
+        for name in [
+            "content-type",
+            "accept",
+            "x-custom",
+            "x-agentflowish",
+            "user-agent",
+            "x-token",
+        ] {
             assert!(p.forwards(name), "{name}");
         }
     }

@@ -4,6 +4,7 @@
 
 mod body;
 mod headers;
+mod retry;
 mod websocket;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use axum::body::Body;
 use base64::Engine as _;
 use http::Response;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::Body as _;
 use reqwest::Url;
 
 pub use crate::agent_request::MAX_JSON_BODY;
@@ -54,8 +56,16 @@ impl Upstream {
             .expect("a client without TLS always builds");
         // A base that does not parse (the config check prevents it) makes
         // every forward fail in `url_for`, never a wrong URL.
-        let base_path = Url::parse(&base).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default();
-        Upstream { base, base_path, headers, client, identity: UpstreamIdentity::default() }
+        let base_path = Url::parse(&base)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Upstream {
+            base,
+            base_path,
+            headers,
+            client,
+            identity: UpstreamIdentity::default(),
+        }
     }
 
     /// The same upstream with the identity channels of `upstream` in agentflow.json.
@@ -83,7 +93,9 @@ impl Upstream {
     /// Forwards `target` (with the body it carries) for `who` with the
     /// client's `client_headers`. On routes that carry identity in the body,
     /// the body is rewritten with `config.user` and `config.user_id` set by
-    /// the server.
+    /// the server. An idempotent request with a body the host holds (or none)
+    /// is sent once more when the agent dropped the connection without
+    /// answering (see [`retry`]).
     pub async fn forward(
         &self,
         mut target: AgentRequest,
@@ -103,28 +115,53 @@ impl Upstream {
         }
 
         let merge = target.carries_identity_in_body() && self.identity.merge_body;
+        // `None`: no body at all. Bytes (unlike a stream) can be sent again.
         let body = match (target.take_body(), who) {
             (AgentBody::Inspected(bytes), Some(who)) if merge => {
                 match body::with_identity(&bytes, who)? {
                     Some(json) => {
                         // The agent must read it as the JSON the host wrote.
-                        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                        reqwest::Body::from(json)
+                        headers.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        Some(reqwest::Body::from(json))
                     }
-                    None => reqwest::Body::from(Vec::new()),
+                    None => Some(reqwest::Body::from(Vec::new())),
                 }
             }
-            (AgentBody::Inspected(bytes), _) => reqwest::Body::from(bytes),
-            (AgentBody::Streamed(body), _) => reqwest::Body::wrap_stream(body.into_data_stream()),
+            (AgentBody::Inspected(bytes), _) => Some(reqwest::Body::from(bytes)),
+            (AgentBody::Streamed(body), _) if body.is_end_stream() => None,
+            (AgentBody::Streamed(body), _) => {
+                Some(reqwest::Body::wrap_stream(body.into_data_stream()))
+            }
         };
 
-        let upstream =
-            self.client.request(target.method().clone(), url).headers(headers).body(body).send().await.map_err(
-                |e| {
-                    tracing::warn!(error = %e, "agent upstream request failed");
-                    ApiError::UpstreamUnavailable
-                },
-            )?;
+        let mut request = self
+            .client
+            .request(target.method().clone(), url)
+            .headers(headers);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let request = request
+            .build()
+            .map_err(|e| ApiError::Internal(format!("building the upstream request: {e}")))?;
+        // `try_clone` is `None` for a streamed body: it cannot be replayed.
+        let spare = retry::may_resend(request.method())
+            .then(|| request.try_clone())
+            .flatten();
+        let upstream = match (self.client.execute(request).await, spare) {
+            (Err(e), Some(spare)) if retry::connection_lost(&e) => {
+                tracing::info!(error = %e, "agent connection lost before an answer; sending the request once more");
+                self.client.execute(spare).await
+            }
+            (result, _) => result,
+        }
+        .map_err(|e| {
+            tracing::warn!(error = %e, "agent upstream request failed");
+            ApiError::UpstreamUnavailable
+        })?;
 
         let mut response = Response::builder().status(upstream.status());
         if let Some(h) = response.headers_mut() {
@@ -141,21 +178,27 @@ impl Upstream {
     fn url_for(&self, target: &AgentRequest) -> Result<Url, ApiError> {
         let path = target.path().as_str();
         let query = target.query();
-        let mut raw = String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        let mut raw =
+            String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         raw.push_str(&self.base);
         raw.push_str(path);
         if let Some(q) = query {
             raw.push('?');
             raw.push_str(q);
         }
-        let url = Url::parse(&raw).map_err(|e| ApiError::Internal(format!("the agent URL does not parse: {e}")))?;
+        let url = Url::parse(&raw)
+            .map_err(|e| ApiError::Internal(format!("the agent URL does not parse: {e}")))?;
         if url.path().strip_prefix(self.base_path.as_str()) != Some(path) {
             // Canonical paths round-trip; reaching this is a bug, not a client error.
-            return Err(ApiError::Internal(format!("the agent URL would rewrite {path:?} to {:?}", url.path())));
+            return Err(ApiError::Internal(format!(
+                "the agent URL would rewrite {path:?} to {:?}",
+                url.path()
+            )));
         }
         if url.query() != query {
             return Err(ApiError::BadRequest(
-                "the query string has characters that must be percent-encoded (e.g. ', \", < or >)".into(),
+                "the query string has characters that must be percent-encoded (e.g. ', \", < or >)"
+                    .into(),
             ));
         }
         Ok(url)
@@ -168,8 +211,18 @@ fn attach_identity(headers: &mut HeaderMap, who: &Identity) {
     let encode = |s: &str| percent_encoding::utf8_percent_encode(s, HEADER_UNSAFE).to_string();
     let pairs = [
         (USER_ID_HEADER, encode(&who.user_id)),
-        (ROLES_HEADER, who.roles.iter().map(|r| encode(r)).collect::<Vec<_>>().join(",")),
-        (IDENTITY_HEADER, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(who.to_json().to_string())),
+        (
+            ROLES_HEADER,
+            who.roles
+                .iter()
+                .map(|r| encode(r))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
+            IDENTITY_HEADER,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(who.to_json().to_string()),
+        ),
     ];
     for (name, value) in pairs {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -188,7 +241,10 @@ mod tests {
 
     fn url(base: &str, method: &str, uri: &str) -> Result<String, ApiError> {
         let up = Upstream::new(base.into(), HeaderPolicy::default());
-        let target = AgentRequest::parse(&Method::from_bytes(method.as_bytes()).unwrap(), &uri.parse().unwrap())?;
+        let target = AgentRequest::parse(
+            &Method::from_bytes(method.as_bytes()).unwrap(),
+            &uri.parse().unwrap(),
+        )?;
         up.url_for(&target).map(|u| u.to_string())
     }
 
@@ -199,13 +255,25 @@ mod tests {
             url(b, "GET", "/v1/threads/t-%61lice/state?x=%2e%2e&y").unwrap(),
             format!("{b}/v1/threads/t-alice/state?x=%2e%2e&y")
         );
-        assert_eq!(url(b, "GET", "/v1/threads/a%20b%3F%23c").unwrap(), format!("{b}/v1/threads/a%20b%3F%23c"));
-        assert_eq!(url(b, "GET", "/v1/threads?").unwrap(), format!("{b}/v1/threads?"));
-        assert_eq!(url("http://h:1/prefix", "GET", "/v1/threads").unwrap(), "http://h:1/prefix/v1/threads");
+        assert_eq!(
+            url(b, "GET", "/v1/threads/a%20b%3F%23c").unwrap(),
+            format!("{b}/v1/threads/a%20b%3F%23c")
+        );
+        assert_eq!(
+            url(b, "GET", "/v1/threads?").unwrap(),
+            format!("{b}/v1/threads?")
+        );
+        assert_eq!(
+            url("http://h:1/prefix", "GET", "/v1/threads").unwrap(),
+            "http://h:1/prefix/v1/threads"
+        );
     }
 
     #[test]
     fn a_query_the_url_parser_would_rewrite_is_refused() {
-        assert!(matches!(url("http://h:1", "GET", "/v1/threads?q=it's"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            url("http://h:1", "GET", "/v1/threads?q=it's"),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

@@ -59,7 +59,9 @@ pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    method == Method::GET && has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
+    method == Method::GET
+        && has_token(header::UPGRADE, "websocket")
+        && has_token(header::CONNECTION, "upgrade")
 }
 
 /// The token a WebSocket handshake carries outside `Authorization`, in the
@@ -67,18 +69,24 @@ pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
 /// pair, then `?token=`. Call it only for upgrade requests on socket routes:
 /// on plain HTTP neither place is a credential. Several `token` parameters
 /// are refused (400) rather than guessing which one counts.
-pub fn handshake_token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, ApiError> {
+pub fn handshake_token(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<String>, ApiError> {
     let offered = offered_subprotocols(headers);
     if offered.first().map(String::as_str) == Some(BEARER_SUBPROTOCOL)
         && let Some(token) = offered.get(1)
     {
         return Ok(Some(token.clone()));
     }
-    let mut tokens = query_pairs(query.unwrap_or_default()).filter(|(key, _, _)| key == TOKEN_PARAM);
+    let mut tokens =
+        query_pairs(query.unwrap_or_default()).filter(|(key, _, _)| key == TOKEN_PARAM);
     match (tokens.next(), tokens.next()) {
         (None, _) => Ok(None),
         (Some((_, value, _)), None) => Ok(Some(value)),
-        (Some(_), Some(_)) => Err(ApiError::BadRequest("the query has more than one `token` parameter".into())),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "the query has more than one `token` parameter".into(),
+        )),
     }
 }
 
@@ -97,7 +105,11 @@ fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
 /// `(decoded key, decoded value, raw pair)` for each `&`-separated pair, decoded
 /// as form data the way the agent (Starlette) reads its query.
 fn query_pairs(query: &str) -> impl Iterator<Item = (String, String, &str)> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     query.split('&').filter(|p| !p.is_empty()).map(move |pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (decode(key), decode(value), pair)
@@ -155,9 +167,14 @@ impl Upstream {
         client_ip: Option<&str>,
         inspector: Arc<dyn FrameInspector>,
     ) -> Result<Response<Body>, ApiError> {
-        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &()).await.map_err(|rejection| {
-            ApiError::BadRequest(format!("this route serves WebSocket upgrades only: {}", rejection.body_text()))
-        })?;
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .map_err(|rejection| {
+                ApiError::BadRequest(format!(
+                    "this route serves WebSocket upgrades only: {}",
+                    rejection.body_text()
+                ))
+            })?;
         let request = self.handshake_request(&target, &parts.headers, who, client_ip)?;
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
@@ -203,7 +220,8 @@ impl Upstream {
         let mut url = self.url_for(target)?;
         url.set_query(without_token(target.query()).as_deref());
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-        url.set_scheme(scheme).map_err(|()| ApiError::Internal(format!("cannot make a {scheme} URL of {url}")))?;
+        url.set_scheme(scheme)
+            .map_err(|()| ApiError::Internal(format!("cannot make a {scheme} URL of {url}")))?;
         let mut request = url
             .as_str()
             .into_client_request()
@@ -241,7 +259,11 @@ fn client_messages(
     socket: ws::WebSocket,
 ) -> impl Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin {
     socket
-        .with(|m: Message| std::future::ready(to_axum(m).ok_or_else(|| axum::Error::new("raw frames are not relayed"))))
+        .with(|m: Message| {
+            std::future::ready(
+                to_axum(m).ok_or_else(|| axum::Error::new("raw frames are not relayed")),
+            )
+        })
         .map(|r| r.map(from_axum))
 }
 
@@ -251,22 +273,25 @@ fn from_axum(m: ws::Message) -> Message {
         ws::Message::Binary(b) => Message::Binary(b),
         ws::Message::Ping(b) => Message::Ping(b),
         ws::Message::Pong(b) => Message::Pong(b),
-        ws::Message::Close(c) => {
-            Message::Close(c.map(|c| CloseFrame { code: CloseCode::from(c.code), reason: utf8(Bytes::from(c.reason)) }))
-        }
+        ws::Message::Close(c) => Message::Close(c.map(|c| CloseFrame {
+            code: CloseCode::from(c.code),
+            reason: utf8(Bytes::from(c.reason)),
+        })),
     }
 }
 
 fn to_axum(m: Message) -> Option<ws::Message> {
-    let text = |t: Utf8Bytes| ws::Utf8Bytes::try_from(Bytes::from(t)).expect("tungstenite text is UTF-8");
+    let text =
+        |t: Utf8Bytes| ws::Utf8Bytes::try_from(Bytes::from(t)).expect("tungstenite text is UTF-8");
     Some(match m {
         Message::Text(t) => ws::Message::Text(text(t)),
         Message::Binary(b) => ws::Message::Binary(b),
         Message::Ping(b) => ws::Message::Ping(b),
         Message::Pong(b) => ws::Message::Pong(b),
-        Message::Close(c) => {
-            ws::Message::Close(c.map(|c| ws::CloseFrame { code: u16::from(c.code), reason: text(c.reason) }))
-        }
+        Message::Close(c) => ws::Message::Close(c.map(|c| ws::CloseFrame {
+            code: u16::from(c.code),
+            reason: text(c.reason),
+        })),
         Message::Frame(_) => return None,
     })
 }
@@ -307,11 +332,15 @@ where
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "client WebSocket failed");
-                    let _ = agent_tx.send(close(CloseCode::Away, "client went away")).await;
+                    let _ = agent_tx
+                        .send(close(CloseCode::Away, "client went away"))
+                        .await;
                     return End::Lost;
                 }
                 None => {
-                    let _ = agent_tx.send(close(CloseCode::Away, "client went away")).await;
+                    let _ = agent_tx
+                        .send(close(CloseCode::Away, "client went away"))
+                        .await;
                     return End::Lost;
                 }
             };
@@ -369,7 +398,11 @@ where
         end = &mut upstream => ("client", end),
         end = &mut downstream => ("agent", end),
     };
-    let outcome = if matches!(first.1, End::Closed) { "closed" } else { "lost" };
+    let outcome = if matches!(first.1, End::Closed) {
+        "closed"
+    } else {
+        "lost"
+    };
     tracing::debug!(side = first.0, outcome, "WebSocket relay: first side done");
     if first.0 == "client" {
         let _ = tokio::time::timeout(CLOSE_GRACE, &mut downstream).await;
@@ -379,7 +412,10 @@ where
 }
 
 fn close(code: CloseCode, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
 }
 
 /// A refused frame's notice, shaped like the agent's own error chunks.

@@ -15,7 +15,10 @@ use crate::proxy::ForwardAll;
 
 /// Any authenticated caller may reach this; the authorizer decides per
 /// resource/action, then the request goes to the agent upstream.
-pub async fn forward(State(state): State<AppState>, req: Request<Body>) -> Result<Response<Body>, ApiError> {
+pub async fn forward(
+    State(state): State<AppState>,
+    req: Request<Body>,
+) -> Result<Response<Body>, ApiError> {
     let caller = req
         .extensions()
         .get::<Caller>()
@@ -24,16 +27,29 @@ pub async fn forward(State(state): State<AppState>, req: Request<Body>) -> Resul
     let (parts, body) = req.into_parts();
     // The body is read here only when the route's id lives in it, so the
     // authorizer decides on that id and the proxy forwards those bytes.
-    let target = AgentRequest::parse(&parts.method, &parts.uri)?.with_body(&parts.headers, body).await?;
+    let target = AgentRequest::parse(&parts.method, &parts.uri)?
+        .with_body(&parts.headers, body)
+        .await?;
     let view = authorizer_view(caller.plugin_view.as_deref(), &target);
-    state.gate.authorize(&caller.identity, target.access(), view.as_ref().or(caller.plugin_view.as_deref())).await?;
+    state
+        .gate
+        .authorize(
+            &caller.identity,
+            target.access(),
+            view.as_ref().or(caller.plugin_view.as_deref()),
+        )
+        .await?;
     let upstream = state.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
     let who = (!state.gate.is_open()).then_some(&caller.identity);
     if target.is_websocket() {
         let client_ip = caller.client_ip.as_deref();
-        return upstream.forward_websocket(target, parts, who, client_ip, Arc::new(ForwardAll)).await;
+        return upstream
+            .forward_websocket(target, parts, who, client_ip, Arc::new(ForwardAll))
+            .await;
     }
-    upstream.forward(target, &parts.headers, who, caller.client_ip.as_deref()).await
+    upstream
+        .forward(target, &parts.headers, who, caller.client_ip.as_deref())
+        .await
 }
 
 /// The authorizer sees the canonical path (the one forwarded), not the

@@ -23,7 +23,13 @@ pub struct ApiKeyView {
 
 impl From<ApiKey> for ApiKeyView {
     fn from(k: ApiKey) -> Self {
-        ApiKeyView { masked: format!("{}…{}", k.prefix, k.last4), id: k.id, name: k.name, created_at: k.created_at, last_used_at: k.last_used_at }
+        ApiKeyView {
+            masked: format!("{}…{}", k.prefix, k.last4),
+            id: k.id,
+            name: k.name,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+        }
     }
 }
 
@@ -44,23 +50,42 @@ pub struct CreatedKey {
 }
 
 /// Any account: creates a key for themselves.
-pub async fn create(State(state): State<AppState>, Account(me): Account, Json(body): Json<CreateKey>) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Account(me): Account,
+    Json(body): Json<CreateKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     if body.name.chars().count() > 100 {
-        return Err(ApiError::BadRequest("name must be at most 100 characters".into()));
+        return Err(ApiError::BadRequest(
+            "name must be at most 100 characters".into(),
+        ));
     }
     let (new, key) = NewApiKey::generate(&me.id, &body.name);
     let stored = state.accounts.store.create_api_key(new, unix_now()).await?;
-    Ok((StatusCode::CREATED, Json(CreatedKey { view: stored.into(), key })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            view: stored.into(),
+            key,
+        }),
+    ))
 }
 
 /// Any account: their keys, masked.
-pub async fn list(State(state): State<AppState>, Account(me): Account) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Account(me): Account,
+) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
     let keys = state.accounts.store.list_api_keys(&me.id).await?;
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }
 
 /// The key's owner or a superuser: revokes it.
-pub async fn delete(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Account(me): Account,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let key = state.accounts.store.get_api_key(&id).await?;
     if key.user_id != me.id && !me.is_superuser {
         // Same answer as a missing key: other users' key ids are not confirmed.

@@ -29,14 +29,28 @@ pub struct RefreshForm {
 /// Anyone: exchanges a username and password for tokens; throttled per
 /// client address (the peer address: served without ConnectInfo, every
 /// caller shares one budget).
-pub async fn login(State(state): State<AppState>, req: Request) -> Result<Json<TokenPair>, ApiError> {
-    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+pub async fn login(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Json<TokenPair>, ApiError> {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let form: LoginForm = json_or_form(req).await?;
-    Ok(Json(state.accounts.login(&form.username, &form.password, client).await?))
+    Ok(Json(
+        state
+            .accounts
+            .login(&form.username, &form.password, client)
+            .await?,
+    ))
 }
 
 /// Anyone holding a refresh token: rotates it (single use).
-pub async fn refresh(State(state): State<AppState>, req: Request) -> Result<Json<TokenPair>, ApiError> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Json<TokenPair>, ApiError> {
     let form: RefreshForm = json_or_form(req).await?;
     Ok(Json(state.accounts.refresh(&form.refresh_token).await?))
 }

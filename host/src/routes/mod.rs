@@ -67,8 +67,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/users/{id}", patch(users::update).delete(users::delete))
         .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/v1/api-keys/{id}", delete(api_keys::delete))
-        .route("/v1/variables", get(variables::list).post(variables::create))
-        .route("/v1/variables/{id}", patch(variables::update).delete(variables::delete))
+        .route(
+            "/v1/variables",
+            get(variables::list).post(variables::create),
+        )
+        .route(
+            "/v1/variables/{id}",
+            patch(variables::update).delete(variables::delete),
+        )
         .fallback(agent::forward)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/ping", get(ping))
@@ -81,7 +87,10 @@ pub fn app(state: AppState) -> Router {
         // method answers the JSON 405 (axum keeps the `Allow` header).
         .method_not_allowed_fallback(method_not_allowed)
         // Outside authentication: preflights are answered without credentials.
-        .layer(middleware::from_fn_with_state(state.cors.clone(), crate::cors::handle))
+        .layer(middleware::from_fn_with_state(
+            state.cors.clone(),
+            crate::cors::handle,
+        ))
         .layer(middleware::from_fn(crate::request_id::assign))
         .with_state(state)
 }
@@ -97,12 +106,30 @@ async fn ping() -> axum::Json<serde_json::Value> {
 }
 
 /// Runs the authentication chain and records the caller for handlers.
-async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     websocket_token_as_bearer(&mut req)?;
-    let client_ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-    let plugin_view = state.gate.uses_plugins().then(|| Arc::new(plugin_view(&req, client_ip.clone())));
-    let Authenticated { identity, origin } = state.gate.authenticate(req.headers(), plugin_view.as_deref()).await?;
-    req.extensions_mut().insert(Caller { identity, origin, plugin_view, client_ip });
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let plugin_view = state
+        .gate
+        .uses_plugins()
+        .then(|| Arc::new(plugin_view(&req, client_ip.clone())));
+    let Authenticated { identity, origin } = state
+        .gate
+        .authenticate(req.headers(), plugin_view.as_deref())
+        .await?;
+    req.extensions_mut().insert(Caller {
+        identity,
+        origin,
+        plugin_view,
+        client_ip,
+    });
     Ok(next.run(req).await)
 }
 
@@ -114,16 +141,20 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
 /// header never reaches the agent (it is a client credential), and the
 /// socket proxy strips `token` from the query it forwards.
 fn websocket_token_as_bearer(req: &mut Request) -> Result<(), ApiError> {
-    if req.headers().contains_key(header::AUTHORIZATION) || !crate::proxy::is_upgrade(req.method(), req.headers()) {
+    if req.headers().contains_key(header::AUTHORIZATION)
+        || !crate::proxy::is_upgrade(req.method(), req.headers())
+    {
         return Ok(());
     }
     if !AgentRequest::parse(req.method(), req.uri()).is_ok_and(|r| r.is_websocket()) {
         return Ok(());
     }
     if let Some(token) = crate::proxy::handshake_token(req.headers(), req.uri().query())? {
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ApiError::InvalidCredentials {
-            detail: "invalid token: malformed token".into(),
-            invalid_token: true,
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ApiError::InvalidCredentials {
+                detail: "invalid token: malformed token".into(),
+                invalid_token: true,
+            }
         })?;
         req.headers_mut().insert(header::AUTHORIZATION, value);
     }
@@ -135,7 +166,11 @@ fn plugin_view(req: &Request, client_ip: Option<String>) -> PluginRequest {
     let headers = req
         .headers()
         .iter()
-        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_owned(), v.to_owned())))
+        .filter_map(|(n, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (n.as_str().to_owned(), v.to_owned()))
+        })
         .collect();
     PluginRequest::new(
         req.method().as_str().to_owned(),

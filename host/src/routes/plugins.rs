@@ -14,9 +14,14 @@ const ADMIN: &str = "admin";
 /// Admins only (role `admin`): each plugin's name, slot, path, running
 /// component and its sha256, load time, last reload error, and call,
 /// denial and failure counts. Secrets and configs are never listed.
-pub async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     if !caller.identity.roles.iter().any(|r| r == ADMIN) {
-        return Err(ApiError::Forbidden("listing plugins needs the \"admin\" role".into()));
+        return Err(ApiError::Forbidden(
+            "listing plugins needs the \"admin\" role".into(),
+        ));
     }
     let plugins: Vec<_> = state.gate.plugins().map(|p| p.status()).collect();
     Ok(Json(json!({ "plugins": plugins })))

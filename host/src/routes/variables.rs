@@ -35,11 +35,20 @@ fn view(state: &AppState, v: Variable) -> Result<VariableView, ApiError> {
                 .accounts
                 .secrets
                 .decrypt(&v.value_encrypted)
-                .map_err(|e| ApiError::Internal(format!("variable {} cannot be decrypted: {e}", v.id)))?;
+                .map_err(|e| {
+                    ApiError::Internal(format!("variable {} cannot be decrypted: {e}", v.id))
+                })?;
             Some(String::from_utf8_lossy(&bytes).into_owned())
         }
     };
-    Ok(VariableView { id: v.id, name: v.name, kind: v.kind, value, created_at: v.created_at, updated_at: v.updated_at })
+    Ok(VariableView {
+        id: v.id,
+        name: v.name,
+        kind: v.kind,
+        value,
+        created_at: v.created_at,
+        updated_at: v.updated_at,
+    })
 }
 
 /// A variable to create.
@@ -61,26 +70,51 @@ fn check(name: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
         return Err(ApiError::BadRequest("name must be 1-128 characters".into()));
     }
     if value.is_some_and(|v| v.len() > MAX_VALUE) {
-        return Err(ApiError::BadRequest(format!("value must be at most {MAX_VALUE} bytes")));
+        return Err(ApiError::BadRequest(format!(
+            "value must be at most {MAX_VALUE} bytes"
+        )));
     }
     Ok(())
 }
 
 /// Any account: stores an encrypted variable.
-pub async fn create(State(state): State<AppState>, Account(me): Account, Json(body): Json<CreateVariable>) -> Result<(StatusCode, Json<VariableView>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Account(me): Account,
+    Json(body): Json<CreateVariable>,
+) -> Result<(StatusCode, Json<VariableView>), ApiError> {
     check(Some(&body.name), Some(&body.value))?;
-    let new = NewVariable { user_id: me.id, name: body.name, kind: body.kind, value_encrypted: state.accounts.secrets.encrypt(body.value.as_bytes()) };
-    let stored = state.accounts.store.create_variable(new, unix_now()).await.map_err(|e| match e {
-        StoreError::Conflict(_) => ApiError::Conflict("a variable with this name exists".into()),
-        other => other.into(),
-    })?;
+    let new = NewVariable {
+        user_id: me.id,
+        name: body.name,
+        kind: body.kind,
+        value_encrypted: state.accounts.secrets.encrypt(body.value.as_bytes()),
+    };
+    let stored = state
+        .accounts
+        .store
+        .create_variable(new, unix_now())
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                ApiError::Conflict("a variable with this name exists".into())
+            }
+            other => other.into(),
+        })?;
     Ok((StatusCode::CREATED, Json(view(&state, stored)?)))
 }
 
 /// Any account: their variables.
-pub async fn list(State(state): State<AppState>, Account(me): Account) -> Result<Json<Vec<VariableView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Account(me): Account,
+) -> Result<Json<Vec<VariableView>>, ApiError> {
     let vars = state.accounts.store.list_variables(&me.id).await?;
-    Ok(Json(vars.into_iter().map(|v| view(&state, v)).collect::<Result<_, _>>()?))
+    Ok(Json(
+        vars.into_iter()
+            .map(|v| view(&state, v))
+            .collect::<Result<_, _>>()?,
+    ))
 }
 
 /// Changes to a variable.
@@ -95,7 +129,12 @@ pub struct PatchVariable {
 /// The owner: changes the value and/or type. Turning a credential into a
 /// generic variable needs a new `value` in the same request: generic values
 /// are shown, credential values never are.
-pub async fn update(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>, Json(body): Json<PatchVariable>) -> Result<Json<VariableView>, ApiError> {
+pub async fn update(
+    State(state): State<AppState>,
+    Account(me): Account,
+    Path(id): Path<String>,
+    Json(body): Json<PatchVariable>,
+) -> Result<Json<VariableView>, ApiError> {
     let current = owned(&state, &me, &id).await?;
     check(None, body.value.as_deref())?;
     let kind = body.kind.unwrap_or(current.kind);
@@ -104,13 +143,21 @@ pub async fn update(State(state): State<AppState>, Account(me): Account, Path(id
         Some(v) => state.accounts.secrets.encrypt(v.as_bytes()),
         None => current.value_encrypted,
     };
-    let updated = state.accounts.store.update_variable(&id, kind, encrypted, unix_now()).await?;
+    let updated = state
+        .accounts
+        .store
+        .update_variable(&id, kind, encrypted, unix_now())
+        .await?;
     Ok(Json(view(&state, updated)?))
 }
 
 /// Refuses a change that would show a stored credential: credential to
 /// generic without a new value.
-fn reveals_credential(from: VariableKind, to: VariableKind, new_value: bool) -> Result<(), ApiError> {
+fn reveals_credential(
+    from: VariableKind,
+    to: VariableKind,
+    new_value: bool,
+) -> Result<(), ApiError> {
     if from == VariableKind::Credential && to == VariableKind::Generic && !new_value {
         return Err(ApiError::BadRequest(
             "`value`: changing a credential to generic needs a new value in the same request (stored credentials are never revealed)".into(),
@@ -120,7 +167,11 @@ fn reveals_credential(from: VariableKind, to: VariableKind, new_value: bool) -> 
 }
 
 /// The owner: deletes it.
-pub async fn delete(State(state): State<AppState>, Account(me): Account, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Account(me): Account,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     owned(&state, &me, &id).await?;
     state.accounts.store.delete_variable(&id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -342,17 +342,26 @@ fn an_interrupted_rotation_still_reads_values_under_either_key() {
     // Step 1 done: the old key set aside.
     write_previous_key_file(dir.path(), &old.current_key_text()).unwrap();
     let (mid, _) = SecretBox::from_settings(None, None, dir.path()).unwrap();
-    assert_eq!(mid.decrypt(&under_old).unwrap(), b"written before the rotation");
+    assert_eq!(
+        mid.decrypt(&under_old).unwrap(),
+        b"written before the rotation"
+    );
 
     // Step 2 done: the new key is current, values not yet re-encrypted.
     write_key_file(dir.path(), &new_key).unwrap();
     let (mid, _) = SecretBox::from_settings(None, None, dir.path()).unwrap();
     let under_new = mid.reencrypt(&under_old).unwrap();
-    assert_eq!(mid.decrypt(&under_old).unwrap(), b"written before the rotation");
+    assert_eq!(
+        mid.decrypt(&under_old).unwrap(),
+        b"written before the rotation"
+    );
 
     // Finished: only the new key is needed.
     remove_previous_key_file(dir.path()).unwrap();
     let (done, _) = SecretBox::from_settings(None, None, dir.path()).unwrap();
-    assert_eq!(done.decrypt(&under_new).unwrap(), b"written before the rotation");
+    assert_eq!(
+        done.decrypt(&under_new).unwrap(),
+        b"written before the rotation"
+    );
     assert!(done.decrypt(&under_old).is_err());
 }

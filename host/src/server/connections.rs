@@ -50,20 +50,30 @@ impl Connections {
             *next
         };
         let close = Arc::new(Notify::new());
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id, close.clone());
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, close.clone());
         (id, close)
     }
 
     /// Forgets a finished connection.
     fn unregister(&self, id: u64) {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// Asks the oldest connection not yet asked to close: an idle one (or
     /// one still sending its request head) closes at once, a busy one after
     /// its current response. Whether there was one.
     fn close_oldest(&self) -> bool {
-        let oldest = self.open.lock().unwrap_or_else(|e| e.into_inner()).pop_first();
+        let oldest = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_first();
         oldest.map(|(_, close)| close.notify_one()).is_some()
     }
 
@@ -77,11 +87,18 @@ impl Connections {
 /// Serves `router` on `listener` until `shutdown` completes, then stops
 /// accepting and gives open connections `settings.shutdown_timeout` to
 /// finish. `max_connections` is the cap already fitted to the fd limit.
-pub async fn run(listener: TcpListener, router: Router, settings: &ServerSettings, max_connections: usize, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    settings: &ServerSettings,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut http = http1::Builder::new();
     // hyper starts this timer whenever it waits for a request head: on a new
     // connection and after each response, so it bounds idle keep-alive too.
-    http.timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout);
     let http = Arc::new(http);
     let permits = Arc::new(Semaphore::new(max_connections));
     let connections = Arc::new(Connections::default());
@@ -103,13 +120,27 @@ pub async fn run(listener: TcpListener, router: Router, settings: &ServerSetting
                 }
             },
         };
-        let Some(permit) = admit(&permits, &connections, &mut last_warning, max_connections).await else {
+        let Some(permit) = admit(&permits, &connections, &mut last_warning, max_connections).await
+        else {
             tracing::debug!(%remote, "no room for a new connection; closed");
             continue;
         };
         let (id, close) = connections.register();
-        let service = Service { router: router.clone(), remote, body_timeout: settings.body_timeout, in_flight: Arc::default() };
-        tokio::spawn(serve_connection(stream, service, http.clone(), close, connections.clone(), id, permit));
+        let service = Service {
+            router: router.clone(),
+            remote,
+            body_timeout: settings.body_timeout,
+            in_flight: Arc::default(),
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            service,
+            http.clone(),
+            close,
+            connections.clone(),
+            id,
+            permit,
+        ));
     }
     drop(listener);
     connections.close_all();
@@ -118,9 +149,15 @@ pub async fn run(listener: TcpListener, router: Router, settings: &ServerSetting
         tracing::info!(open, "waiting for open connections to finish");
     }
     let everyone = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(settings.shutdown_timeout, permits.acquire_many(everyone)).await.is_err() {
+    if tokio::time::timeout(settings.shutdown_timeout, permits.acquire_many(everyone))
+        .await
+        .is_err()
+    {
         let open = max_connections - permits.available_permits();
-        tracing::warn!(open, "connections still open after the shutdown timeout; closing them");
+        tracing::warn!(
+            open,
+            "connections still open after the shutdown timeout; closing them"
+        );
     }
 }
 
@@ -136,13 +173,18 @@ async fn admit(
         return Some(permit);
     }
     if last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-        tracing::warn!(max_connections, "connection cap reached: closing the oldest connections to make room (AGENTFLOW_MAX_CONNECTIONS)");
+        tracing::warn!(
+            max_connections,
+            "connection cap reached: closing the oldest connections to make room (AGENTFLOW_MAX_CONNECTIONS)"
+        );
         *last_warning = Some(tokio::time::Instant::now());
     }
     let give_up = tokio::time::Instant::now() + ADMIT_WAIT;
     while tokio::time::Instant::now() < give_up {
         connections.close_oldest();
-        if let Ok(Ok(permit)) = tokio::time::timeout(ADMIT_STEP, permits.clone().acquire_owned()).await {
+        if let Ok(Ok(permit)) =
+            tokio::time::timeout(ADMIT_STEP, permits.clone().acquire_owned()).await
+        {
             return Some(permit);
         }
     }
@@ -162,7 +204,12 @@ async fn serve_connection(
     // Small JSON answers go out without waiting for Nagle's timer.
     let _ = stream.set_nodelay(true);
     let in_flight = service.in_flight.clone();
-    let conn = http.serve_connection(TokioIo::new(stream), hyper::service::service_fn(move |req| service.call(req))).with_upgrades();
+    let conn = http
+        .serve_connection(
+            TokioIo::new(stream),
+            hyper::service::service_fn(move |req| service.call(req)),
+        )
+        .with_upgrades();
     tokio::pin!(conn);
     let mut closing = false;
     loop {
@@ -200,7 +247,10 @@ struct Service {
 }
 
 impl Service {
-    fn call(&self, req: Request<Incoming>) -> impl Future<Output = Result<Response, std::convert::Infallible>> + use<> {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response, std::convert::Infallible>> + use<> {
         let guard = InFlight::enter(&self.in_flight);
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(ConnectInfo(self.remote));
@@ -208,13 +258,24 @@ impl Service {
         let body = if body.is_end_stream() {
             Body::new(body)
         } else {
-            Body::new(DeadlineBody::new(body, tokio::time::Instant::now() + self.body_timeout))
+            Body::new(DeadlineBody::new(
+                body,
+                tokio::time::Instant::now() + self.body_timeout,
+            ))
         };
-        let response = self.router.clone().oneshot(Request::from_parts(parts, body));
+        let response = self
+            .router
+            .clone()
+            .oneshot(Request::from_parts(parts, body));
         async move {
             let response = response.await?;
             // The request stays in flight until hyper has sent (and dropped) the body.
-            Ok(response.map(|inner| Body::new(GuardedBody { inner, _guard: guard })))
+            Ok(response.map(|inner| {
+                Body::new(GuardedBody {
+                    inner,
+                    _guard: guard,
+                })
+            }))
         }
     }
 }
@@ -245,7 +306,10 @@ impl http_body::Body for GuardedBody {
     type Data = axum::body::Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 
@@ -261,7 +325,10 @@ impl http_body::Body for GuardedBody {
 /// Errors that concern one connection only (the peer went away early).
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 #[cfg(test)]
@@ -275,8 +342,14 @@ mod tests {
         let (_second, close_second) = c.register();
         assert!(c.close_oldest());
         // The signal is stored, so a connection busy elsewhere still sees it.
-        tokio::time::timeout(Duration::from_millis(100), close_first.notified()).await.expect("oldest asked to close");
-        assert!(tokio::time::timeout(Duration::from_millis(20), close_second.notified()).await.is_err());
+        tokio::time::timeout(Duration::from_millis(100), close_first.notified())
+            .await
+            .expect("oldest asked to close");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), close_second.notified())
+                .await
+                .is_err()
+        );
         c.unregister(first);
         assert!(c.close_oldest());
         assert!(!c.close_oldest(), "nothing left to ask");
@@ -288,7 +361,9 @@ mod tests {
         let signals: Vec<_> = (0..3).map(|_| c.register().1).collect();
         c.close_all();
         for s in signals {
-            tokio::time::timeout(Duration::from_millis(100), s.notified()).await.expect("asked to close");
+            tokio::time::timeout(Duration::from_millis(100), s.notified())
+                .await
+                .expect("asked to close");
         }
         assert!(!c.close_oldest());
     }

@@ -27,7 +27,11 @@ pub struct DeadlineBody<B> {
 impl<B> DeadlineBody<B> {
     /// Wraps `inner` with `deadline`.
     pub fn new(inner: B, deadline: Instant) -> Self {
-        DeadlineBody { inner, deadline, sleep: None }
+        DeadlineBody {
+            inner,
+            deadline,
+            sleep: None,
+        }
     }
 }
 
@@ -39,13 +43,18 @@ where
     type Data = B::Data;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let deadline = this.deadline;
-        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
             Poll::Pending => Poll::Pending,
@@ -73,11 +82,20 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_stops_arriving_fails_at_the_deadline() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
-        tx.send(Ok(Frame::data(Bytes::from_static(b"{")))).await.unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"{"))))
+            .await
+            .unwrap();
         let stream = tokio_stream_from(rx);
-        let body = DeadlineBody::new(StreamBody::new(stream), Instant::now() + Duration::from_millis(50));
+        let body = DeadlineBody::new(
+            StreamBody::new(stream),
+            Instant::now() + Duration::from_millis(50),
+        );
         let started = std::time::Instant::now();
-        let err = body.collect().await.err().expect("the deadline must fail the body");
+        let err = body
+            .collect()
+            .await
+            .err()
+            .expect("the deadline must fail the body");
         assert!(err.is::<BodyTimeout>());
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(tx);
@@ -85,12 +103,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_complete_body_passes_unchanged() {
-        let body = DeadlineBody::new(http_body_util::Full::new(Bytes::from_static(b"hello")), Instant::now() + Duration::from_millis(50));
-        assert_eq!(body.collect().await.unwrap().to_bytes(), Bytes::from_static(b"hello"));
+        let body = DeadlineBody::new(
+            http_body_util::Full::new(Bytes::from_static(b"hello")),
+            Instant::now() + Duration::from_millis(50),
+        );
+        assert_eq!(
+            body.collect().await.unwrap().to_bytes(),
+            Bytes::from_static(b"hello")
+        );
     }
 
     /// A stream over a channel receiver (tokio-stream is not a dependency).
-    fn tokio_stream_from<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> + Unpin {
-        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }))
+    fn tokio_stream_from<T: Send + 'static>(
+        rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Unpin {
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|v| (v, rx))
+        }))
     }
 }

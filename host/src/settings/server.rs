@@ -46,7 +46,12 @@ impl ServerSettings {
     pub fn from_env(env: &Env) -> Result<Self, SettingError> {
         let d = ServerSettings::default();
         Ok(ServerSettings {
-            max_connections: number(env, "AGENTFLOW_MAX_CONNECTIONS", d.max_connections as u64, MAX_CONNECTIONS)? as usize,
+            max_connections: number(
+                env,
+                "AGENTFLOW_MAX_CONNECTIONS",
+                d.max_connections as u64,
+                MAX_CONNECTIONS,
+            )? as usize,
             header_timeout: millis(env, "AGENTFLOW_HEADER_TIMEOUT_MS", d.header_timeout)?,
             body_timeout: millis(env, "AGENTFLOW_BODY_TIMEOUT_MS", d.body_timeout)?,
             shutdown_timeout: millis(env, "AGENTFLOW_SHUTDOWN_TIMEOUT_MS", d.shutdown_timeout)?,
@@ -67,7 +72,10 @@ fn number(env: &Env, name: &'static str, default: u64, max: u64) -> Result<u64, 
             .parse::<u64>()
             .ok()
             .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| SettingError { name, reason: format!("{v:?} is not a whole number from 1 to {max}") }),
+            .ok_or_else(|| SettingError {
+                name,
+                reason: format!("{v:?} is not a whole number from 1 to {max}"),
+            }),
     }
 }
 
@@ -76,7 +84,9 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<ServerSettings, SettingError> {
-        ServerSettings::from_env(&Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))))
+        ServerSettings::from_env(&Env::from_pairs(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        ))
     }
 
     #[test]

@@ -189,10 +189,7 @@ pub trait Store: Send + Sync + 'static {
         policy: LoginPolicy,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// The counter under `key` (an [`AttemptKeys`] field; default if none).
-    fn failure_state(
-        &self,
-        key: &str,
-    ) -> impl Future<Output = StoreResult<FailureState>> + Send;
+    fn failure_state(&self, key: &str) -> impl Future<Output = StoreResult<FailureState>> + Send;
     /// Removes counters whose last failure is before `before` and that are not
     /// locked at `before`; returns how many. Failures are counted for unknown
     /// usernames too, so run this now and then.

@@ -95,7 +95,9 @@ impl SledStore {
     /// Opens (or creates) the database in the directory `path`, readable
     /// by the owner only (folder 0700, files 0600, whatever the umask).
     pub fn open(path: &Path) -> StoreResult<SledStore> {
-        let private = |e: std::io::Error| StoreError::Storage(format!("cannot make {} private: {e}", path.display()));
+        let private = |e: std::io::Error| {
+            StoreError::Storage(format!("cannot make {} private: {e}", path.display()))
+        };
         permissions::private_dir(path).map_err(private)?;
         let db = sled::Config::new()
             .path(path)

@@ -373,9 +373,13 @@ async fn delete_user_cascades() {
         hashes.push(key.hash.clone());
         ids.push((key.id, fam.id, var.id));
     }
-    s.begin_login_attempt(&AttemptKeys::new("DOOMED", "10.0.0.1"), T0, LoginPolicy::default())
-        .await
-        .unwrap();
+    s.begin_login_attempt(
+        &AttemptKeys::new("DOOMED", "10.0.0.1"),
+        T0,
+        LoginPolicy::default(),
+    )
+    .await
+    .unwrap();
     s.delete_user(&doomed.id).await.unwrap();
     assert_eq!(s.delete_user(&doomed.id).await, Err(StoreError::NotFound));
     assert_eq!(s.get_user(&doomed.id).await, Err(StoreError::NotFound));
@@ -454,8 +458,18 @@ async fn key_rotation_reencrypts_all_variables() {
 }
 
 const TIGHT: LoginPolicy = LoginPolicy {
-    per_address: LockoutPolicy { max_failures: 3, lockout_secs: 100, max_lockout_secs: 100, window_secs: 60 },
-    per_account: LockoutPolicy { max_failures: 5, lockout_secs: 30, max_lockout_secs: 120, window_secs: 60 },
+    per_address: LockoutPolicy {
+        max_failures: 3,
+        lockout_secs: 100,
+        max_lockout_secs: 100,
+        window_secs: 60,
+    },
+    per_account: LockoutPolicy {
+        max_failures: 5,
+        lockout_secs: 30,
+        max_lockout_secs: 120,
+        window_secs: 60,
+    },
 };
 
 async fn attempts<S: Store>(s: &S, keys: &AttemptKeys, n: usize, now: u64) -> Vec<AttemptVerdict> {
@@ -474,12 +488,18 @@ fn admitted(v: &[AttemptVerdict]) -> usize {
 async fn login_attempts_are_counted_before_checking_and_lock_per_address() {
     let s = temp();
     let eve = AttemptKeys::new("Eve", "10.0.0.1");
-    assert_eq!(s.failure_state(&eve.pair).await.unwrap(), FailureState::default());
+    assert_eq!(
+        s.failure_state(&eve.pair).await.unwrap(),
+        FailureState::default()
+    );
     let verdicts = attempts(&s, &eve, 10, T0).await;
     assert_eq!(admitted(&verdicts), 3, "{verdicts:?}");
     assert_eq!(
         verdicts[3],
-        AttemptVerdict::Locked { retry_after: 100, scope: LockScope::Address }
+        AttemptVerdict::Locked {
+            retry_after: 100,
+            scope: LockScope::Address
+        }
     );
     // Same account, other address: still admitted (the account limit is looser).
     let other = AttemptKeys::new("EVE", "10.0.0.2");
@@ -489,7 +509,10 @@ async fn login_attempts_are_counted_before_checking_and_lock_per_address() {
     let third = AttemptKeys::new("eve", "10.0.0.3");
     assert!(matches!(
         s.begin_login_attempt(&third, T0 + 2, TIGHT).await.unwrap(),
-        AttemptVerdict::Locked { scope: LockScope::Account, .. }
+        AttemptVerdict::Locked {
+            scope: LockScope::Account,
+            ..
+        }
     ));
     // After the address lock, that address counts again from one.
     assert_eq!(admitted(&attempts(&s, &eve, 1, T0 + 100).await), 1);
@@ -503,16 +526,28 @@ async fn settled_attempts_refund_or_clear_counters() {
     attempts(&s, &bob, 2, T0).await;
     // A success clears the address counter and hands its own attempt back
     // to the account counter, but not the earlier failures.
-    s.finish_login_attempt(&bob, AttemptOutcome::Succeeded, TIGHT).await.unwrap();
-    assert_eq!(s.failure_state(&bob.pair).await.unwrap(), FailureState::default());
+    s.finish_login_attempt(&bob, AttemptOutcome::Succeeded, TIGHT)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.failure_state(&bob.pair).await.unwrap(),
+        FailureState::default()
+    );
     assert_eq!(s.failure_state(&bob.account).await.unwrap().count, 1);
     // An unchecked attempt is handed back to both; a failure keeps both.
     attempts(&s, &bob, 1, T0).await;
-    s.finish_login_attempt(&bob, AttemptOutcome::NotChecked, TIGHT).await.unwrap();
-    assert_eq!(s.failure_state(&bob.pair).await.unwrap(), FailureState::default());
+    s.finish_login_attempt(&bob, AttemptOutcome::NotChecked, TIGHT)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.failure_state(&bob.pair).await.unwrap(),
+        FailureState::default()
+    );
     assert_eq!(s.failure_state(&bob.account).await.unwrap().count, 1);
     attempts(&s, &bob, 1, T0).await;
-    s.finish_login_attempt(&bob, AttemptOutcome::Failed, TIGHT).await.unwrap();
+    s.finish_login_attempt(&bob, AttemptOutcome::Failed, TIGHT)
+        .await
+        .unwrap();
     assert_eq!(s.failure_state(&bob.pair).await.unwrap().count, 1);
     assert_eq!(s.failure_state(&bob.account).await.unwrap().count, 2);
 }
@@ -538,18 +573,29 @@ async fn parallel_attempts_admit_at_most_the_limit() {
 async fn old_failure_counters_are_pruned() {
     let s = temp();
     let policy = LoginPolicy {
-        per_address: LockoutPolicy { lockout_secs: 10_000, max_lockout_secs: 10_000, ..TIGHT.per_address },
+        per_address: LockoutPolicy {
+            lockout_secs: 10_000,
+            max_lockout_secs: 10_000,
+            ..TIGHT.per_address
+        },
         ..TIGHT
     };
-    s.begin_login_attempt(&AttemptKeys::new("old", "a"), T0, TIGHT).await.unwrap();
-    s.begin_login_attempt(&AttemptKeys::new("recent", "a"), T0 + 1000, TIGHT).await.unwrap();
+    s.begin_login_attempt(&AttemptKeys::new("old", "a"), T0, TIGHT)
+        .await
+        .unwrap();
+    s.begin_login_attempt(&AttemptKeys::new("recent", "a"), T0 + 1000, TIGHT)
+        .await
+        .unwrap();
     let locked = AttemptKeys::new("locked", "a");
     for _ in 0..3 {
         s.begin_login_attempt(&locked, T0, policy).await.unwrap();
     }
     // "old": its pair and account counters; "locked": its account counter.
     assert_eq!(s.prune_failures(T0 + 500).await.unwrap(), 3);
-    assert_eq!(s.failure_state("old").await.unwrap(), FailureState::default());
+    assert_eq!(
+        s.failure_state("old").await.unwrap(),
+        FailureState::default()
+    );
     assert_eq!(s.failure_state("recent").await.unwrap().count, 1);
     assert_eq!(s.failure_state(&locked.pair).await.unwrap().count, 3);
 }

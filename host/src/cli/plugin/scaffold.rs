@@ -36,17 +36,28 @@ pub struct NewArgs {
 /// Creates the crate and says what to do next.
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     let name = args.name.as_str();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || name.starts_with('-') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || name.starts_with('-')
+    {
         bail!("plugin name {name:?}: use lower-case letters, digits and `-`, e.g. \"my-auth\"");
     }
     let sdk = match args.sdk {
         Some(p) => p,
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("plugin-sdk"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("plugin-sdk"),
     };
-    let sdk = sdk
-        .canonicalize()
-        .with_context(|| format!("the plugin SDK is not at {} (pass --sdk PATH/TO/plugin-sdk)", sdk.display()))?;
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let sdk = sdk.canonicalize().with_context(|| {
+        format!(
+            "the plugin SDK is not at {} (pass --sdk PATH/TO/plugin-sdk)",
+            sdk.display()
+        )
+    })?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let root = args.dir.canonicalize()?.join(name);
     if root.exists() {
         bail!("{} already exists", root.display());
@@ -55,20 +66,29 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     let sdk_path = relative(&root, &sdk);
     std::fs::create_dir_all(root.join("src"))?;
     let write = |file: &str, text: String| {
-        std::fs::write(root.join(file), text).with_context(|| format!("cannot write {}", root.join(file).display()))
+        std::fs::write(root.join(file), text)
+            .with_context(|| format!("cannot write {}", root.join(file).display()))
     };
-    write("Cargo.toml", manifest(name, &sdk_path, in_workspace.is_none()))?;
+    write(
+        "Cargo.toml",
+        manifest(name, &sdk_path, in_workspace.is_none()),
+    )?;
     write("src/lib.rs", source(args.kind))?;
     write("agentflow.dev.json", dev_config(args.kind))?;
     write(".gitignore", "target/\ndata/\n".into())?;
     let shown = root.display();
     println!("created {shown} ({:?})", args.kind);
     if let Some(ws) = in_workspace {
-        println!("note: {shown} is inside the cargo workspace at {}; make sure its `members` include it", ws.display());
+        println!(
+            "note: {shown} is inside the cargo workspace at {}; make sure its `members` include it",
+            ws.display()
+        );
     }
     println!("next:");
     println!("  cargo test --manifest-path {shown}/Cargo.toml");
-    println!("  agentflow run --config {shown}/agentflow.dev.json --watch   # rebuilds on every save");
+    println!(
+        "  agentflow run --config {shown}/agentflow.dev.json --watch   # rebuilds on every save"
+    );
     Ok(())
 }
 
@@ -76,7 +96,9 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
 fn enclosing_workspace(dir: &Path) -> Option<PathBuf> {
     dir.ancestors().skip(1).find_map(|a| {
         let text = std::fs::read_to_string(a.join("Cargo.toml")).ok()?;
-        text.lines().any(|l| l.trim() == "[workspace]").then(|| a.to_path_buf())
+        text.lines()
+            .any(|l| l.trim() == "[workspace]")
+            .then(|| a.to_path_buf())
     })
 }
 
@@ -86,7 +108,11 @@ fn relative(from: &Path, to: &Path) -> String {
     let to: Vec<Component> = to.components().collect();
     let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
     let mut parts: Vec<String> = vec!["..".into(); from.len() - common];
-    parts.extend(to[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
     parts.join("/")
 }
 
@@ -129,10 +155,19 @@ fn dev_config(kind: Kind) -> String {
             "auth",
             r#"{"method": "custom", "path": ".", "credential_headers": ["x-token"], "config": {"token": "dev-token", "user": "dev"}}"#,
         ),
-        Kind::Authorizer => ("authorization", r#"{"path": ".", "config": {"allow_roles": ["admin"]}}"#),
+        Kind::Authorizer => (
+            "authorization",
+            r#"{"path": ".", "config": {"allow_roles": ["admin"]}}"#,
+        ),
     };
-    let auth = if kind == Kind::Authorizer { "\n  \"auth\": \"jwt\",\n  \"env\": \".env\"," } else { "" };
-    format!("{{{auth}\n  \"{key}\": {entry},\n  \"plugins\": {{\"watch\": true, \"timeout_ms\": 200}}\n}}\n")
+    let auth = if kind == Kind::Authorizer {
+        "\n  \"auth\": \"jwt\",\n  \"env\": \".env\","
+    } else {
+        ""
+    };
+    format!(
+        "{{{auth}\n  \"{key}\": {entry},\n  \"plugins\": {{\"watch\": true, \"timeout_ms\": 200}}\n}}\n"
+    )
 }
 
 fn source(kind: Kind) -> String {
@@ -256,7 +291,10 @@ mod tests {
 
     #[test]
     fn relative_paths_climb_to_the_common_folder() {
-        assert_eq!(relative(Path::new("/a/b/c"), Path::new("/a/sdk")), "../../sdk");
+        assert_eq!(
+            relative(Path::new("/a/b/c"), Path::new("/a/sdk")),
+            "../../sdk"
+        );
         assert_eq!(relative(Path::new("/a"), Path::new("/a/sdk")), "sdk");
     }
 
