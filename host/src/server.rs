@@ -102,7 +102,7 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     let upstream = cfg
         .agent
         .clone()
-        .map(|base| Upstream::new(base, headers).with_identity(identity));
+        .map(|base| Arc::new(Upstream::new(base, headers).with_identity(identity)));
     let cors = cfg.cors.clone().map(Arc::new);
     Ok(AppState {
         gate: Arc::new(gate),

@@ -35,8 +35,9 @@ use crate::proxy::Upstream;
 pub struct AppState {
     /// Authentication chain and authorizer.
     pub gate: Arc<Gate>,
-    /// The agent upstream, when configured.
-    pub upstream: Option<Upstream>,
+    /// The agent upstream, when configured (shared: the state is cloned
+    /// for every request by each middleware layer).
+    pub upstream: Option<Arc<Upstream>>,
     /// Users, logins, API keys and variables.
     pub accounts: Arc<Accounts>,
     /// Allowed browser origins, if any.
