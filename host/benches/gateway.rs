@@ -769,7 +769,11 @@ fn variants(fx: &Fixtures, upstream: &str) -> Vec<Variant> {
         Variant {
             name: "JWT HS256, upstream token",
             config: json!({"agent": upstream, "auth": "jwt", "upstream": {"token": {"secret_env": "UPSTREAM_JWT_SECRET"}}}),
-            env: [hs_env.clone(), vec![("UPSTREAM_JWT_SECRET", format!("{SECRET}-upstream"))]].concat(),
+            env: [
+                hs_env.clone(),
+                vec![("UPSTREAM_JWT_SECRET", format!("{SECRET}-upstream"))],
+            ]
+            .concat(),
             headers: bearer(&fx.hs256_token),
         },
         Variant {

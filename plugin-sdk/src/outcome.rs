@@ -18,7 +18,10 @@ pub struct Identity {
 impl Identity {
     /// An identity with no roles and no claims.
     pub fn new(user_id: impl Into<String>) -> Self {
-        Identity { user_id: user_id.into(), ..Default::default() }
+        Identity {
+            user_id: user_id.into(),
+            ..Default::default()
+        }
     }
 
     /// Adds a role (builder style).
@@ -61,12 +64,18 @@ pub struct Refusal {
 impl Refusal {
     /// 401: the credentials are not acceptable.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Refusal { status: 401, detail: detail.into() }
+        Refusal {
+            status: 401,
+            detail: detail.into(),
+        }
     }
 
     /// 403: the caller is known but not allowed.
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Refusal { status: 403, detail: detail.into() }
+        Refusal {
+            status: 403,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -82,13 +91,19 @@ pub struct CacheHint {
 impl CacheHint {
     /// Reuse for `ttl_ms` milliseconds, depending on no request header.
     pub fn for_ms(ttl_ms: u32) -> Self {
-        CacheHint { ttl_ms, vary: Vec::new() }
+        CacheHint {
+            ttl_ms,
+            vary: Vec::new(),
+        }
     }
 }
 
 impl From<CacheHint> for wit::CacheHint {
     fn from(c: CacheHint) -> Self {
-        wit::CacheHint { ttl_ms: c.ttl_ms, vary: c.vary }
+        wit::CacheHint {
+            ttl_ms: c.ttl_ms,
+            vary: c.vary,
+        }
     }
 }
 
@@ -135,7 +150,11 @@ pub struct Access {
 impl Access {
     /// An access without a resource id.
     pub fn new(resource: &str, action: &str) -> Self {
-        Access { resource: resource.to_owned(), action: action.to_owned(), resource_id: None }
+        Access {
+            resource: resource.to_owned(),
+            action: action.to_owned(),
+            resource_id: None,
+        }
     }
 }
 
@@ -178,23 +197,32 @@ impl From<wit::Identity> for Identity {
             Ok(Value::Object(map)) => map,
             _ => Map::new(),
         };
-        Identity { user_id: i.user_id, roles: i.roles, claims }
+        Identity {
+            user_id: i.user_id,
+            roles: i.roles,
+            claims,
+        }
     }
 }
 
 impl From<Refusal> for wit::Refusal {
     fn from(r: Refusal) -> Self {
-        wit::Refusal { status: r.status, detail: r.detail }
+        wit::Refusal {
+            status: r.status,
+            detail: r.detail,
+        }
     }
 }
 
 impl From<AuthnOutcome> for wit::AuthnOutcome {
     fn from(o: AuthnOutcome) -> Self {
         match o {
-            AuthnOutcome::Authenticated { who, cache } => wit::AuthnOutcome::Authenticated(wit::Grant {
-                who: who.into(),
-                cache: cache.map(Into::into),
-            }),
+            AuthnOutcome::Authenticated { who, cache } => {
+                wit::AuthnOutcome::Authenticated(wit::Grant {
+                    who: who.into(),
+                    cache: cache.map(Into::into),
+                })
+            }
             AuthnOutcome::NoCredentials => wit::AuthnOutcome::NoCredentials,
             AuthnOutcome::Refused(r) => wit::AuthnOutcome::Refused(r.into()),
         }
@@ -213,6 +241,10 @@ impl From<AuthzOutcome> for wit::AuthzOutcome {
 
 impl From<wit::Access> for Access {
     fn from(a: wit::Access) -> Self {
-        Access { resource: a.resource, action: a.action, resource_id: a.resource_id }
+        Access {
+            resource: a.resource,
+            action: a.action,
+            resource_id: a.resource_id,
+        }
     }
 }

@@ -24,7 +24,11 @@ fn decide(rbac: &Rbac, roles: &[&str], resource: &str, action: &str) -> AuthzOut
 fn allowed(rbac: &Rbac, roles: &[&str], resource: &str, action: &str) -> bool {
     match decide(rbac, roles, resource, action) {
         AuthzOutcome::AllowCached(hint) => {
-            assert_eq!(hint, CacheHint::for_ms(ALLOW_TTL_MS), "allows are cacheable, on no header");
+            assert_eq!(
+                hint,
+                CacheHint::for_ms(ALLOW_TTL_MS),
+                "allows are cacheable, on no header"
+            );
             true
         }
         AuthzOutcome::Allow => panic!("rbac allows always carry a cache hint"),

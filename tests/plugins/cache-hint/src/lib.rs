@@ -64,7 +64,10 @@ impl Authenticator for CachedToken {
             None => AuthnOutcome::NoCredentials,
             Some(t) if t == self.0.token => AuthnOutcome::Authenticated {
                 who: Identity::new(&self.0.user_id).with_roles(self.0.roles.iter().cloned()),
-                cache: Some(CacheHint { ttl_ms: self.0.ttl_ms, vary: self.0.vary.clone() }),
+                cache: Some(CacheHint {
+                    ttl_ms: self.0.ttl_ms,
+                    vary: self.0.vary.clone(),
+                }),
             },
             Some(_) => AuthnOutcome::refused("invalid token"),
         }
@@ -79,21 +82,41 @@ mod tests {
     use super::*;
 
     fn plugin() -> CachedToken {
-        let config = Config { token: "t".into(), user_id: "u".into(), roles: vec!["user".into()], ttl_ms: 5, vary: default_vary() };
+        let config = Config {
+            token: "t".into(),
+            user_id: "u".into(),
+            roles: vec!["user".into()],
+            ttl_ms: 5,
+            vary: default_vary(),
+        };
         CachedToken::new(config).unwrap()
     }
 
     #[test]
     fn answers_carry_a_cache_hint() {
         let out = plugin().authenticate(&Request::new("GET", "/").with_header("x-api-key", "t"));
-        let AuthnOutcome::Authenticated { who, cache } = out else { panic!("not authenticated: {out:?}") };
+        let AuthnOutcome::Authenticated { who, cache } = out else {
+            panic!("not authenticated: {out:?}")
+        };
         assert_eq!(who.user_id, "u");
-        assert_eq!(cache, Some(CacheHint { ttl_ms: 5, vary: vec!["x-api-key".into()] }));
+        assert_eq!(
+            cache,
+            Some(CacheHint {
+                ttl_ms: 5,
+                vary: vec!["x-api-key".into()]
+            })
+        );
     }
 
     #[test]
     fn other_tokens_are_refused_and_no_token_passes() {
-        assert!(matches!(plugin().authenticate(&Request::new("GET", "/").with_header("x-api-key", "x")), AuthnOutcome::Refused(_)));
-        assert_eq!(plugin().authenticate(&Request::new("GET", "/")), AuthnOutcome::NoCredentials);
+        assert!(matches!(
+            plugin().authenticate(&Request::new("GET", "/").with_header("x-api-key", "x")),
+            AuthnOutcome::Refused(_)
+        ));
+        assert_eq!(
+            plugin().authenticate(&Request::new("GET", "/")),
+            AuthnOutcome::NoCredentials
+        );
     }
 }
