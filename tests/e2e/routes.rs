@@ -3,44 +3,11 @@
 //! lives in graph bodies and the decoded path id; ambiguous ids are refused;
 //! and CORS preflights are answered before authentication.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
-
 use agentflow::agent_request::{BodyId, IdSource, ROUTES};
 use serde_json::{Value, json};
 
 use crate::support::*;
 use crate::support_agentflow::AgentflowServer;
-
-/// The access-echo authorizer fixture (tests/plugins/access-echo), built
-/// into the same target dir as the other test plugins.
-fn access_echo() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let target = repo_root().join("target").join("e2e-plugins");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(repo_root())
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "access-echo-plugin",
-            ])
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("running cargo to build access-echo");
-        assert!(status.success(), "building access-echo failed");
-        target
-            .join("wasm32-wasip2")
-            .join("release")
-            .join("access_echo_plugin.wasm")
-    })
-}
 
 fn token(user: &str) -> String {
     bearer(&hs256(
@@ -54,7 +21,7 @@ fn gateway(upstream: &Upstream, allow_id: &str) -> Server {
     let config = json!({
         "agent": upstream.base,
         "auth": "jwt",
-        "authorization": {"path": access_echo(), "config": {"allow_id": allow_id}},
+        "authorization": {"path": plugins().access_echo, "config": {"allow_id": allow_id}},
     });
     Server::start(config, &[("JWT_SECRET_KEY", SECRET)])
 }

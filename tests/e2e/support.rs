@@ -31,6 +31,7 @@ pub struct Plugins {
     pub probe: PathBuf,
     pub oauth: PathBuf,
     pub cache_hint: PathBuf,
+    pub access_echo: PathBuf,
 }
 
 /// Builds the reference and test plugins for wasm32-wasip2 (release) in a
@@ -60,6 +61,8 @@ pub fn plugins() -> &'static Plugins {
                 "oauth-introspect",
                 "-p",
                 "cache-hint-plugin",
+                "-p",
+                "access-echo-plugin",
             ])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
@@ -78,6 +81,7 @@ pub fn plugins() -> &'static Plugins {
             probe: out.join("probe_plugin.wasm"),
             oauth: out.join("oauth_introspect.wasm"),
             cache_hint: out.join("cache_hint_plugin.wasm"),
+            access_echo: out.join("access_echo_plugin.wasm"),
         }
     })
 }
