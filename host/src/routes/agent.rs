@@ -30,15 +30,7 @@ pub async fn forward(
     let target = AgentRequest::parse(&parts.method, &parts.uri)?
         .with_body(&parts.headers, body)
         .await?;
-    let view = authorizer_view(caller.plugin_view.as_deref(), &target);
-    state
-        .gate
-        .authorize(
-            &caller.identity,
-            target.access(),
-            view.as_ref().or(caller.plugin_view.as_deref()),
-        )
-        .await?;
+    authorize(&state, &caller, &target).await?;
     let upstream = state.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
     let who = (!state.gate.is_open()).then_some(&caller.identity);
     if target.is_websocket() {
@@ -49,6 +41,26 @@ pub async fn forward(
     }
     upstream
         .forward(target, &parts.headers, who, caller.client_ip.as_deref())
+        .await
+}
+
+/// Every check an agent request passes before it may reach the agent: the
+/// authorizer (and every policy added beside it) decides on the validated
+/// request, the same one that is forwarded. Shared by the proxy and by
+/// anything else that answers "may this caller make this request?".
+pub async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    target: &AgentRequest,
+) -> Result<(), ApiError> {
+    let view = authorizer_view(caller.plugin_view.as_deref(), target);
+    state
+        .gate
+        .authorize(
+            &caller.identity,
+            target.access(),
+            view.as_ref().or(caller.plugin_view.as_deref()),
+        )
         .await
 }
 
