@@ -503,14 +503,19 @@ impl Accounts {
     }
 
     /// Authenticates an `x-api-key` value issued by `POST /v1/api-keys`.
-    pub async fn authenticate_api_key(&self, key: &str) -> Result<Authenticated, ApiError> {
+    ///
+    /// A key this server never issued is `Ok(None)`: not a credential of
+    /// this method, so the auth chain passes it to the next method (an
+    /// api-key plugin may know it). A known key of an inactive account is
+    /// refused.
+    pub async fn authenticate_api_key(&self, key: &str) -> Result<Option<Authenticated>, ApiError> {
         let refused = || ApiError::InvalidCredentials {
             detail: "invalid API key".into(),
             invalid_token: false,
         };
         let record = match self.store.get_api_key_by_hash(&hash_api_key(key)).await {
             Ok(r) => r,
-            Err(StoreError::NotFound) => return Err(refused()),
+            Err(StoreError::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let user = self
@@ -529,13 +534,13 @@ impl Accounts {
             roles: roles_of(&user),
             claims,
         };
-        Ok(Authenticated {
+        Ok(Some(Authenticated {
             identity,
             origin: IdentityOrigin::ApiKey {
                 user_id: user.id,
                 key_id: record.id,
             },
-        })
+        }))
     }
 
     /// Forgets failed-login counters older than the lockout window every few

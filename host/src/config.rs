@@ -214,6 +214,9 @@ pub struct PluginConfig {
     /// Request headers the plugin reads credentials from
     /// (`"credential_headers"`), lower-case: never forwarded to the agent.
     pub credential_headers: Vec<String>,
+    /// The most request body the plugin may see, in KiB (`"body_kb"`,
+    /// default 64), when its manifest asks for the body (contract 0.3).
+    pub body_kb: u32,
 }
 
 /// The `plugins` section: defaults that apply to every plugin.
@@ -346,6 +349,8 @@ struct RawPlugin {
     reuse_instance: bool,
     #[serde(default)]
     credential_headers: Vec<String>,
+    #[serde(default)]
+    body_kb: Option<u32>,
 }
 
 impl Config {
@@ -524,6 +529,7 @@ impl Ctx<'_> {
                 kv_kb: None,
                 reuse_instance: false,
                 credential_headers: Vec::new(),
+                body_kb: None,
             },
             Value::Object(_) => {
                 serde_json::from_value(v.clone()).map_err(|e| (key.to_owned(), e.to_string()))?
@@ -580,6 +586,13 @@ impl Ctx<'_> {
             kv_kb,
             reuse_instance: raw.reuse_instance,
             credential_headers,
+            body_kb: match raw.body_kb {
+                None => 64,
+                Some(kb) if kb <= 16 * 1024 => kb,
+                Some(_) => {
+                    return Err((format!("{key}.body_kb"), "must be at most 16384 (16 MiB)".into()));
+                }
+            },
         })
     }
 }

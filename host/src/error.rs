@@ -134,12 +134,12 @@ impl ApiError {
         }
     }
 
-    /// The text shown to the client: plugin failures name the plugin but
-    /// keep trap details in the log.
+    /// The text shown to the client: plugin failures name neither the
+    /// plugin nor the cause (both are in the log).
     fn detail(&self) -> String {
         match self {
-            ApiError::Plugin(PluginError::Call { plugin, .. }) => {
-                format!("auth plugin {plugin:?} failed; the request was refused")
+            ApiError::Plugin(PluginError::Call { .. }) => {
+                "an auth plugin failed; the request was refused".into()
             }
             ApiError::Plugin(_) => "auth plugin unavailable".into(),
             other => other.to_string(),

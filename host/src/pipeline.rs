@@ -11,7 +11,8 @@ use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::jwt::{JwtConfigError, JwtMethod, TokenError};
 use crate::plugins::{
-    Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Slot,
+    Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Refusal,
+    Slot,
 };
 
 /// Why the gate cannot be built (the server refuses to start).
@@ -91,7 +92,7 @@ impl Gate {
                         .load(p, Slot::Authenticator, &cfg.env)
                         .map_err(|error| GateError::Plugin {
                             file: file.clone(),
-                            key: format!("{key}.path"),
+                            key: plugin_key(&key, &error),
                             error,
                         })?,
                 )),
@@ -104,7 +105,7 @@ impl Gate {
                     .load(p, Slot::Authorizer, &cfg.env)
                     .map_err(|error| GateError::Plugin {
                         file: file.clone(),
-                        key: "authorization.path".into(),
+                        key: plugin_key("authorization", &error),
                         error,
                     })?,
             )),
@@ -138,6 +139,12 @@ impl Gate {
                 .any(|m| matches!(m, AuthMethod::Plugin(_)))
     }
 
+    /// The most request body any plugin asked to see, in bytes (0: none
+    /// did, and bodies are not read before authentication).
+    pub fn plugin_body_cap(&self) -> usize {
+        self.plugins().map(|p| p.body_cap()).max().unwrap_or(0)
+    }
+
     /// Every loaded plugin, authenticators first.
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.methods
@@ -163,6 +170,9 @@ impl Gate {
                 origin: IdentityOrigin::Anonymous,
             });
         }
+        // An `x-api-key` no method recognised is refused as invalid at the
+        // end, not as missing.
+        let mut unknown_api_key = false;
         for method in &self.methods {
             match method {
                 AuthMethod::Jwt(verifier) => match bearer_jwt(headers) {
@@ -186,7 +196,14 @@ impl Gate {
                 AuthMethod::ApiKey(accounts) => {
                     match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
                         None => continue,
-                        Some(key) => return accounts.authenticate_api_key(key.trim()).await,
+                        Some(key) => match accounts.authenticate_api_key(key.trim()).await? {
+                            Some(found) => return Ok(found),
+                            // Not one of ours: the next method may know it.
+                            None => {
+                                unknown_api_key = true;
+                                continue;
+                            }
+                        },
                     }
                 }
                 AuthMethod::Plugin(plugin) => {
@@ -203,12 +220,16 @@ impl Gate {
                             });
                         }
                         AuthnOutcome::NoCredentials => continue,
-                        AuthnOutcome::Refused { status, detail } => {
-                            return Err(refusal(status, detail, true));
-                        }
+                        AuthnOutcome::Refused(r) => return Err(refusal(r)),
                     }
                 }
             }
+        }
+        if unknown_api_key {
+            return Err(ApiError::InvalidCredentials {
+                detail: "invalid API key".into(),
+                invalid_token: false,
+            });
         }
         // A bearer token nobody understood is still a token that was sent.
         if self.methods.iter().any(|m| matches!(m, AuthMethod::Jwt(_))) && has_bearer(headers) {
@@ -238,7 +259,7 @@ impl Gate {
         let req = req.expect("the plugin view is built whenever a plugin is configured");
         match plugin.authorize(who, access, req).await? {
             AuthzOutcome::Allow => Ok(()),
-            AuthzOutcome::Deny { status, detail } => Err(refusal(status, detail, false)),
+            AuthzOutcome::Deny(r) => Err(refusal(r)),
         }
     }
 }
@@ -291,22 +312,30 @@ fn anonymous() -> Identity {
     }
 }
 
-fn refusal(status: u16, detail: String, authenticating: bool) -> ApiError {
-    match status {
-        429 => ApiError::TooManyRequests {
+/// The config key a plugin's load failure points at: its `config` (or the
+/// grant its manifest exceeds) when `init` refused, else its `path`.
+fn plugin_key(entry: &str, error: &PluginError) -> String {
+    match error {
+        PluginError::Refused { field, .. } => format!("{entry}.{field}"),
+        _ => format!("{entry}.path"),
+    }
+}
+
+/// A plugin's refusal as the answer the client gets.
+fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::RateLimited {
+            retry_after_s,
             detail,
-            retry_after: 1,
+        } => ApiError::TooManyRequests {
+            detail,
+            retry_after: retry_after_s.into(),
         },
-        401 => ApiError::InvalidCredentials {
+        Refusal::Unauthenticated(detail) => ApiError::InvalidCredentials {
             detail,
             invalid_token: false,
         },
-        403 => ApiError::Forbidden(detail),
-        _ if authenticating => ApiError::InvalidCredentials {
-            detail,
-            invalid_token: false,
-        },
-        _ => ApiError::Forbidden(detail),
+        Refusal::Forbidden(detail) => ApiError::Forbidden(detail),
     }
 }
 

@@ -98,7 +98,12 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
             "\"upstream.token\" is set but \"auth\" is null: there is no identity to sign, the agent gets no token"
         );
     }
-    let headers = HeaderPolicy::new(cfg.plugins().flat_map(|p| p.credential_headers.iter()));
+    // What each plugin's config and manifest name as credential headers.
+    let headers = HeaderPolicy::new(
+        gate.plugins()
+            .flat_map(|p| p.credential_headers().to_vec())
+            .chain(cfg.plugins().flat_map(|p| p.credential_headers.clone())),
+    );
     let upstream = cfg
         .agent
         .clone()

@@ -1,13 +1,14 @@
-//! The generated wit-bindgen glue. Private: plugin authors use the types in
-//! the crate root instead, and the export macros reach in here.
+//! The generated wit-bindgen glue (wasm builds only). Private: plugin
+//! authors use the types in the crate root instead, and the export macros
+//! reach in here.
 
 /// Bindings for the `authenticator` world (also the home of the shared
-/// `types` and `host` interfaces).
+/// `types`, `host` and `plugin` interfaces).
 #[doc(hidden)]
 pub mod authn {
     wit_bindgen::generate!({
         world: "authenticator",
-        path: "../wit",
+        path: "wit/v0.3",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "agentflow_plugin_sdk::__private::authn",
@@ -19,13 +20,13 @@ pub mod authn {
 pub mod authz {
     wit_bindgen::generate!({
         world: "authorizer",
-        path: "../wit",
+        path: "wit/v0.3",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "agentflow_plugin_sdk::__private::authz",
         with: {
-            "agentflow:auth/types@0.2.0": super::authn::agentflow::auth::types,
-            "agentflow:auth/host@0.2.0": super::authn::agentflow::auth::host,
+            "agentflow:auth/types@0.3.0": super::authn::agentflow::auth::types,
+            "agentflow:auth/host@0.3.0": super::authn::agentflow::auth::host,
         },
     });
 }

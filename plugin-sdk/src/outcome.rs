@@ -2,8 +2,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::bindings::wit;
-
 /// Who the caller is.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Identity {
@@ -52,29 +50,48 @@ impl Identity {
     }
 }
 
-/// Why a request is refused; `detail` is shown to the client.
+/// Why a request is refused; the text is shown to the client as `detail`
+/// (never put secrets in it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// HTTP status: 401, 403 or 429.
-    pub status: u16,
-    /// Reason shown to the client. Never include secrets.
-    pub detail: String,
+pub enum Refusal {
+    /// 401: the credentials are missing or not acceptable.
+    Unauthenticated(String),
+    /// 403: the caller is known and may not do this.
+    Forbidden(String),
+    /// 429 with `Retry-After: retry_after_s`: too many attempts.
+    RateLimited {
+        /// Seconds the client should wait (0 is sent as 1).
+        retry_after_s: u32,
+        /// Reason shown to the client.
+        detail: String,
+    },
 }
 
 impl Refusal {
     /// 401: the credentials are not acceptable.
-    pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Refusal {
-            status: 401,
-            detail: detail.into(),
-        }
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Refusal::Unauthenticated(detail.into())
     }
 
     /// 403: the caller is known but not allowed.
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Refusal {
-            status: 403,
+        Refusal::Forbidden(detail.into())
+    }
+
+    /// 429: come back in `retry_after_s` seconds.
+    pub fn rate_limited(retry_after_s: u32, detail: impl Into<String>) -> Self {
+        Refusal::RateLimited {
+            retry_after_s,
             detail: detail.into(),
+        }
+    }
+
+    /// The HTTP status the client gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Unauthenticated(_) => 401,
+            Refusal::Forbidden(_) => 403,
+            Refusal::RateLimited { .. } => 429,
         }
     }
 }
@@ -94,15 +111,6 @@ impl CacheHint {
         CacheHint {
             ttl_ms,
             vary: Vec::new(),
-        }
-    }
-}
-
-impl From<CacheHint> for wit::CacheHint {
-    fn from(c: CacheHint) -> Self {
-        wit::CacheHint {
-            ttl_ms: c.ttl_ms,
-            vary: c.vary,
         }
     }
 }
@@ -132,7 +140,7 @@ impl AuthnOutcome {
 
     /// Refused with 401 and `detail`.
     pub fn refused(detail: impl Into<String>) -> Self {
-        AuthnOutcome::Refused(Refusal::unauthorized(detail))
+        AuthnOutcome::Refused(Refusal::unauthenticated(detail))
     }
 }
 
@@ -145,6 +153,11 @@ pub struct Access {
     pub action: String,
     /// The thread, memory or file id the request names (path or body), if any.
     pub resource_id: Option<String>,
+    /// The user id recorded as the owner of that resource, when the server
+    /// tracks ownership (tenancy) and knows one.
+    pub resource_owner: Option<String>,
+    /// The caller's tenant key, when tenancy is on.
+    pub caller_tenant: Option<String>,
 }
 
 impl Access {
@@ -154,7 +167,21 @@ impl Access {
             resource: resource.to_owned(),
             action: action.to_owned(),
             resource_id: None,
+            resource_owner: None,
+            caller_tenant: None,
         }
+    }
+
+    /// Sets the resource id (builder style, for tests).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.resource_id = Some(id.into());
+        self
+    }
+
+    /// Sets the recorded owner (builder style, for tests).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.resource_owner = Some(owner.into());
+        self
     }
 }
 
@@ -176,75 +203,5 @@ impl AuthzOutcome {
     /// Denied with 403 and `detail`.
     pub fn deny(detail: impl Into<String>) -> Self {
         AuthzOutcome::Deny(Refusal::forbidden(detail))
-    }
-}
-
-// Conversions to and from the generated WIT types.
-
-impl From<Identity> for wit::Identity {
-    fn from(i: Identity) -> Self {
-        wit::Identity {
-            user_id: i.user_id,
-            roles: i.roles,
-            claims: Value::Object(i.claims).to_string(),
-        }
-    }
-}
-
-impl From<wit::Identity> for Identity {
-    fn from(i: wit::Identity) -> Self {
-        let claims = match serde_json::from_str(&i.claims) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
-        Identity {
-            user_id: i.user_id,
-            roles: i.roles,
-            claims,
-        }
-    }
-}
-
-impl From<Refusal> for wit::Refusal {
-    fn from(r: Refusal) -> Self {
-        wit::Refusal {
-            status: r.status,
-            detail: r.detail,
-        }
-    }
-}
-
-impl From<AuthnOutcome> for wit::AuthnOutcome {
-    fn from(o: AuthnOutcome) -> Self {
-        match o {
-            AuthnOutcome::Authenticated { who, cache } => {
-                wit::AuthnOutcome::Authenticated(wit::Grant {
-                    who: who.into(),
-                    cache: cache.map(Into::into),
-                })
-            }
-            AuthnOutcome::NoCredentials => wit::AuthnOutcome::NoCredentials,
-            AuthnOutcome::Refused(r) => wit::AuthnOutcome::Refused(r.into()),
-        }
-    }
-}
-
-impl From<AuthzOutcome> for wit::AuthzOutcome {
-    fn from(o: AuthzOutcome) -> Self {
-        match o {
-            AuthzOutcome::Allow => wit::AuthzOutcome::Allow(None),
-            AuthzOutcome::AllowCached(hint) => wit::AuthzOutcome::Allow(Some(hint.into())),
-            AuthzOutcome::Deny(r) => wit::AuthzOutcome::Deny(r.into()),
-        }
-    }
-}
-
-impl From<wit::Access> for Access {
-    fn from(a: wit::Access) -> Self {
-        Access {
-            resource: a.resource,
-            action: a.action,
-            resource_id: a.resource_id,
-        }
     }
 }

@@ -1,7 +1,20 @@
 //! The request a plugin is asked about, with the header helpers every
 //! plugin needs.
 
-use crate::bindings::wit;
+use crate::Error;
+
+/// What the plugin may see of the request body.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Body {
+    /// The plugin did not ask for it ([`crate::Manifest::wants_body`]).
+    #[default]
+    NotRequested,
+    /// The whole body (empty when the request has none).
+    Complete(Vec<u8>),
+    /// Larger than the operator lets this plugin see (`body_kb`); the
+    /// value is that cap in bytes.
+    TooLarge(u32),
+}
 
 /// The HTTP request being authenticated or authorized.
 ///
@@ -17,21 +30,54 @@ pub struct Request {
     pub query: String,
     /// Headers in arrival order, names lower-case.
     pub headers: Vec<(String, String)>,
-    /// The peer's IP address when the host knows it.
+    /// The client's IP address when the host knows it.
     pub client_ip: Option<String>,
+    /// The body, when the plugin's manifest asked for it.
+    pub body: Body,
 }
 
 impl Request {
     /// A request with the given method and path and nothing else; handy in
     /// unit tests together with [`Request::with_header`].
     pub fn new(method: &str, path: &str) -> Self {
-        Request { method: method.to_owned(), path: path.to_owned(), ..Default::default() }
+        Request {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            ..Default::default()
+        }
     }
 
     /// Adds a header (builder style, for tests).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
         self
+    }
+
+    /// Sets the body (builder style, for tests).
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Body::Complete(body.into());
+        self
+    }
+
+    /// The body bytes; an error when the plugin did not ask for the body
+    /// or it is over the operator's cap.
+    pub fn body(&self) -> Result<&[u8], Error> {
+        match &self.body {
+            Body::Complete(b) => Ok(b),
+            Body::NotRequested => Err(Error::msg(
+                "the request body was not requested: return a manifest with wants_body",
+            )),
+            Body::TooLarge(cap) => Err(Error::msg(format!(
+                "the request body is larger than this plugin may see ({cap} bytes)"
+            ))),
+        }
+    }
+
+    /// The body parsed as JSON into `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(self.body()?)
+            .map_err(|e| Error::msg(format!("the request body is not the JSON expected: {e}")))
     }
 
     /// The first value of header `name`, compared case-insensitively.
@@ -61,18 +107,6 @@ impl Request {
     }
 }
 
-impl From<wit::Request> for Request {
-    fn from(r: wit::Request) -> Self {
-        Request {
-            method: r.method,
-            path: r.path,
-            query: r.query,
-            headers: r.headers,
-            client_ip: r.client_ip,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +117,20 @@ mod tests {
         assert_eq!(req.header("x-api-key"), Some("k1"));
         assert_eq!(req.header("X-Api-KEY"), Some("k1"));
         assert_eq!(req.header("authorization"), None);
+    }
+
+    #[test]
+    fn the_body_is_read_only_when_present() {
+        #[derive(serde::Deserialize)]
+        struct Hook {
+            event: String,
+        }
+        let req = Request::new("POST", "/hook").with_body(r#"{"event":"push"}"#);
+        assert_eq!(req.json::<Hook>().unwrap().event, "push");
+        assert!(Request::new("POST", "/").body().is_err());
+        let mut big = Request::new("POST", "/");
+        big.body = Body::TooLarge(1024);
+        assert!(big.body().unwrap_err().message().contains("1024"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod accounts;
 mod agentflow_server;
 mod auth_chain;
 mod config_errors;
+mod contract_v0_3;
 mod envelope;
 mod hardening_identity;
 mod hardening_login;

@@ -80,7 +80,7 @@ fn the_scaffold_builds_tests_checks_calls_and_hot_reloads() {
     );
     assert!(out.contains("fits agentflow:auth/authorizer: no"), "{out}");
     assert!(
-        out.contains("agentflow:auth/host@0.2.0"),
+        out.contains("agentflow:auth/host@0.3.0"),
         "imports are listed: {out}"
     );
 

@@ -32,6 +32,8 @@ pub struct Plugins {
     pub oauth: PathBuf,
     pub cache_hint: PathBuf,
     pub access_echo: PathBuf,
+    /// An authenticator built with the contract 0.2 SDK.
+    pub legacy_v0_2: PathBuf,
 }
 
 /// Builds the reference and test plugins for wasm32-wasip2 (release) in a
@@ -63,6 +65,8 @@ pub fn plugins() -> &'static Plugins {
                 "cache-hint-plugin",
                 "-p",
                 "access-echo-plugin",
+                "-p",
+                "legacy-v0-2-plugin",
             ])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
@@ -82,6 +86,7 @@ pub fn plugins() -> &'static Plugins {
             oauth: out.join("oauth_introspect.wasm"),
             cache_hint: out.join("cache_hint_plugin.wasm"),
             access_echo: out.join("access_echo_plugin.wasm"),
+            legacy_v0_2: out.join("legacy_v0_2_plugin.wasm"),
         }
     })
 }

@@ -31,14 +31,14 @@ pub enum PluginCommand {
 /// Arguments of `plugin check`.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// The component to inspect.
+    /// The component to inspect, or a plugin crate folder (built first).
     file: PathBuf,
 }
 
 /// Arguments of `plugin call`.
 #[derive(Args, Debug)]
 pub struct CallArgs {
-    /// The component to call.
+    /// The component to call, or a plugin crate folder (built first).
     file: PathBuf,
     /// JSON file: `method`, `path`, `query`, `headers` (object or list of
     /// pairs), `client_ip`, the plugin's `config`, and for authorizers the
@@ -68,7 +68,13 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
     }
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<()> {
+/// The component a tool was pointed at, building a crate folder.
+fn component_file(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    crate::plugins::component_path(path).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
+}
+
+fn check(mut args: CheckArgs) -> anyhow::Result<()> {
+    args.file = component_file(&args.file)?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let runtime = PluginRuntime::new()?;
@@ -154,9 +160,16 @@ struct CallAccess {
     action: String,
     #[serde(default)]
     resource_id: Option<String>,
+    /// The resource's recorded owner (contract 0.3 `resource-owner`).
+    #[serde(default)]
+    resource_owner: Option<String>,
+    /// The caller's tenant key (contract 0.3 `caller-tenant`).
+    #[serde(default)]
+    caller_tenant: Option<String>,
 }
 
-fn call(args: CallArgs) -> anyhow::Result<()> {
+fn call(mut args: CallArgs) -> anyhow::Result<()> {
+    args.file = component_file(&args.file)?;
     let text = std::fs::read_to_string(&args.request)
         .with_context(|| format!("cannot read {}", args.request.display()))?;
     let req: CallRequest =
@@ -196,6 +209,7 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
         kv_kb: 1024,
         reuse_instance: false,
         credential_headers: Vec::new(),
+        body_kb: 64,
     };
     let plugin = runtime.load(&cfg, slot, &Env::process_only())?;
     let headers = match req.headers {
@@ -234,8 +248,8 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
                 "cache": cache.map(|c| json!({"ttl_ms": c.ttl_ms, "vary": c.vary})),
             }),
             AuthnOutcome::NoCredentials => json!({"outcome": "no-credentials"}),
-            AuthnOutcome::Refused { status, detail } => {
-                json!({"outcome": "refused", "status": status, "detail": detail})
+            AuthnOutcome::Refused(r) => {
+                json!({"outcome": "refused", "status": r.status(), "detail": r.detail()})
             }
         },
         Slot::Authorizer => {
@@ -255,11 +269,13 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
                 resource: Box::leak(what.resource.into_boxed_str()),
                 action: Box::leak(what.action.into_boxed_str()),
                 resource_id: what.resource_id,
+                owner: what.resource_owner,
+                tenant: what.caller_tenant,
             };
             match tokio.block_on(plugin.authorize(&who, &access, &view))? {
                 AuthzOutcome::Allow => json!({"outcome": "allow"}),
-                AuthzOutcome::Deny { status, detail } => {
-                    json!({"outcome": "deny", "status": status, "detail": detail})
+                AuthzOutcome::Deny(r) => {
+                    json!({"outcome": "deny", "status": r.status(), "detail": r.detail()})
                 }
             }
         }

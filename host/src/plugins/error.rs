@@ -22,6 +22,18 @@ pub enum PluginError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// The plugin's `init` refused its config, or its manifest asks for
+    /// more than the operator granted (`field` is the config key to fix).
+    #[error("plugin {name:?}: {reason}")]
+    Refused {
+        /// The plugin's name.
+        name: String,
+        /// The key of the plugin's entry at fault: `config`, `secrets`,
+        /// `allowed_hosts` or `credential_headers`.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A call into the plugin failed; the request fails closed.
     #[error("plugin {plugin:?} failed in {export}: {cause}")]
     Call {
@@ -47,8 +59,11 @@ pub enum CallFailure {
     #[error("stack overflow")]
     StackOverflow,
     /// It trapped (a panic, `unreachable`, ...).
-    #[error("trapped: {0}")]
+    #[error("the guest trapped: {0}")]
     Trap(String),
+    /// It reported that it could not decide (`failed`).
+    #[error("failed: {0}")]
+    Failed(String),
     /// It answered with something the host does not accept.
     #[error("returned an unacceptable answer: {0}")]
     BadOutput(String),

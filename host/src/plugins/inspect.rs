@@ -1,8 +1,7 @@
 //! What a component file is, for `agentflow plugin check`: its imports and
 //! exports, and for each plugin world whether it fits and, if not, why.
 
-use super::bindings::{authn, authz};
-use super::{PluginRuntime, Slot};
+use super::{PluginRuntime, Slot, v0_2, v0_3};
 
 /// The verdict on one component file.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,7 +35,7 @@ impl Report {
     }
 }
 
-/// World name of a slot, as written in `wit/agentflow-auth.wit`.
+/// World name of a slot, as written in `plugin-sdk/wit/*/agentflow-auth.wit`.
 pub fn world_name(slot: Slot) -> &'static str {
     match slot {
         Slot::Authenticator => "authenticator",
@@ -68,9 +67,16 @@ pub fn check(runtime: &PluginRuntime, bytes: &[u8]) -> Result<Report, String> {
             let problem = match &pre {
                 Err(e) => Some(format!("imports something the host does not offer: {e}")),
                 Ok(pre) => {
+                    // Either contract version fits the slot.
                     let fits = match slot {
-                        Slot::Authenticator => authn::AuthenticatorPre::new(pre.clone()).is_ok(),
-                        Slot::Authorizer => authz::AuthorizerPre::new(pre.clone()).is_ok(),
+                        Slot::Authenticator => {
+                            v0_3::authn::AuthenticatorPre::new(pre.clone()).is_ok()
+                                || v0_2::authn::AuthenticatorPre::new(pre.clone()).is_ok()
+                        }
+                        Slot::Authorizer => {
+                            v0_3::authz::AuthorizerPre::new(pre.clone()).is_ok()
+                                || v0_2::authz::AuthorizerPre::new(pre.clone()).is_ok()
+                        }
                     };
                     (!fits).then(|| format!("does not export `{}`", slot.export()))
                 }

@@ -7,6 +7,13 @@
 //! own tree, `plugin:<name>`, so plugins never see each other's keys; the
 //! tree survives reloads (same name) and restarts. Every tree has a size
 //! cap (keys plus values, in bytes) enforced on every write.
+//!
+//! Keys may expire (contract 0.3): the expiry of a key lives in a second
+//! tree, `plugin-exp:<name>`, as unix milliseconds, so values stay exactly
+//! the bytes a plugin stored (0.2 plugins read the same store). An expired
+//! key reads as absent and its space is reclaimed when the store is full.
+//! Compare-and-swap and increment run under the namespace's write lock, so
+//! they are atomic against every other write of this server.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -47,6 +54,10 @@ impl KvStore {
             .db
             .open_tree(format!("plugin:{name}"))
             .map_err(|e| format!("cannot open storage of {name:?}: {e}"))?;
+        let expiry = self
+            .db
+            .open_tree(format!("plugin-exp:{name}"))
+            .map_err(|e| format!("cannot open storage of {name:?}: {e}"))?;
         let mut used = 0u64;
         for item in tree.iter() {
             let (k, v) = item.map_err(|e| format!("cannot read storage of {name:?}: {e}"))?;
@@ -54,6 +65,7 @@ impl KvStore {
         }
         Ok(PluginKv {
             tree,
+            expiry,
             max_bytes,
             used: AtomicU64::new(used),
             write: Mutex::new(()),
@@ -65,17 +77,35 @@ impl KvStore {
 #[derive(Debug)]
 pub struct PluginKv {
     tree: sled::Tree,
+    /// Key -> unix milliseconds after which it reads as absent.
+    expiry: sled::Tree,
     max_bytes: u64,
     used: AtomicU64,
     /// Serialises writes so the size accounting stays exact.
     write: Mutex<()>,
 }
 
+/// What a write does to a key's expiry.
+#[derive(Clone, Copy)]
+enum Expiry {
+    /// Leave it as it is (an increment of an existing counter).
+    Keep,
+    /// Expire this many seconds from now, or never.
+    Set(Option<u32>),
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 impl PluginKv {
-    /// The value stored under `key`, if any.
+    /// The value stored under `key`, if any and not expired.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        match self.tree.get(key.as_bytes()) {
-            Ok(v) => v.map(|v| v.to_vec()),
+        match self.live(key) {
+            Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "plugin storage read failed");
                 None
@@ -83,40 +113,139 @@ impl PluginKv {
         }
     }
 
-    /// Stores `value` under `key`; an empty value removes the key. Fails
-    /// when the key is empty or too long, or the namespace would exceed its
-    /// cap.
-    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
-        if key.is_empty() || key.len() > MAX_KEY {
-            return Err(format!("keys must be 1..={MAX_KEY} bytes"));
+    /// The value of `key` unless it has expired.
+    fn live(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let read = |e: sled::Error| format!("storage read failed: {e}");
+        let Some(value) = self.tree.get(key.as_bytes()).map_err(read)? else {
+            return Ok(None);
+        };
+        if let Some(at) = self.expiry.get(key.as_bytes()).map_err(read)?
+            && at.len() == 8
+            && u64::from_be_bytes(at.as_ref().try_into().unwrap_or([0; 8])) <= now_ms()
+        {
+            return Ok(None);
         }
+        Ok(Some(value.to_vec()))
+    }
+
+    /// Stores `value` under `key`; an empty value removes the key. With
+    /// `expires_in_s` the key reads as absent after that many seconds.
+    /// Fails when the key is empty or too long, or the namespace would
+    /// exceed its cap.
+    pub fn set(&self, key: &str, value: &[u8], expires_in_s: Option<u32>) -> Result<(), String> {
+        check_key(key)?;
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_locked(key, value, Expiry::Set(expires_in_s))
+    }
+
+    /// Replaces the value of `key` with `new` if it currently is
+    /// `expected` (`None`: absent or expired); says whether it did.
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+        expires_in_s: Option<u32>,
+    ) -> Result<bool, String> {
+        check_key(key)?;
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        if self.live(key)?.as_deref() != expected {
+            return Ok(false);
+        }
+        self.write_locked(key, new, Expiry::Set(expires_in_s))?;
+        Ok(true)
+    }
+
+    /// Adds `delta` to the decimal counter at `key` (absent counts as 0)
+    /// and returns the new value; `expires_in_s` applies when the counter
+    /// is created.
+    pub fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        expires_in_s: Option<u32>,
+    ) -> Result<i64, String> {
+        check_key(key)?;
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let (current, expiry) = match self.live(key)? {
+            None => (0, Expiry::Set(expires_in_s)),
+            Some(v) => {
+                let n = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i64>().ok())
+                    .ok_or_else(|| format!("the value of {key:?} is not an integer"))?;
+                (n, Expiry::Keep)
+            }
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| format!("the counter {key:?} would overflow"))?;
+        self.write_locked(key, next.to_string().as_bytes(), expiry)?;
+        Ok(next)
+    }
+
+    /// A write under the lock: size accounting, expiry, durability. When
+    /// the cap would be exceeded, expired keys are reclaimed first.
+    fn write_locked(&self, key: &str, value: &[u8], expiry: Expiry) -> Result<(), String> {
+        let write = |e: sled::Error| format!("storage write failed: {e}");
         let old = self
             .tree
             .get(key.as_bytes())
             .map_err(|e| format!("storage read failed: {e}"))?;
         let old_size = old.map(|v| (key.len() + v.len()) as u64).unwrap_or(0);
-        let used = self.used.load(Ordering::Relaxed);
         if value.is_empty() {
-            self.tree
-                .remove(key.as_bytes())
-                .map_err(|e| format!("storage write failed: {e}"))?;
-            self.used.store(used - old_size, Ordering::Relaxed);
+            self.tree.remove(key.as_bytes()).map_err(write)?;
+            self.expiry.remove(key.as_bytes()).map_err(write)?;
+            self.used.fetch_sub(old_size, Ordering::Relaxed);
             return self.flush();
         }
         let new_size = (key.len() + value.len()) as u64;
-        let after = used - old_size + new_size;
+        let mut after = self.used.load(Ordering::Relaxed) - old_size + new_size;
+        if after > self.max_bytes {
+            self.purge_expired(key)?;
+            after = self.used.load(Ordering::Relaxed) - old_size + new_size;
+        }
         if after > self.max_bytes {
             return Err(format!(
                 "storage full: {after} bytes would exceed this plugin's {} byte cap (\"kv_kb\" in agentflow.json)",
                 self.max_bytes
             ));
         }
-        self.tree
-            .insert(key.as_bytes(), value)
-            .map_err(|e| format!("storage write failed: {e}"))?;
+        self.tree.insert(key.as_bytes(), value).map_err(write)?;
+        match expiry {
+            Expiry::Keep => {}
+            Expiry::Set(None) => {
+                self.expiry.remove(key.as_bytes()).map_err(write)?;
+            }
+            Expiry::Set(Some(s)) => {
+                let at = now_ms() + u64::from(s) * 1000;
+                self.expiry
+                    .insert(key.as_bytes(), &at.to_be_bytes())
+                    .map_err(write)?;
+            }
+        }
         self.used.store(after, Ordering::Relaxed);
         self.flush()
+    }
+
+    /// Removes every expired key but `keep` (the one being written, whose
+    /// size the caller already counts).
+    fn purge_expired(&self, keep: &str) -> Result<(), String> {
+        let now = now_ms();
+        for item in self.expiry.iter() {
+            let (k, at) = item.map_err(|e| format!("storage read failed: {e}"))?;
+            let at = u64::from_be_bytes(at.as_ref().try_into().unwrap_or([0; 8]));
+            if at > now || k.as_ref() == keep.as_bytes() {
+                continue;
+            }
+            let write = |e: sled::Error| format!("storage write failed: {e}");
+            if let Some(v) = self.tree.remove(&k).map_err(write)? {
+                self.used
+                    .fetch_sub((k.len() + v.len()) as u64, Ordering::Relaxed);
+            }
+            self.expiry.remove(&k).map_err(write)?;
+        }
+        Ok(())
     }
 
     /// Makes the write durable before the plugin goes on (a server killed
@@ -128,10 +257,17 @@ impl PluginKv {
             .map_err(|e| format!("storage flush failed: {e}"))
     }
 
-    /// Bytes used (keys plus values).
+    /// Bytes used (keys plus values, expired ones until reclaimed).
     pub fn used_bytes(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Err(format!("keys must be 1..={MAX_KEY} bytes"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,7 +283,7 @@ mod tests {
             let store = KvStore::open(dir.path()).unwrap();
             let a = store.namespace("a", 1024).unwrap();
             let b = store.namespace("b", 1024).unwrap();
-            a.set("k", b"from a").unwrap();
+            a.set("k", b"from a", None).unwrap();
             assert_eq!(a.get("k").as_deref(), Some(&b"from a"[..]));
             assert_eq!(b.get("k"), None);
         }
@@ -161,15 +297,67 @@ mod tests {
     fn refuses_writes_past_the_cap_and_frees_space_on_removal() {
         let store = KvStore::temporary().unwrap();
         let kv = store.namespace("p", 10).unwrap();
-        kv.set("k", b"123456789").unwrap();
-        let e = kv.set("j", b"1").unwrap_err();
+        kv.set("k", b"123456789", None).unwrap();
+        let e = kv.set("j", b"1", None).unwrap_err();
         assert!(e.contains("storage full"), "{e}");
         // Overwriting counts the new size only.
-        kv.set("k", b"12345").unwrap();
-        kv.set("j", b"1").unwrap();
-        kv.set("k", b"").unwrap();
+        kv.set("k", b"12345", None).unwrap();
+        kv.set("j", b"1", None).unwrap();
+        kv.set("k", b"", None).unwrap();
         assert_eq!(kv.get("k"), None);
         assert_eq!(kv.used_bytes(), 2);
+    }
+
+    #[test]
+    fn compare_and_swap_and_increment_are_atomic_and_keys_expire() {
+        let kv = std::sync::Arc::new(
+            KvStore::temporary()
+                .unwrap()
+                .namespace("p", 1 << 20)
+                .unwrap(),
+        );
+        assert!(kv.compare_and_swap("k", None, b"1", None).unwrap());
+        assert!(!kv.compare_and_swap("k", None, b"2", None).unwrap());
+        assert!(!kv.compare_and_swap("k", Some(b"9"), b"2", None).unwrap());
+        assert!(kv.compare_and_swap("k", Some(b"1"), b"2", None).unwrap());
+        assert_eq!(kv.get("k").as_deref(), Some(&b"2"[..]));
+        // 40 threads, 25 increments each: no update is lost.
+        let threads: Vec<_> = (0..40)
+            .map(|_| {
+                let kv = kv.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        kv.increment("n", 1, None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(kv.get("n").as_deref(), Some(&b"1000"[..]));
+        assert!(kv.increment("k2", 1, None).is_ok());
+        kv.set("text", b"abc", None).unwrap();
+        assert!(
+            kv.increment("text", 1, None)
+                .unwrap_err()
+                .contains("not an integer")
+        );
+        // An expired key reads as absent, and a counter restarts its window.
+        kv.set("gone", b"v", Some(0)).unwrap();
+        assert_eq!(kv.get("gone"), None);
+        assert!(kv.compare_and_swap("gone", None, b"w", Some(60)).unwrap());
+        assert_eq!(kv.get("gone").as_deref(), Some(&b"w"[..]));
+        assert_eq!(kv.increment("w", 5, Some(0)).unwrap(), 5);
+        assert_eq!(kv.increment("w", 1, Some(60)).unwrap(), 1);
+    }
+
+    #[test]
+    fn expired_keys_are_reclaimed_when_the_store_is_full() {
+        let kv = KvStore::temporary().unwrap().namespace("p", 10).unwrap();
+        kv.set("a", b"12345678", Some(0)).unwrap();
+        kv.set("b", b"12345678", None).unwrap();
+        assert_eq!(kv.used_bytes(), 9);
     }
 
     #[test]
@@ -178,8 +366,8 @@ mod tests {
             .unwrap()
             .namespace("p", 1 << 20)
             .unwrap();
-        assert!(kv.set("", b"v").is_err());
-        assert!(kv.set(&"k".repeat(MAX_KEY + 1), b"v").is_err());
+        assert!(kv.set("", b"v", None).is_err());
+        assert!(kv.set(&"k".repeat(MAX_KEY + 1), b"v", None).is_err());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! The rest of the server sees only the types in this file and
 //! [`Plugin`]/[`PluginRuntime`]; wasmtime stays inside this module.
 
-mod bindings;
 mod compile_cache;
 mod crate_build;
 mod error;
@@ -16,6 +15,8 @@ mod plugin;
 pub mod reload;
 mod runtime;
 mod state;
+mod v0_2;
+mod v0_3;
 
 pub use error::{CallFailure, PluginError};
 pub use kv::KvStore;
@@ -40,6 +41,16 @@ impl SecretSource for Env {
     }
 }
 
+/// The component at `path`: the file itself, or what cargo builds from the
+/// crate folder it names (for the developer tools, which take either).
+pub fn component_path(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    if crate_build::is_crate(path) {
+        crate_build::build(path)
+    } else {
+        Ok(path.to_path_buf())
+    }
+}
+
 /// Opens the plugins' key-value storage under the data dir when the config
 /// names any plugin (see [`kv`] for where it lives).
 pub fn open_storage(cfg: &Config) -> Result<Option<KvStore>, PluginError> {
@@ -50,8 +61,13 @@ pub fn open_storage(cfg: &Config) -> Result<Option<KvStore>, PluginError> {
     KvStore::open(&dir).map(Some).map_err(PluginError::Storage)
 }
 
-/// The version of the `agentflow:auth` WIT package this server speaks.
-pub const WIT_VERSION: &str = "0.2.0";
+/// The newest version of the `agentflow:auth` WIT package this server
+/// speaks; components built for it get every feature.
+pub const WIT_VERSION: &str = "0.3.0";
+
+/// Every contract version this server loads, newest first. The 0.2 ones are
+/// converted in one place, [`v0_2`].
+pub const WIT_VERSIONS: [&str; 2] = ["0.3.0", "0.2.0"];
 
 /// Which interface a plugin must export for the place it is used in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +79,11 @@ pub enum Slot {
 }
 
 impl Slot {
-    /// The WIT export the slot needs.
+    /// The WIT export the slot needs, in the newest contract version.
     pub fn export(self) -> &'static str {
         match self {
-            Slot::Authenticator => "agentflow:auth/authenticate@0.2.0",
-            Slot::Authorizer => "agentflow:auth/authorize@0.2.0",
+            Slot::Authenticator => "agentflow:auth/authenticate@0.3.0",
+            Slot::Authorizer => "agentflow:auth/authorize@0.3.0",
         }
     }
 
@@ -81,9 +97,32 @@ impl Slot {
 }
 
 /// The request as plugins see it (built once per request, shared by every
-/// plugin in the chain).
+/// plugin in the chain); each contract version's module turns it into its
+/// own WIT record.
 #[derive(Debug, Clone)]
-pub struct PluginRequest(pub(crate) bindings::wit::Request);
+pub struct PluginRequest(pub(crate) RequestView);
+
+/// The fields of a [`PluginRequest`].
+#[derive(Debug, Clone)]
+pub(crate) struct RequestView {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub client_ip: Option<String>,
+    /// The body as far as it was read for plugins that want it.
+    pub body: Option<BufferedBody>,
+}
+
+/// The start of a request body, read for plugins whose manifest asks for
+/// it, up to the largest cap an operator gave any of them.
+#[derive(Debug, Clone)]
+pub struct BufferedBody {
+    /// The bytes read.
+    pub bytes: bytes::Bytes,
+    /// Whether `bytes` is the whole body (else it was longer than the cap).
+    pub complete: bool,
+}
 
 impl PluginRequest {
     /// Builds the plugin view of a request; header names must be lower-case.
@@ -94,13 +133,20 @@ impl PluginRequest {
         headers: Vec<(String, String)>,
         client_ip: Option<String>,
     ) -> Self {
-        PluginRequest(bindings::wit::Request {
+        PluginRequest(RequestView {
             method,
             path,
             query,
             headers,
             client_ip,
+            body: None,
         })
+    }
+
+    /// Attaches the body read for plugins that asked for it.
+    pub fn with_body(mut self, body: BufferedBody) -> Self {
+        self.0.body = Some(body);
+        self
     }
 
     /// The value of the first header called `name` (lower-case).
@@ -122,6 +168,42 @@ pub struct CacheHint {
     pub vary: Vec<String>,
 }
 
+/// Why a plugin refused a request; [`Refusal::status`] is the one place a
+/// refusal becomes an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: missing or unacceptable credentials.
+    Unauthenticated(String),
+    /// 403: a known caller who may not do this.
+    Forbidden(String),
+    /// 429 with `Retry-After`.
+    RateLimited {
+        /// Seconds to wait (at least 1).
+        retry_after_s: u32,
+        /// Reason shown to the client.
+        detail: String,
+    },
+}
+
+impl Refusal {
+    /// The HTTP status of this refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Unauthenticated(_) => 401,
+            Refusal::Forbidden(_) => 403,
+            Refusal::RateLimited { .. } => 429,
+        }
+    }
+
+    /// The reason shown to the client.
+    pub fn detail(&self) -> &str {
+        match self {
+            Refusal::Unauthenticated(d) | Refusal::Forbidden(d) => d,
+            Refusal::RateLimited { detail, .. } => detail,
+        }
+    }
+}
+
 /// What an authenticator plugin concluded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthnOutcome {
@@ -134,13 +216,8 @@ pub enum AuthnOutcome {
     },
     /// No credentials the plugin understands.
     NoCredentials,
-    /// Credentials refused, with the status (401/403/429) and the reason.
-    Refused {
-        /// HTTP status to answer with.
-        status: u16,
-        /// Reason shown to the client.
-        detail: String,
-    },
+    /// Credentials refused.
+    Refused(Refusal),
 }
 
 /// The operation being authorized.
@@ -153,6 +230,10 @@ pub struct Access {
     /// The thread, memory or file id the request names (path or body),
     /// decoded once.
     pub resource_id: Option<String>,
+    /// The resource's recorded owner (tenancy), if any.
+    pub owner: Option<String>,
+    /// The caller's tenant key (tenancy), if tenancy is on.
+    pub tenant: Option<String>,
 }
 
 /// What an authorizer plugin concluded.
@@ -161,12 +242,21 @@ pub enum AuthzOutcome {
     /// Let the request through.
     Allow,
     /// Refuse it.
-    Deny {
-        /// HTTP status to answer with (403 unless the plugin said 401/429).
-        status: u16,
-        /// Reason shown to the client.
-        detail: String,
-    },
+    Deny(Refusal),
+}
+
+/// What a plugin declared it needs (contract 0.3 `init`); empty for 0.2
+/// plugins, which declare nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Manifest {
+    /// Request headers it reads credentials from (never forwarded).
+    pub credential_headers: Vec<String>,
+    /// `host:port` entries it calls.
+    pub outbound_hosts: Vec<String>,
+    /// Secret names it reads.
+    pub secrets: Vec<String>,
+    /// Whether it wants the request body.
+    pub wants_body: bool,
 }
 
 #[cfg(test)]
@@ -175,11 +265,13 @@ mod tests {
 
     #[test]
     fn the_contract_version_matches_the_wit_package() {
-        let wit = include_str!("../../../wit/agentflow-auth.wit");
+        let wit = include_str!("../../../plugin-sdk/wit/v0.3/agentflow-auth.wit");
         assert!(
             wit.contains(&format!("package agentflow:auth@{WIT_VERSION};")),
             "WIT_VERSION is stale"
         );
+        let old = include_str!("../../../plugin-sdk/wit/v0.2/agentflow-auth.wit");
+        assert!(old.contains(&format!("package agentflow:auth@{};", WIT_VERSIONS[1])));
         for slot in [Slot::Authenticator, Slot::Authorizer] {
             assert!(
                 slot.export().ends_with(&format!("@{WIT_VERSION}")),

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Map, Value};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
-use super::bindings::{authn, authz, wit};
 use super::log_limit;
 use super::outcome_cache::OutcomeCache;
 use super::runtime::PluginRuntime;
 use super::state::{PluginShared, PluginState, truncate};
+use super::v0_3::NoOutcome;
 use super::{
-    Access, AuthnOutcome, AuthzOutcome, CacheHint, CallFailure, PluginError, PluginRequest, Slot,
+    Access, AuthnOutcome, AuthzOutcome, CallFailure, Manifest, PluginError, PluginRequest, Refusal,
+    Slot, v0_2, v0_3,
 };
 use crate::config::PluginConfig;
 use crate::identity::Identity;
@@ -32,16 +33,44 @@ const MAX_DETAIL: usize = 1024;
 /// How much of a failed plugin's stderr goes into the failure reason.
 const MAX_STDERR_SAID: usize = 1024;
 
-/// The pre-linked exports of one compiled version.
+/// The pre-linked exports of one compiled version, per contract version.
 pub(crate) enum Exports {
-    Authenticate(authn::AuthenticatorPre<PluginState>),
-    Authorize(authz::AuthorizerPre<PluginState>),
+    Authenticate02(v0_2::authn::AuthenticatorPre<PluginState>),
+    Authorize02(v0_2::authz::AuthorizerPre<PluginState>),
+    Authenticate03(v0_3::authn::AuthenticatorPre<PluginState>),
+    Authorize03(v0_3::authz::AuthorizerPre<PluginState>),
+}
+
+impl Exports {
+    /// A new instance in `store`.
+    async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Exports::Authenticate02(p) => {
+                Instance::Authenticate02(p.instantiate_async(store).await?)
+            }
+            Exports::Authorize02(p) => Instance::Authorize02(p.instantiate_async(store).await?),
+            Exports::Authenticate03(p) => {
+                Instance::Authenticate03(p.instantiate_async(store).await?)
+            }
+            Exports::Authorize03(p) => Instance::Authorize03(p.instantiate_async(store).await?),
+        })
+    }
+
+    /// The contract version the component was built against.
+    pub(crate) fn contract(&self) -> &'static str {
+        match self {
+            Exports::Authenticate02(_) | Exports::Authorize02(_) => "0.2.0",
+            Exports::Authenticate03(_) | Exports::Authorize03(_) => "0.3.0",
+        }
+    }
 }
 
 /// The exports of one instantiated sandbox.
 enum Instance {
-    Authenticate(authn::Authenticator),
-    Authorize(authz::Authorizer),
+    Authenticate02(v0_2::authn::Authenticator),
+    Authorize02(v0_2::authz::Authorizer),
+    Authenticate03(v0_3::authn::Authenticator),
+    Authorize03(v0_3::authz::Authorizer),
 }
 
 /// A store and, once instantiated, the plugin running in it.
@@ -73,6 +102,8 @@ pub(crate) struct LoadedVersion {
     /// Idle sandboxes of this version (only with `reuse_instance`); dropped
     /// with the version, so a reload never runs old code in them.
     warm: Mutex<Vec<Sandbox>>,
+    /// What the version declared it needs (0.3 `init`; empty for 0.2).
+    pub(crate) manifest: Manifest,
 }
 
 impl LoadedVersion {
@@ -85,6 +116,7 @@ impl LoadedVersion {
             authn_cache: OutcomeCache::default(),
             authz_cache: OutcomeCache::default(),
             warm: Mutex::new(Vec::new()),
+            manifest: Manifest::default(),
         }
     }
 
@@ -116,6 +148,10 @@ pub struct Plugin {
     counters: Counters,
     /// Why the latest reload failed; cleared by a successful one.
     last_error: Mutex<Option<String>>,
+    /// Headers stripped before forwarding for this plugin: the config's
+    /// `credential_headers` and what the first version's manifest added.
+    /// A reload may not add more (the proxy's list is fixed at start).
+    credential_headers: Vec<String>,
 }
 
 #[derive(Default)]
@@ -139,6 +175,10 @@ pub struct PluginStatus {
     pub wasm: String,
     /// SHA-256 of the running version.
     pub sha256: String,
+    /// The contract version it was built against (`0.3.0`, `0.2.0`).
+    pub contract: &'static str,
+    /// What the running version declared it needs (empty for 0.2).
+    pub manifest: Manifest,
     /// When the running version was loaded (unix seconds).
     pub loaded_at: u64,
     /// Why the latest reload failed (the running version is the last good
@@ -155,14 +195,17 @@ pub struct PluginStatus {
 }
 
 impl Plugin {
+    /// The plugin with its first version, once that version's `init`
+    /// accepted the config and its manifest fits the grants.
     pub(crate) fn new(
         cfg: PluginConfig,
         slot: Slot,
         shared: Arc<PluginShared>,
         version: LoadedVersion,
         runtime: PluginRuntime,
-    ) -> Self {
-        Plugin {
+    ) -> Result<Self, PluginError> {
+        let mut plugin = Plugin {
+            credential_headers: cfg.credential_headers.clone(),
             cfg,
             slot,
             shared,
@@ -170,6 +213,138 @@ impl Plugin {
             runtime,
             counters: Counters::default(),
             last_error: Mutex::new(None),
+        };
+        let manifest = plugin.init(&plugin.version(), None)?;
+        for h in &manifest.credential_headers {
+            if !plugin.credential_headers.contains(h) {
+                plugin.credential_headers.push(h.clone());
+            }
+        }
+        let current = plugin.current.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(version) = Arc::get_mut(current) {
+            version.manifest = manifest;
+        }
+        Ok(plugin)
+    }
+
+    /// Calls a 0.3 version's `init` with the plugin's config in a sandbox
+    /// of its own and checks its manifest against what the operator granted
+    /// (`allowed_credentials`: the headers a reload may declare, as the
+    /// proxy strips only those; `None` at first load). 0.2 versions have no
+    /// `init`.
+    fn init(
+        &self,
+        version: &LoadedVersion,
+        allowed_credentials: Option<&[String]>,
+    ) -> Result<Manifest, PluginError> {
+        if version.exports.contract() != "0.3.0" {
+            return Ok(Manifest::default());
+        }
+        let config = self.shared.config_json.clone();
+        // `init` runs from start-up and from the watcher thread alike: give
+        // it a runtime of its own on a thread of its own.
+        let answer = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| self.init_error("config", format!("cannot run init: {e}")))?;
+                    rt.block_on(self.run(version, Call::Init(&config)))
+                        .map_err(|e| match e {
+                            PluginError::Call { cause, .. } => {
+                                self.init_error("config", format!("init failed: {cause}"))
+                            }
+                            other => other,
+                        })
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(self.init_error("config", "init panicked in the host".into()))
+                })
+        })?;
+        let Answer::Initialized(answer) = answer else {
+            unreachable!("an init call answers an init result")
+        };
+        let manifest = v0_3::manifest(answer.map_err(|reason| {
+            self.init_error("config", truncate(&reason, MAX_DETAIL).to_owned())
+        })?);
+        self.check_grants(&manifest, allowed_credentials)?;
+        Ok(manifest)
+    }
+
+    /// A manifest may ask only for what the operator granted.
+    fn check_grants(
+        &self,
+        m: &Manifest,
+        allowed_credentials: Option<&[String]>,
+    ) -> Result<(), PluginError> {
+        if let Some(s) = m.secrets.iter().find(|s| !self.cfg.secrets.contains(s)) {
+            return Err(self.init_error(
+                "secrets",
+                format!("the plugin needs the secret {s:?}, which is not granted: add it to this plugin's \"secrets\""),
+            ));
+        }
+        if let Some(h) = m.outbound_hosts.iter().find(|h| {
+            !self
+                .cfg
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(h))
+        }) {
+            return Err(self.init_error(
+                "allowed_hosts",
+                format!("the plugin calls {h:?}, which is not allowed: add it to this plugin's \"allowed_hosts\""),
+            ));
+        }
+        if let Some(h) = m
+            .credential_headers
+            .iter()
+            .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
+            return Err(self.init_error(
+                "credential_headers",
+                format!(
+                    "the plugin declares {h:?} as a credential header, which is not a header name"
+                ),
+            ));
+        }
+        if let Some(allowed) = allowed_credentials
+            && let Some(h) = m.credential_headers.iter().find(|h| !allowed.contains(h))
+        {
+            return Err(self.init_error(
+                "credential_headers",
+                format!("the new version reads credentials from {h:?}, which the running server does not strip: add it to \"credential_headers\" and restart"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn init_error(&self, field: &'static str, reason: String) -> PluginError {
+        PluginError::Refused {
+            name: self.cfg.name.clone(),
+            field,
+            reason,
+        }
+    }
+
+    /// Headers never forwarded for this plugin: its `credential_headers`
+    /// and those its manifest declared at load.
+    pub fn credential_headers(&self) -> &[String] {
+        &self.credential_headers
+    }
+
+    /// What the running version declared it needs.
+    pub fn manifest(&self) -> Manifest {
+        self.version().manifest.clone()
+    }
+
+    /// How many body bytes this plugin wants to see (0: none).
+    pub fn body_cap(&self) -> usize {
+        if self.version().manifest.wants_body {
+            self.cfg.body_kb as usize * 1024
+        } else {
+            0
         }
     }
 
@@ -183,9 +358,9 @@ impl Plugin {
             if wasm.sha256 == self.version().sha256() {
                 return Ok(None);
             }
-            self.runtime
-                .compile_wasm(&self.cfg, wasm, self.slot)
-                .map(Some)
+            let mut version = self.runtime.compile_wasm(&self.cfg, wasm, self.slot)?;
+            version.manifest = self.init(&version, Some(&self.credential_headers))?;
+            Ok(Some(version))
         });
         let mut last_error = lock(&self.last_error);
         match result {
@@ -198,7 +373,9 @@ impl Plugin {
             }
             Err(e) => {
                 *last_error = Some(match &e {
-                    PluginError::Load { reason, .. } => reason.clone(),
+                    PluginError::Load { reason, .. } | PluginError::Refused { reason, .. } => {
+                        reason.clone()
+                    }
                     other => other.to_string(),
                 });
                 Err(e)
@@ -240,6 +417,8 @@ impl Plugin {
             path: self.cfg.path.display().to_string(),
             wasm: v.wasm.display().to_string(),
             sha256: v.sha256.clone(),
+            contract: v.exports.contract(),
+            manifest: v.manifest.clone(),
             loaded_at: v
                 .loaded_at
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -328,6 +507,39 @@ impl Plugin {
         }
     }
 
+    /// Makes `call` on an instance of `version` in a sandbox under the
+    /// plugin's limits: the one call helper behind every export.
+    async fn run(&self, version: &LoadedVersion, call: Call<'_>) -> Result<Answer, PluginError> {
+        let mut sandbox = self.sandbox(version);
+        let result = self
+            .within_limit(async {
+                let sb = &mut sandbox;
+                let instance = match sb.instance.take() {
+                    Some(instance) => instance,
+                    None => version.exports.instantiate(&mut sb.store).await?,
+                };
+                let answer = call_export(&instance, &mut sb.store, call).await;
+                sb.instance = Some(instance);
+                answer
+            })
+            .await;
+        sandbox.store.data().end_call();
+        match result {
+            Ok(answer) => {
+                self.release(version, sandbox);
+                Ok(answer)
+            }
+            Err(e) => Err(self.failure(self.classify(e, &sandbox.store))),
+        }
+    }
+
+    /// The request as this plugin's contract version shows it: 0.3 with
+    /// the body when the manifest asked for it.
+    fn request_v03(&self, version: &LoadedVersion, req: &PluginRequest) -> v0_3::wit::Request {
+        let cap = u32::try_from(u64::from(self.cfg.body_kb) * 1024).unwrap_or(u32::MAX);
+        v0_3::request(req, version.manifest.wants_body, cap)
+    }
+
     /// Asks the plugin who sent `req`.
     pub async fn authenticate(&self, req: &PluginRequest) -> Result<AuthnOutcome, PluginError> {
         let version = self.version();
@@ -336,39 +548,33 @@ impl Plugin {
             return Ok(AuthnOutcome::Authenticated { who, cache: None });
         }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let Exports::Authenticate(pre) = &version.exports else {
-            return Err(self.failure(CallFailure::BadOutput(
-                "plugin is not an authenticator".into(),
-            )));
-        };
-        let mut sandbox = self.sandbox(&version);
-        let result = self
-            .within_limit(async {
-                let sb = &mut sandbox;
-                if sb.instance.is_none() {
-                    sb.instance = Some(Instance::Authenticate(
-                        pre.instantiate_async(&mut sb.store).await?,
-                    ));
-                }
-                let Some(Instance::Authenticate(instance)) = &sb.instance else {
-                    unreachable!("an authenticator sandbox")
+        let outcome = match &version.exports {
+            Exports::Authenticate02(_) => {
+                let wreq = v0_2::request(req);
+                let Answer::Authenticated02(answer) =
+                    self.run(&version, Call::Authenticate02(&wreq)).await?
+                else {
+                    unreachable!("a 0.2 authenticate call answers a 0.2 outcome")
                 };
-                instance
-                    .agentflow_auth_authenticate()
-                    .call_authenticate(&mut sb.store, &req.0)
-                    .await
-            })
-            .await;
-        sandbox.store.data().end_call();
-        let outcome = match result {
-            Ok(o) => o,
-            Err(e) => return Err(self.failure(self.classify(e, &sandbox.store))),
+                v0_2::authn_outcome(answer).map_err(|m| self.failure(CallFailure::BadOutput(m)))?
+            }
+            Exports::Authenticate03(_) => {
+                let wreq = self.request_v03(&version, req);
+                let Answer::Authenticated03(answer) =
+                    self.run(&version, Call::Authenticate03(&wreq)).await?
+                else {
+                    unreachable!("a 0.3 authenticate call answers a 0.3 outcome")
+                };
+                v0_3::authn_outcome(answer).map_err(|e| self.no_outcome(e))?
+            }
+            Exports::Authorize02(_) | Exports::Authorize03(_) => {
+                return Err(self.failure(CallFailure::BadOutput(
+                    "plugin is not an authenticator".into(),
+                )));
+            }
         };
-        self.release(&version, sandbox);
-        let outcome =
-            convert_authn(outcome).map_err(|m| self.failure(CallFailure::BadOutput(m)))?;
         match &outcome {
-            AuthnOutcome::Refused { .. } => {
+            AuthnOutcome::Refused(_) => {
                 self.counters.denials.fetch_add(1, Ordering::Relaxed);
             }
             AuthnOutcome::Authenticated {
@@ -377,7 +583,7 @@ impl Plugin {
             } => version.authn_cache.store("", req, hint, who),
             _ => {}
         }
-        Ok(outcome)
+        Ok(limit_refusal(outcome))
     }
 
     /// Asks the plugin whether `who` may perform `access`.
@@ -388,7 +594,6 @@ impl Plugin {
         req: &PluginRequest,
     ) -> Result<AuthzOutcome, PluginError> {
         let version = self.version();
-        let claims = Value::Object(who.claims.clone()).to_string();
         // Cached allows are scoped to this caller asking for this access;
         // the key is built only for an authorizer that sends hints.
         let scope = LazyCell::new(|| {
@@ -398,7 +603,9 @@ impl Plugin {
                 who.claims,
                 access.resource,
                 access.action,
-                access.resource_id
+                access.resource_id,
+                access.owner,
+                access.tenant
             ])
             .to_string()
         });
@@ -407,73 +614,59 @@ impl Plugin {
             return Ok(AuthzOutcome::Allow);
         }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let Exports::Authorize(pre) = &version.exports else {
-            return Err(self.failure(CallFailure::BadOutput("plugin is not an authorizer".into())));
-        };
-        let who = wit::Identity {
-            user_id: who.user_id.clone(),
-            roles: who.roles.clone(),
-            claims,
-        };
-        let what = wit::Access {
-            resource: access.resource.to_owned(),
-            action: access.action.to_owned(),
-            resource_id: access.resource_id.clone(),
-        };
-        let mut sandbox = self.sandbox(&version);
-        let result = self
-            .within_limit(async {
-                let sb = &mut sandbox;
-                if sb.instance.is_none() {
-                    sb.instance = Some(Instance::Authorize(
-                        pre.instantiate_async(&mut sb.store).await?,
-                    ));
-                }
-                let Some(Instance::Authorize(instance)) = &sb.instance else {
-                    unreachable!("an authorizer sandbox")
+        let (outcome, hint) = match &version.exports {
+            Exports::Authorize02(_) => {
+                let (wwho, what, wreq) = (
+                    v0_2::identity(who),
+                    v0_2::access(access),
+                    v0_2::request(req),
+                );
+                let Answer::Authorized02(answer) = self
+                    .run(&version, Call::Authorize02(&wwho, &what, &wreq))
+                    .await?
+                else {
+                    unreachable!("a 0.2 authorize call answers a 0.2 outcome")
                 };
-                instance
-                    .agentflow_auth_authorize()
-                    .call_authorize(&mut sb.store, &who, &what, &req.0)
-                    .await
-            })
-            .await;
-        sandbox.store.data().end_call();
-        let result = match result {
-            Ok(answer) => {
-                self.release(&version, sandbox);
-                Ok(answer)
+                v0_2::authz_outcome(answer)
             }
-            Err(e) => Err(self.failure(self.classify(e, &sandbox.store))),
+            Exports::Authorize03(_) => {
+                let (wwho, what) = (v0_3::identity(who), v0_3::access(access));
+                let wreq = self.request_v03(&version, req);
+                let Answer::Authorized03(answer) = self
+                    .run(&version, Call::Authorize03(&wwho, &what, &wreq))
+                    .await?
+                else {
+                    unreachable!("a 0.3 authorize call answers a 0.3 outcome")
+                };
+                v0_3::authz_outcome(answer).map_err(|e| self.no_outcome(e))?
+            }
+            Exports::Authenticate02(_) | Exports::Authenticate03(_) => {
+                return Err(
+                    self.failure(CallFailure::BadOutput("plugin is not an authorizer".into()))
+                );
+            }
         };
-        match result {
-            Ok(wit::AuthzOutcome::Allow(hint)) => {
-                if let Some(c) = hint {
-                    version.authz_cache.store(
-                        &scope,
-                        req,
-                        &CacheHint {
-                            ttl_ms: c.ttl_ms,
-                            vary: c.vary,
-                        },
-                        &(),
-                    );
+        match &outcome {
+            AuthzOutcome::Allow => {
+                if let Some(hint) = hint {
+                    version.authz_cache.store(&scope, req, &hint, &());
                 }
                 Ok(AuthzOutcome::Allow)
             }
-            Ok(wit::AuthzOutcome::Deny(r)) => {
+            AuthzOutcome::Deny(r) => {
                 self.counters.denials.fetch_add(1, Ordering::Relaxed);
-                let status = if matches!(r.status, 401 | 403 | 429) {
-                    r.status
-                } else {
-                    403
-                };
-                Ok(AuthzOutcome::Deny {
-                    status,
-                    detail: truncate(&r.detail, MAX_DETAIL).to_owned(),
-                })
+                Ok(AuthzOutcome::Deny(limit_detail(r.clone())))
             }
-            Err(e) => Err(e),
+        }
+    }
+
+    /// A `failed` answer or one the host refuses: the request fails closed.
+    fn no_outcome(&self, e: NoOutcome) -> PluginError {
+        match e {
+            NoOutcome::Failed(why) => {
+                self.failure(CallFailure::Failed(log_limit::sanitize(&why, MAX_DETAIL)))
+            }
+            NoOutcome::Bad(m) => self.failure(CallFailure::BadOutput(m)),
         }
     }
 
@@ -501,6 +694,9 @@ impl Plugin {
                 let said = stderr
                     .lines()
                     .filter(|l| !l.trim().is_empty())
+                    // Advice for native programs; a guest's backtrace
+                    // cannot be turned on that way.
+                    .filter(|l| !l.contains("RUST_BACKTRACE"))
                     .take(3)
                     .collect::<Vec<_>>()
                     .join(" | ");
@@ -522,58 +718,133 @@ impl Plugin {
     }
 }
 
+/// One call into an export, with its arguments in the contract version's
+/// types.
+enum Call<'a> {
+    Init(&'a str),
+    Authenticate02(&'a v0_2::wit::Request),
+    Authenticate03(&'a v0_3::wit::Request),
+    Authorize02(
+        &'a v0_2::wit::Identity,
+        &'a v0_2::wit::Access,
+        &'a v0_2::wit::Request,
+    ),
+    Authorize03(
+        &'a v0_3::wit::Identity,
+        &'a v0_3::wit::Access,
+        &'a v0_3::wit::Request,
+    ),
+}
+
+/// What an export answered.
+enum Answer {
+    Initialized(Result<v0_3::wit::Manifest, String>),
+    Authenticated02(v0_2::wit::AuthnOutcome),
+    Authenticated03(v0_3::wit::AuthnOutcome),
+    Authorized02(v0_2::wit::AuthzOutcome),
+    Authorized03(v0_3::wit::AuthzOutcome),
+}
+
+/// Makes `call` on `instance`. A call that does not fit the instance (a
+/// bug in the host, never a plugin's doing) is an error, not a panic.
+async fn call_export(
+    instance: &Instance,
+    store: &mut Store<PluginState>,
+    call: Call<'_>,
+) -> wasmtime::Result<Answer> {
+    Ok(match (instance, call) {
+        (Instance::Authenticate03(i), Call::Init(config)) => Answer::Initialized(
+            i.agentflow_auth_authenticate()
+                .call_init(store, config)
+                .await?,
+        ),
+        (Instance::Authorize03(i), Call::Init(config)) => Answer::Initialized(
+            i.agentflow_auth_authorize()
+                .call_init(store, config)
+                .await?,
+        ),
+        (Instance::Authenticate02(i), Call::Authenticate02(req)) => Answer::Authenticated02(
+            i.agentflow_auth_authenticate()
+                .call_authenticate(store, req)
+                .await?,
+        ),
+        (Instance::Authenticate03(i), Call::Authenticate03(req)) => Answer::Authenticated03(
+            i.agentflow_auth_authenticate()
+                .call_authenticate(store, req)
+                .await?,
+        ),
+        (Instance::Authorize02(i), Call::Authorize02(who, what, req)) => Answer::Authorized02(
+            i.agentflow_auth_authorize()
+                .call_authorize(store, who, what, req)
+                .await?,
+        ),
+        (Instance::Authorize03(i), Call::Authorize03(who, what, req)) => Answer::Authorized03(
+            i.agentflow_auth_authorize()
+                .call_authorize(store, who, what, req)
+                .await?,
+        ),
+        _ => wasmtime::bail!("host bug: a call that does not fit the plugin's exports"),
+    })
+}
+
 /// Locks `m`, recovering from a panic elsewhere (the data stays usable).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Validates and converts an authenticator's answer.
-fn convert_authn(o: wit::AuthnOutcome) -> Result<AuthnOutcome, String> {
-    Ok(match o {
-        wit::AuthnOutcome::Authenticated(grant) => {
-            let w = grant.who;
-            if w.user_id.is_empty() || w.user_id.len() > MAX_USER_ID {
-                return Err(format!(
-                    "user id must be 1..={MAX_USER_ID} bytes, got {}",
-                    w.user_id.len()
-                ));
-            }
-            if w.roles.len() > MAX_ROLES || w.roles.iter().any(|r| r.len() > MAX_ROLE) {
-                return Err(format!(
-                    "at most {MAX_ROLES} roles of at most {MAX_ROLE} bytes"
-                ));
-            }
-            if w.claims.len() > MAX_CLAIMS {
-                return Err(format!("claims must be at most {MAX_CLAIMS} bytes"));
-            }
-            let claims = match w.claims.trim() {
-                "" => Map::new(),
-                text => match serde_json::from_str(text) {
-                    Ok(Value::Object(m)) => m,
-                    _ => return Err("claims must be a JSON object".into()),
-                },
-            };
-            let cache = grant.cache.map(|c| CacheHint {
-                ttl_ms: c.ttl_ms,
-                vary: c.vary,
-            });
-            AuthnOutcome::Authenticated {
-                who: Identity {
-                    user_id: w.user_id,
-                    roles: w.roles,
-                    claims,
-                },
-                cache,
-            }
-        }
-        wit::AuthnOutcome::NoCredentials => AuthnOutcome::NoCredentials,
-        wit::AuthnOutcome::Refused(r) => AuthnOutcome::Refused {
-            status: if matches!(r.status, 401 | 403 | 429) {
-                r.status
-            } else {
-                401
-            },
-            detail: truncate(&r.detail, MAX_DETAIL).to_owned(),
+/// An identity a plugin answered, checked against the host's limits.
+pub(crate) fn checked_identity(
+    user_id: String,
+    roles: Vec<String>,
+    claims: &str,
+) -> Result<Identity, String> {
+    if user_id.is_empty() || user_id.len() > MAX_USER_ID {
+        return Err(format!(
+            "user id must be 1..={MAX_USER_ID} bytes, got {}",
+            user_id.len()
+        ));
+    }
+    if roles.len() > MAX_ROLES || roles.iter().any(|r| r.len() > MAX_ROLE) {
+        return Err(format!(
+            "at most {MAX_ROLES} roles of at most {MAX_ROLE} bytes"
+        ));
+    }
+    if claims.len() > MAX_CLAIMS {
+        return Err(format!("claims must be at most {MAX_CLAIMS} bytes"));
+    }
+    let claims = match claims.trim() {
+        "" => Map::new(),
+        text => match serde_json::from_str(text) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err("claims must be a JSON object".into()),
         },
+    };
+    Ok(Identity {
+        user_id,
+        roles,
+        claims,
     })
+}
+
+/// A refusal with its detail cut to what the host passes on.
+fn limit_detail(r: Refusal) -> Refusal {
+    let cut = |d: String| truncate(&d, MAX_DETAIL).to_owned();
+    match r {
+        Refusal::Unauthenticated(d) => Refusal::Unauthenticated(cut(d)),
+        Refusal::Forbidden(d) => Refusal::Forbidden(cut(d)),
+        Refusal::RateLimited {
+            retry_after_s,
+            detail,
+        } => Refusal::RateLimited {
+            retry_after_s,
+            detail: cut(detail),
+        },
+    }
+}
+
+fn limit_refusal(o: AuthnOutcome) -> AuthnOutcome {
+    match o {
+        AuthnOutcome::Refused(r) => AuthnOutcome::Refused(limit_detail(r)),
+        other => other,
+    }
 }

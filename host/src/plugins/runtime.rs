@@ -11,14 +11,13 @@ use sha2::Digest;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{authn, authz};
 use super::compile_cache::CompileCache;
 use super::crate_build;
 use super::kv::KvStore;
 use super::outbound::AllowList;
 use super::plugin::{Exports, LoadedVersion, Plugin};
 use super::state::{PluginShared, PluginState};
-use super::{PluginError, SecretSource, Slot, WIT_VERSION};
+use super::{PluginError, SecretSource, Slot, WIT_VERSIONS, v0_2, v0_3};
 use crate::config::{Env, PluginConfig};
 
 /// How often the engine's epoch advances; the resolution of time limits.
@@ -53,7 +52,11 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         // wasi:http, policed per call by the plugin's allow-list.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
-        authn::Authenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        // Both contract versions' `host` interfaces: a 0.2 and a 0.3 plugin
+        // load side by side.
+        v0_2::authn::Authenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
+        v0_3::authn::Authenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(engine_err)?;
 
         spawn_epoch_clock(&engine);
@@ -121,13 +124,7 @@ impl PluginRuntime {
             allowed_hosts: AllowList::parse(&cfg.allowed_hosts),
             log: Arc::default(),
         });
-        Ok(Plugin::new(
-            cfg.clone(),
-            slot,
-            shared,
-            version,
-            self.clone(),
-        ))
+        Plugin::new(cfg.clone(), slot, shared, version, self.clone())
     }
 
     /// Builds `cfg.path` when it is a crate folder, then compiles it.
@@ -180,7 +177,8 @@ impl PluginRuntime {
             .map_err(fail)?;
         if let Some(other) = other_contract_version(&self.engine, &component) {
             return Err(fail(format!(
-                "was built against `{other}`, but this server speaks agentflow:auth@{WIT_VERSION}: rebuild it with the current agentflow-plugin-sdk"
+                "was built against `{other}`, but this server speaks agentflow:auth@{} and @{}: rebuild it with the current agentflow-plugin-sdk",
+                WIT_VERSIONS[0], WIT_VERSIONS[1]
             )));
         }
         let pre = self
@@ -193,12 +191,19 @@ impl PluginRuntime {
                 slot.export()
             ))
         };
-        let exports = match slot {
-            Slot::Authenticator => {
-                Exports::Authenticate(authn::AuthenticatorPre::new(pre).map_err(missing)?)
+        let v02 = contract_version(&self.engine, &component) == Some(WIT_VERSIONS[1]);
+        let exports = match (slot, v02) {
+            (Slot::Authenticator, false) => {
+                Exports::Authenticate03(v0_3::authn::AuthenticatorPre::new(pre).map_err(missing)?)
             }
-            Slot::Authorizer => {
-                Exports::Authorize(authz::AuthorizerPre::new(pre).map_err(missing)?)
+            (Slot::Authorizer, false) => {
+                Exports::Authorize03(v0_3::authz::AuthorizerPre::new(pre).map_err(missing)?)
+            }
+            (Slot::Authenticator, true) => {
+                Exports::Authenticate02(v0_2::authn::AuthenticatorPre::new(pre).map_err(missing)?)
+            }
+            (Slot::Authorizer, true) => {
+                Exports::Authorize02(v0_2::authz::AuthorizerPre::new(pre).map_err(missing)?)
             }
         };
         Ok(LoadedVersion::new(exports, wasm.sha256, wasm.path))
@@ -276,15 +281,30 @@ pub(crate) struct WasmFile {
 const POOL_SLOTS: u32 = 1000;
 
 /// The first `agentflow:auth` interface the component imports or exports at
-/// a version other than ours (a plugin built with an older SDK), if any.
+/// a version this server does not load (a plugin built with an older SDK),
+/// if any.
 fn other_contract_version(engine: &Engine, component: &Component) -> Option<String> {
     let ty = component.component_type();
     let imports = ty.imports(engine).map(|(name, _)| name);
     let exports = ty.exports(engine).map(|(name, _)| name);
     imports.chain(exports).find_map(|name| {
         let (interface, version) = name.split_once('@')?;
-        (interface.starts_with("agentflow:auth/") && version != WIT_VERSION)
+        (interface.starts_with("agentflow:auth/") && !WIT_VERSIONS.contains(&version))
             .then(|| name.to_owned())
+    })
+}
+
+/// The contract version of the component's `agentflow:auth` exports (one
+/// of [`WIT_VERSIONS`]), if it has any.
+fn contract_version(engine: &Engine, component: &Component) -> Option<&'static str> {
+    let ty = component.component_type();
+    let mut exports = ty.exports(engine).map(|(name, _)| name);
+    exports.find_map(|name| {
+        let (interface, version) = name.split_once('@')?;
+        if !interface.starts_with("agentflow:auth/") {
+            return None;
+        }
+        WIT_VERSIONS.iter().copied().find(|v| *v == version)
     })
 }
 

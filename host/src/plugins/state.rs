@@ -13,7 +13,6 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::{wit, wit_host};
 use super::kv::PluginKv;
 use super::log_limit::{self, CallBudget, LogLimiter};
 use super::outbound::{AllowList, OutboundPolicy};
@@ -122,40 +121,43 @@ impl WasiView for PluginState {
     }
 }
 
-impl wit::Host for PluginState {}
-
-impl wit_host::Host for PluginState {
-    fn log(&mut self, level: wit_host::Level, message: String) {
+/// What the `host` interface does, shared by every contract version's
+/// bindings (see [`super::v0_2`], [`super::v0_3`]).
+impl PluginState {
+    /// Writes a plugin's log line, within its limits.
+    pub(crate) fn log_line(&mut self, level: tracing::Level, message: &str) {
         let plugin = self.shared.name.as_str();
-        let message = log_limit::sanitize(&message, log_limit::MAX_LINE);
+        let message = log_limit::sanitize(message, log_limit::MAX_LINE);
         if !self.shared.log.admit(&mut self.call_log, message.len()) {
             return;
         }
         match level {
-            wit_host::Level::Debug => tracing::debug!(plugin, "{message}"),
-            wit_host::Level::Info => tracing::info!(plugin, "{message}"),
-            wit_host::Level::Warn => tracing::warn!(plugin, "{message}"),
-            wit_host::Level::Error => tracing::error!(plugin, "{message}"),
+            tracing::Level::DEBUG | tracing::Level::TRACE => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            _ => tracing::error!(plugin, "{message}"),
         }
     }
 
-    fn config(&mut self) -> String {
+    /// The plugin's config as JSON text.
+    pub(crate) fn config_json(&self) -> String {
         self.shared.config_json.clone()
     }
 
-    fn secret(&mut self, name: String) -> Option<String> {
-        self.shared.secrets.get(&name).cloned()
+    /// A granted secret's value.
+    pub(crate) fn secret_value(&self, name: &str) -> Option<String> {
+        self.shared.secrets.get(name).cloned()
     }
 
-    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.shared.kv.as_ref()?.get(&key)
+    /// The plugin's storage, when the server has any.
+    pub(crate) fn kv(&self) -> Option<&PluginKv> {
+        self.shared.kv.as_deref()
     }
 
-    fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        match &self.shared.kv {
-            Some(kv) => kv.set(&key, &value),
-            None => Err("plugin storage is not available (the server has no data dir)".into()),
-        }
+    /// The plugin's storage, or why there is none.
+    pub(crate) fn kv_or_err(&self) -> Result<&PluginKv, String> {
+        self.kv()
+            .ok_or_else(|| "plugin storage is not available (the server has no data dir)".into())
     }
 }
 

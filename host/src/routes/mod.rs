@@ -6,6 +6,7 @@ mod agent;
 mod api_keys;
 mod auth;
 mod jwks;
+mod plugin_body;
 mod plugins;
 mod users;
 mod variables;
@@ -117,10 +118,14 @@ async fn authenticate(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let plugin_view = state
-        .gate
-        .uses_plugins()
-        .then(|| Arc::new(plugin_view(&req, client_ip.clone())));
+    let (mut req, body) = plugin_body::read(req, state.gate.plugin_body_cap()).await?;
+    let plugin_view = state.gate.uses_plugins().then(|| {
+        let view = plugin_view(&req, client_ip.clone());
+        Arc::new(match body {
+            Some(body) => view.with_body(body),
+            None => view,
+        })
+    });
     let Authenticated { identity, origin } = state
         .gate
         .authenticate(req.headers(), plugin_view.as_deref())

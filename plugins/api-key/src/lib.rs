@@ -46,7 +46,7 @@
 //! No cache hint is sent: hashing is cheap, and removing a key from the
 //! config must take effect on the very next request.
 
-use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Request};
+use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Manifest, Request, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -104,7 +104,7 @@ impl Authenticator for ApiKey {
 
     /// Validates the config; errors name the offending `keys[i]` entry but
     /// never echo a digest.
-    fn new(config: Config) -> Result<Self, String> {
+    fn new(config: Config) -> Result<Self> {
         if config.header.trim().is_empty() {
             return Err("header must not be empty".into());
         }
@@ -113,14 +113,14 @@ impl Authenticator for ApiKey {
             let mut digest = [0u8; 32];
             if entry.sha256.len() != 64 || hex::decode_to_slice(&entry.sha256, &mut digest).is_err()
             {
-                return Err(format!("keys[{i}].sha256 must be 64 hex characters"));
+                return Err(format!("keys[{i}].sha256 must be 64 hex characters").into());
             }
             if entry.user_id.trim().is_empty() {
-                return Err(format!("keys[{i}].user_id must not be empty"));
+                return Err(format!("keys[{i}].user_id must not be empty").into());
             }
             // Two entries with one digest would make the identity ambiguous.
             if let Some(j) = keys.iter().position(|k| k.digest == digest) {
-                return Err(format!("keys[{i}].sha256 duplicates keys[{j}].sha256"));
+                return Err(format!("keys[{i}].sha256 duplicates keys[{j}].sha256").into());
             }
             keys.push(Key {
                 digest,
@@ -136,9 +136,14 @@ impl Authenticator for ApiKey {
         })
     }
 
-    fn authenticate(&self, req: &Request) -> AuthnOutcome {
+    /// The key header is a credential: never forwarded to the agent.
+    fn manifest(&self) -> Manifest {
+        Manifest::new().credential_header(&self.header)
+    }
+
+    fn authenticate(&self, req: &Request) -> Result<AuthnOutcome> {
         let Some(presented) = self.presented_key(req) else {
-            return AuthnOutcome::NoCredentials;
+            return Ok(AuthnOutcome::NoCredentials);
         };
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
 
@@ -150,7 +155,7 @@ impl Authenticator for ApiKey {
                 found = Some(key);
             }
         }
-        match found {
+        Ok(match found {
             None => AuthnOutcome::refused("invalid API key"),
             Some(key) => {
                 let mut who = Identity::new(&key.user_id)
@@ -161,7 +166,7 @@ impl Authenticator for ApiKey {
                 }
                 AuthnOutcome::authenticated(who)
             }
-        }
+        })
     }
 }
 

@@ -31,16 +31,27 @@ impl CacheEntry {
         let v: Value = serde_json::from_slice(bytes).ok()?;
         let who = Identity {
             user_id: v["user_id"].as_str()?.to_owned(),
-            roles: v["roles"].as_array()?.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            roles: v["roles"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
             claims: v["claims"].as_object()?.clone(),
         };
-        Some(CacheEntry { until: v["until"].as_u64()?, who })
+        Some(CacheEntry {
+            until: v["until"].as_u64()?,
+            who,
+        })
     }
 }
 
 /// The kv key for `token`.
 pub fn key(token: &str) -> String {
-    format!("tok:{}", hex::encode(sha2::Sha256::digest(token.as_bytes())))
+    format!(
+        "tok:{}",
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    )
 }
 
 /// Until when an active answer may be reused: its `exp`, but at most

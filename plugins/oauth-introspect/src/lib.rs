@@ -47,11 +47,12 @@
 //! Keep the plugin's `timeout_ms` above the endpoint's response time: the
 //! HTTP call counts against it.
 
-use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Map, Request, Value};
+use agentflow_plugin_sdk::{
+    Authenticator, AuthnOutcome, Identity, Manifest, Map, Request, Result, Value,
+};
 use serde::Deserialize;
 
 mod cache;
-#[cfg(target_family = "wasm")]
 mod client;
 
 pub use cache::CacheEntry;
@@ -88,9 +89,13 @@ pub struct OAuthIntrospect(Config);
 impl Authenticator for OAuthIntrospect {
     type Config = Config;
 
-    fn new(config: Config) -> Result<Self, String> {
-        if !config.introspection_url.starts_with("http://") && !config.introspection_url.starts_with("https://") {
-            return Err(format!("introspection_url {:?} must be an http(s) URL", config.introspection_url));
+    fn new(config: Config) -> Result<Self> {
+        if endpoint_host(&config.introspection_url).is_none() {
+            return Err(format!(
+                "introspection_url {:?} must be an http(s) URL",
+                config.introspection_url
+            )
+            .into());
         }
         if config.client_id.is_empty() {
             return Err("client_id must not be empty".into());
@@ -98,41 +103,59 @@ impl Authenticator for OAuthIntrospect {
         Ok(OAuthIntrospect(config))
     }
 
-    fn authenticate(&self, req: &Request) -> AuthnOutcome {
+    /// The endpoint's host and the client secret must be granted.
+    fn manifest(&self) -> Manifest {
+        let host = endpoint_host(&self.0.introspection_url).unwrap_or_default();
+        Manifest::new()
+            .outbound_host(&host)
+            .secret(&self.0.client_secret)
+    }
+
+    fn authenticate(&self, req: &Request) -> Result<AuthnOutcome> {
         let Some(token) = req.bearer_token() else {
-            return AuthnOutcome::NoCredentials;
+            return Ok(AuthnOutcome::NoCredentials);
         };
         let now = unix_now();
         let key = cache::key(token);
         if let Some(who) = cache::lookup(&key, now) {
-            return AuthnOutcome::authenticated(who);
+            return Ok(AuthnOutcome::authenticated(who));
         }
-        let answer = self.introspect(token);
+        // An endpoint that cannot answer fails the request closed (503).
+        let answer = client::introspect(&self.0, token)?;
         let outcome = to_outcome(&answer, &self.0.roles_claim);
         if let AuthnOutcome::Authenticated { who, .. } = &outcome {
             if let Some(until) = cache::until(&answer, now, self.0.cache_max_s) {
-                cache::store(&key, &CacheEntry { until, who: who.clone() });
+                cache::store(
+                    &key,
+                    &CacheEntry {
+                        until,
+                        who: who.clone(),
+                    },
+                );
             }
         }
-        outcome
+        Ok(outcome)
     }
 }
 
-impl OAuthIntrospect {
-    #[cfg(target_family = "wasm")]
-    fn introspect(&self, token: &str) -> Map<String, Value> {
-        match client::introspect(&self.0, token) {
-            Ok(answer) => answer,
-            Err(why) => {
-                agentflow_plugin_sdk::host::error(&why);
-                panic!("{why}");
-            }
-        }
+/// The `host:port` of an http(s) URL (the port defaulted from the scheme),
+/// as the plugin's `allowed_hosts` must list it.
+pub fn endpoint_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+    if authority.is_empty() {
+        return None;
     }
-
-    #[cfg(not(target_family = "wasm"))]
-    fn introspect(&self, _token: &str) -> Map<String, Value> {
-        unreachable!("introspection runs only inside the agentflow server")
+    // A port is what follows the last colon, unless that colon is inside
+    // an IPv6 literal's brackets.
+    match authority.rsplit_once(':') {
+        Some((_, p)) if !p.contains(']') => Some(authority),
+        _ => Some(format!("{authority}:{port}")),
     }
 }
 
@@ -141,15 +164,22 @@ pub fn to_outcome(answer: &Map<String, Value>, roles_claim: &str) -> AuthnOutcom
     if answer.get("active") != Some(&Value::Bool(true)) {
         return AuthnOutcome::refused("token is not active");
     }
-    let user = ["sub", "username", "client_id"]
-        .iter()
-        .find_map(|k| answer.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()));
+    let user = ["sub", "username", "client_id"].iter().find_map(|k| {
+        answer
+            .get(*k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    });
     let Some(user) = user else {
         return AuthnOutcome::refused("token names no subject");
     };
     let roles: Vec<String> = match answer.get(roles_claim) {
         Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     };
     let mut who = Identity::new(user).with_roles(roles);
@@ -161,10 +191,12 @@ pub fn to_outcome(answer: &Map<String, Value>, roles_claim: &str) -> AuthnOutcom
 
 /// Seconds since the Unix epoch.
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-#[cfg(target_family = "wasm")]
 agentflow_plugin_sdk::export_authenticator!(OAuthIntrospect);
 
 #[cfg(test)]

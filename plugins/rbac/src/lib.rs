@@ -15,6 +15,23 @@
 //! }
 //! ```
 //!
+//! Two optional ownership rules use the facts the server records about the
+//! resource (contract 0.3 `resource-owner`, filled when tenancy is on):
+//!
+//! ```json
+//! {
+//!   "roles": {"guest": {"graph": ["invoke"]}},
+//!   "owner_actions": ["read", "write", "delete"],
+//!   "sharing": {"claim": "shared_threads", "actions": ["read"]}
+//! }
+//! ```
+//!
+//! - `owner_actions`: the resource's recorded owner may perform these
+//!   actions on it, whatever their roles.
+//! - `sharing`: a caller whose claim `claim` (a list of ids, e.g. from the
+//!   JWT) contains the resource id may perform `actions` (default
+//!   `["read"]`) on it: a guest reads a thread someone shared with them.
+//!
 //! `roles` maps role → resource → actions. Resources are `graph`,
 //! `checkpointer`, `store`, `files` and `config`; actions are `invoke`,
 //! `stream`, `read`, `write`, `delete`, `stop`, `fix` and `upload` (the
@@ -32,12 +49,16 @@
 //! - An allow carries a cache hint ([`ALLOW_TTL_MS`]): the decision depends
 //!   only on the caller's roles, the access and this config, so the host may
 //!   give the same caller the same answer for the same access without
-//!   asking again. Changing the config reloads the plugin, which empties the
-//!   host's cache; a caller whose roles change is a different caller to it.
+//!   asking again (the host's cache key includes the resource id, its
+//!   owner and the caller's claims, so the ownership rules cache safely).
+//!   Changing the config reloads the plugin, which empties the host's
+//!   cache; a caller whose roles change is a different caller to it.
 
 use std::collections::BTreeMap;
 
-use agentflow_plugin_sdk::{Access, Authorizer, AuthzOutcome, CacheHint, Identity, Request};
+use agentflow_plugin_sdk::{
+    Access, Authorizer, AuthzOutcome, CacheHint, Identity, Request, Result,
+};
 use serde::Deserialize;
 
 /// The wildcard accepted as a resource name or an action.
@@ -55,55 +76,112 @@ pub type Grants = BTreeMap<String, Vec<String>>;
 pub struct Config {
     /// Role → resource → actions.
     pub roles: BTreeMap<String, Grants>,
+    /// Actions the resource's recorded owner may always perform on it.
+    #[serde(default)]
+    pub owner_actions: Vec<String>,
+    /// Access to resources shared with the caller through a claim.
+    #[serde(default)]
+    pub sharing: Option<Sharing>,
+}
+
+/// Resources shared with a caller: the ids listed in one of its claims.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sharing {
+    /// The claim holding the list of shared resource ids.
+    pub claim: String,
+    /// What a caller may do with a resource shared with them.
+    #[serde(default = "read_only")]
+    pub actions: Vec<String>,
+}
+
+fn read_only() -> Vec<String> {
+    vec!["read".to_owned()]
 }
 
 /// The RBAC authorizer.
 pub struct Rbac {
     roles: BTreeMap<String, Grants>,
+    owner_actions: Vec<String>,
+    sharing: Option<Sharing>,
 }
 
 impl Authorizer for Rbac {
     type Config = Config;
 
     /// Rejects blank resource or action names, which can only be typos.
-    fn new(config: Config) -> Result<Self, String> {
+    fn new(config: Config) -> Result<Self> {
         for (role, grants) in &config.roles {
             for (resource, actions) in grants {
                 if resource.trim().is_empty() {
-                    return Err(format!("roles.{role}: resource names must not be empty"));
+                    return Err(format!("roles.{role}: resource names must not be empty").into());
                 }
                 if actions.iter().any(|a| a.trim().is_empty()) {
-                    return Err(format!(
-                        "roles.{role}.{resource}: actions must not be empty"
-                    ));
+                    return Err(
+                        format!("roles.{role}.{resource}: actions must not be empty").into(),
+                    );
                 }
             }
         }
+        if config
+            .sharing
+            .as_ref()
+            .is_some_and(|s| s.claim.trim().is_empty())
+        {
+            return Err("sharing.claim must not be empty".into());
+        }
         Ok(Rbac {
             roles: config.roles,
+            owner_actions: config.owner_actions,
+            sharing: config.sharing,
         })
     }
 
-    fn authorize(&self, who: &Identity, access: &Access, _req: &Request) -> AuthzOutcome {
-        // Any one role granting the access is enough.
-        if who.roles.iter().any(|role| self.role_allows(role, access)) {
-            return AuthzOutcome::AllowCached(CacheHint::for_ms(ALLOW_TTL_MS));
+    fn authorize(&self, who: &Identity, access: &Access, _req: &Request) -> Result<AuthzOutcome> {
+        // Any one role granting the access is enough; so is owning the
+        // resource, or having it shared with you, for the actions allowed.
+        if who.roles.iter().any(|role| self.role_allows(role, access))
+            || self.owner_allows(who, access)
+            || self.sharing_allows(who, access)
+        {
+            return Ok(AuthzOutcome::AllowCached(CacheHint::for_ms(ALLOW_TTL_MS)));
         }
         let Access {
             resource, action, ..
         } = access;
-        if who.roles.is_empty() {
+        Ok(if who.roles.is_empty() {
             AuthzOutcome::deny(format!(
                 "caller has no roles, so may not {action} {resource}"
             ))
         } else {
             let roles = who.roles.join(", ");
             AuthzOutcome::deny(format!("role(s) [{roles}] may not {action} {resource}"))
-        }
+        })
     }
 }
 
 impl Rbac {
+    /// Whether the caller is the resource's recorded owner and owners may
+    /// perform this action.
+    fn owner_allows(&self, who: &Identity, access: &Access) -> bool {
+        access.resource_owner.as_deref() == Some(who.user_id.as_str())
+            && grants(&self.owner_actions, &access.action)
+    }
+
+    /// Whether the resource is listed in the caller's sharing claim and
+    /// shared resources allow this action.
+    fn sharing_allows(&self, who: &Identity, access: &Access) -> bool {
+        let (Some(sharing), Some(id)) = (&self.sharing, &access.resource_id) else {
+            return false;
+        };
+        let shared = who
+            .claims
+            .get(&sharing.claim)
+            .and_then(|c| c.as_array())
+            .is_some_and(|ids| ids.iter().any(|v| v.as_str() == Some(id.as_str())));
+        shared && grants(&sharing.actions, &access.action)
+    }
+
     /// Whether `role` grants `access`, honouring wildcards on both levels.
     fn role_allows(&self, role: &str, access: &Access) -> bool {
         let Some(grants) = self.roles.get(role) else {
@@ -115,6 +193,11 @@ impl Rbac {
             .flatten()
             .any(|granted| granted == &access.action || granted == WILDCARD)
     }
+}
+
+/// Whether an action list grants `action` (`"*"` grants every action).
+fn grants(actions: &[String], action: &str) -> bool {
+    actions.iter().any(|a| a == action || a == WILDCARD)
 }
 
 agentflow_plugin_sdk::export_authorizer!(Rbac);

@@ -1,6 +1,7 @@
 //! Unit tests, run natively with `cargo test`.
 
 use super::*;
+use agentflow_plugin_sdk::Refusal;
 use serde_json::json;
 
 fn example() -> Rbac {
@@ -19,6 +20,7 @@ fn decide(rbac: &Rbac, roles: &[&str], resource: &str, action: &str) -> AuthzOut
         &Access::new(resource, action),
         &Request::new("POST", "/"),
     )
+    .expect("rbac always decides")
 }
 
 fn allowed(rbac: &Rbac, roles: &[&str], resource: &str, action: &str) -> bool {
@@ -92,8 +94,11 @@ fn guest_may_only_invoke_the_graph() {
     );
     match decide(&rbac, &["guest"], "checkpointer", "write") {
         AuthzOutcome::Deny(r) => {
-            assert_eq!(r.status, 403);
-            assert_eq!(r.detail, "role(s) [guest] may not write checkpointer");
+            assert_eq!(r.status(), 403);
+            assert_eq!(
+                r,
+                Refusal::forbidden("role(s) [guest] may not write checkpointer")
+            );
         }
         other => panic!("guest must not write: {other:?}"),
     }
@@ -148,4 +153,57 @@ fn blank_names_in_config_are_rejected() {
     assert!(cfg(json!({"r": {"": ["read"]}})).is_err());
     assert!(cfg(json!({"r": {"graph": [" "]}})).is_err());
     assert!(cfg(json!({})).is_ok());
+}
+
+#[test]
+fn owners_and_callers_a_thread_was_shared_with_get_the_configured_actions() {
+    let config = json!({
+        "roles": {"guest": {"graph": ["invoke"]}},
+        "owner_actions": ["read", "write", "delete"],
+        "sharing": {"claim": "shared_threads"}
+    });
+    let rbac = Rbac::new(serde_json::from_value(config).unwrap()).unwrap();
+    let req = Request::new("GET", "/v1/threads/t1");
+    let decide = |who: &Identity, access: &Access| rbac.authorize(who, access, &req).unwrap();
+    let is_allowed = |o: AuthzOutcome| matches!(o, AuthzOutcome::AllowCached(_));
+
+    let owner = Identity::new("alice").with_role("guest");
+    let read_own = Access::new("checkpointer", "read")
+        .with_id("t1")
+        .with_owner("alice");
+    assert!(is_allowed(decide(&owner, &read_own)));
+    let mut delete_own = read_own.clone();
+    delete_own.action = "delete".into();
+    assert!(is_allowed(decide(&owner, &delete_own)));
+    // Owning is not enough for an action owners were not given.
+    let mut stop_own = read_own.clone();
+    stop_own.action = "stop".into();
+    assert!(!is_allowed(decide(&owner, &stop_own)));
+
+    // Bob is not the owner; he reads t1 only once alice shared it with him,
+    // and sharing grants reading, not deleting.
+    let bob = Identity::new("bob").with_role("guest");
+    assert!(!is_allowed(decide(&bob, &read_own)));
+    let bob_shared = bob
+        .clone()
+        .with_claim("shared_threads", json!(["t9", "t1"]));
+    assert!(is_allowed(decide(&bob_shared, &read_own)));
+    let mut delete_shared = read_own.clone();
+    delete_shared.action = "delete".into();
+    assert!(!is_allowed(decide(&bob_shared, &delete_shared)));
+    // A claim that is not a list of ids shares nothing.
+    let odd = bob.with_claim("shared_threads", "t1");
+    assert!(!is_allowed(decide(&odd, &read_own)));
+    // Without recorded owner, ownership grants nothing.
+    let unowned = Access::new("checkpointer", "read").with_id("t1");
+    assert!(!is_allowed(decide(&owner, &unowned)));
+}
+
+#[test]
+fn an_empty_sharing_claim_is_a_config_error() {
+    let config = json!({"roles": {}, "sharing": {"claim": " "}});
+    let err = Rbac::new(serde_json::from_value(config).unwrap())
+        .err()
+        .unwrap();
+    assert_eq!(err.message(), "sharing.claim must not be empty");
 }

@@ -27,8 +27,9 @@ pub struct NewArgs {
     /// Folder to create the crate in.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// The agentflow plugin SDK (`plugin-sdk` folder); defaults to the one
-    /// this binary was built with.
+    /// The agentflow plugin SDK (`plugin-sdk` folder). Default: the
+    /// `plugin-sdk` of the agentflow checkout around `--dir` or the current
+    /// folder, else the one this binary was built from.
     #[arg(long)]
     sdk: Option<PathBuf>,
 }
@@ -44,18 +45,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     {
         bail!("plugin name {name:?}: use lower-case letters, digits and `-`, e.g. \"my-auth\"");
     }
-    let sdk = match args.sdk {
-        Some(p) => p,
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("plugin-sdk"),
-    };
-    let sdk = sdk.canonicalize().with_context(|| {
-        format!(
-            "the plugin SDK is not at {} (pass --sdk PATH/TO/plugin-sdk)",
-            sdk.display()
-        )
-    })?;
+    let sdk = find_sdk(args.sdk, &args.dir)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let root = args.dir.canonicalize()?.join(name);
@@ -75,9 +65,17 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     )?;
     write("src/lib.rs", source(args.kind))?;
     write("agentflow.dev.json", dev_config(args.kind))?;
-    write(".gitignore", "target/\ndata/\n".into())?;
+    write(".gitignore", "target/\ndata/\n.env\n".into())?;
+    if args.kind == Kind::Authorizer {
+        // The dev config's jwt method reads its key from this file.
+        write(".env", format!("JWT_SECRET_KEY={}\n", random_hex(32)))?;
+    }
     let shown = root.display();
-    println!("created {shown} ({:?})", args.kind);
+    println!(
+        "created {shown} ({:?}), using the SDK at {}",
+        args.kind,
+        sdk.display()
+    );
     if let Some(ws) = in_workspace {
         println!(
             "note: {shown} is inside the cargo workspace at {}; make sure its `members` include it",
@@ -90,6 +88,50 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         "  agentflow run --config {shown}/agentflow.dev.json --watch   # rebuilds on every save"
     );
     Ok(())
+}
+
+/// The SDK to depend on: `explicit`, else the `plugin-sdk` of the agentflow
+/// checkout enclosing `dir` or the current folder, else the one this binary
+/// was built from, if it is still there.
+fn find_sdk(explicit: Option<PathBuf>, dir: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(sdk) = explicit {
+        return is_sdk(&sdk)
+            .then(|| sdk.canonicalize())
+            .transpose()?
+            .with_context(|| {
+                format!(
+                    "--sdk {}: not the agentflow-plugin-sdk crate (no Cargo.toml naming it)",
+                    sdk.display()
+                )
+            });
+    }
+    let cwd = std::env::current_dir()?;
+    let starts = [dir.canonicalize().unwrap_or_else(|_| cwd.join(dir)), cwd];
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
+    starts
+        .iter()
+        .flat_map(|s| s.ancestors().map(|a| a.join("plugin-sdk")))
+        .chain([built_from])
+        .find(|candidate| is_sdk(candidate))
+        .map(|sdk| sdk.canonicalize())
+        .transpose()?
+        .context("no agentflow-plugin-sdk found in the checkout around --dir or the current folder, nor where this binary was built: pass --sdk PATH/TO/plugin-sdk")
+}
+
+/// Whether `dir` holds the agentflow-plugin-sdk crate.
+fn is_sdk(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.trim() == r#"name = "agentflow-plugin-sdk""#)
+    })
+}
+
+/// `bytes` random bytes as hex.
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
 }
 
 /// The folder of a `Cargo.toml` with `[workspace]` above `dir`, if any.
@@ -180,7 +222,7 @@ fn source(kind: Kind) -> String {
 const AUTHENTICATOR: &str = r#"//! An agentflow authenticator: requests carrying `x-token: <config.token>`
 //! are authenticated as `config.user`.
 
-use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Request};
+use agentflow_plugin_sdk::{Authenticator, AuthnOutcome, Identity, Manifest, Request, Result};
 use serde::Deserialize;
 
 /// `"config"` in agentflow.json.
@@ -198,21 +240,29 @@ pub struct Plugin(Config);
 impl Authenticator for Plugin {
     type Config = Config;
 
-    fn new(config: Config) -> Result<Self, String> {
+    fn new(config: Config) -> Result<Self> {
+        if config.token.is_empty() {
+            // Stops the server at start, naming this plugin's `config`.
+            return Err("token must not be empty".into());
+        }
         Ok(Plugin(config))
     }
 
-    fn authenticate(&self, req: &Request) -> AuthnOutcome {
-        match req.header("x-token") {
+    /// `x-token` carries a credential: never forwarded to the agent.
+    fn manifest(&self) -> Manifest {
+        Manifest::new().credential_header("x-token")
+    }
+
+    fn authenticate(&self, req: &Request) -> Result<AuthnOutcome> {
+        Ok(match req.header("x-token") {
             None => AuthnOutcome::NoCredentials,
             Some(t) if t == self.0.token => AuthnOutcome::authenticated(Identity::new(&self.0.user).with_role("user")),
             Some(_) => AuthnOutcome::refused("invalid token"),
-        }
+        })
     }
 }
 
-// The export only exists in the .wasm; native unit tests link without it.
-#[cfg(target_family = "wasm")]
+// Exports only in the .wasm build; call it unconditionally.
 agentflow_plugin_sdk::export_authenticator!(Plugin);
 
 #[cfg(test)]
@@ -225,11 +275,11 @@ mod tests {
 
     #[test]
     fn accepts_the_token_and_refuses_others() {
-        let ok = plugin().authenticate(&Request::new("GET", "/").with_header("x-token", "t"));
+        let ok = plugin().authenticate(&Request::new("GET", "/").with_header("x-token", "t")).unwrap();
         assert!(matches!(ok, AuthnOutcome::Authenticated { ref who, .. } if who.user_id == "dev"));
-        let bad = plugin().authenticate(&Request::new("GET", "/").with_header("x-token", "x"));
+        let bad = plugin().authenticate(&Request::new("GET", "/").with_header("x-token", "x")).unwrap();
         assert!(matches!(bad, AuthnOutcome::Refused(_)));
-        assert_eq!(plugin().authenticate(&Request::new("GET", "/")), AuthnOutcome::NoCredentials);
+        assert_eq!(plugin().authenticate(&Request::new("GET", "/")).unwrap(), AuthnOutcome::NoCredentials);
     }
 }
 "#;
@@ -237,7 +287,7 @@ mod tests {
 const AUTHORIZER: &str = r#"//! An agentflow authorizer: callers with one of `config.allow_roles` may do
 //! anything; everyone else is denied.
 
-use agentflow_plugin_sdk::{Access, Authorizer, AuthzOutcome, Identity, Request};
+use agentflow_plugin_sdk::{Access, Authorizer, AuthzOutcome, Identity, Request, Result};
 use serde::Deserialize;
 
 /// `"config"` in agentflow.json.
@@ -253,21 +303,20 @@ pub struct Plugin(Config);
 impl Authorizer for Plugin {
     type Config = Config;
 
-    fn new(config: Config) -> Result<Self, String> {
+    fn new(config: Config) -> Result<Self> {
         Ok(Plugin(config))
     }
 
-    fn authorize(&self, who: &Identity, access: &Access, _req: &Request) -> AuthzOutcome {
-        if self.0.allow_roles.iter().any(|r| who.has_role(r)) {
+    fn authorize(&self, who: &Identity, access: &Access, _req: &Request) -> Result<AuthzOutcome> {
+        Ok(if self.0.allow_roles.iter().any(|r| who.has_role(r)) {
             AuthzOutcome::Allow
         } else {
             AuthzOutcome::deny(format!("{} may not {} {}", who.user_id, access.action, access.resource))
-        }
+        })
     }
 }
 
-// The export only exists in the .wasm; native unit tests link without it.
-#[cfg(target_family = "wasm")]
+// Exports only in the .wasm build; call it unconditionally.
 agentflow_plugin_sdk::export_authorizer!(Plugin);
 
 #[cfg(test)]
@@ -279,8 +328,8 @@ mod tests {
         let p = Plugin::new(Config { allow_roles: vec!["admin".into()] }).unwrap();
         let req = Request::new("POST", "/v1/threads");
         let access = Access::new("checkpointer", "write");
-        assert_eq!(p.authorize(&Identity::new("a").with_role("admin"), &access, &req), AuthzOutcome::Allow);
-        assert!(matches!(p.authorize(&Identity::new("u").with_role("user"), &access, &req), AuthzOutcome::Deny(_)));
+        assert_eq!(p.authorize(&Identity::new("a").with_role("admin"), &access, &req).unwrap(), AuthzOutcome::Allow);
+        assert!(matches!(p.authorize(&Identity::new("u").with_role("user"), &access, &req), Ok(AuthzOutcome::Deny(_))));
     }
 }
 "#;
@@ -296,6 +345,14 @@ mod tests {
             "../../sdk"
         );
         assert_eq!(relative(Path::new("/a"), Path::new("/a/sdk")), "sdk");
+    }
+
+    #[test]
+    fn the_sdk_is_found_in_the_checkout_around_the_target_folder() {
+        let sdk = find_sdk(None, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(is_sdk(&sdk), "{}", sdk.display());
+        let err = find_sdk(Some(PathBuf::from("/")), Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("--sdk"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! An [`Authorizer`] that shows the end-to-end tests exactly which access
 //! the host asked about: it allows a request only when its resource id is
 //! the configured `allow_id`, and refuses every other one with a 403 whose
-//! detail is the access as JSON (`{"resource", "action", "resource_id"}`).
+//! detail is the access as JSON (`{"resource", "action", "resource_id",
+//! "resource_owner", "caller_tenant"}`).
 //! It never sends a cache hint, so every request reaches it.
 //!
 //! ```json
@@ -30,6 +31,8 @@ pub fn describe(access: &Access) -> String {
         "resource": access.resource,
         "action": access.action,
         "resource_id": access.resource_id,
+        "resource_owner": access.resource_owner,
+        "caller_tenant": access.caller_tenant,
     })
     .to_string()
 }
@@ -37,16 +40,23 @@ pub fn describe(access: &Access) -> String {
 impl Authorizer for AccessEcho {
     type Config = Config;
 
-    fn new(config: Config) -> Result<Self, String> {
+    fn new(config: Config) -> agentflow_plugin_sdk::Result<Self> {
         Ok(AccessEcho(config))
     }
 
-    fn authorize(&self, _who: &Identity, access: &Access, _req: &Request) -> AuthzOutcome {
-        if access.resource_id.is_some() && access.resource_id == self.0.allow_id {
-            AuthzOutcome::Allow
-        } else {
-            AuthzOutcome::deny(describe(access))
-        }
+    fn authorize(
+        &self,
+        _who: &Identity,
+        access: &Access,
+        _req: &Request,
+    ) -> agentflow_plugin_sdk::Result<AuthzOutcome> {
+        Ok(
+            if access.resource_id.is_some() && access.resource_id == self.0.allow_id {
+                AuthzOutcome::Allow
+            } else {
+                AuthzOutcome::deny(describe(access))
+            },
+        )
     }
 }
 

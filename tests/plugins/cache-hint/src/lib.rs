@@ -52,15 +52,15 @@ pub struct CachedToken(Config);
 impl Authenticator for CachedToken {
     type Config = Config;
 
-    fn new(config: Config) -> Result<Self, String> {
+    fn new(config: Config) -> agentflow_plugin_sdk::Result<Self> {
         if config.token.is_empty() || config.user_id.is_empty() {
             return Err("token and user_id must not be empty".into());
         }
         Ok(CachedToken(config))
     }
 
-    fn authenticate(&self, req: &Request) -> AuthnOutcome {
-        match req.header("x-api-key") {
+    fn authenticate(&self, req: &Request) -> agentflow_plugin_sdk::Result<AuthnOutcome> {
+        Ok(match req.header("x-api-key") {
             None => AuthnOutcome::NoCredentials,
             Some(t) if t == self.0.token => AuthnOutcome::Authenticated {
                 who: Identity::new(&self.0.user_id).with_roles(self.0.roles.iter().cloned()),
@@ -70,11 +70,10 @@ impl Authenticator for CachedToken {
                 }),
             },
             Some(_) => AuthnOutcome::refused("invalid token"),
-        }
+        })
     }
 }
 
-#[cfg(target_family = "wasm")]
 agentflow_plugin_sdk::export_authenticator!(CachedToken);
 
 #[cfg(test)]
@@ -94,7 +93,9 @@ mod tests {
 
     #[test]
     fn answers_carry_a_cache_hint() {
-        let out = plugin().authenticate(&Request::new("GET", "/").with_header("x-api-key", "t"));
+        let out = plugin()
+            .authenticate(&Request::new("GET", "/").with_header("x-api-key", "t"))
+            .unwrap();
         let AuthnOutcome::Authenticated { who, cache } = out else {
             panic!("not authenticated: {out:?}")
         };
@@ -112,11 +113,11 @@ mod tests {
     fn other_tokens_are_refused_and_no_token_passes() {
         assert!(matches!(
             plugin().authenticate(&Request::new("GET", "/").with_header("x-api-key", "x")),
-            AuthnOutcome::Refused(_)
+            Ok(AuthnOutcome::Refused(_))
         ));
         assert_eq!(
             plugin().authenticate(&Request::new("GET", "/")),
-            AuthnOutcome::NoCredentials
+            Ok(AuthnOutcome::NoCredentials)
         );
     }
 }

@@ -110,11 +110,11 @@ pub struct Hostile(Config);
 impl Authenticator for Hostile {
     type Config = Config;
 
-    fn new(config: Config) -> Result<Self, String> {
+    fn new(config: Config) -> agentflow_plugin_sdk::Result<Self> {
         Ok(Hostile(config))
     }
 
-    fn authenticate(&self, _req: &Request) -> AuthnOutcome {
+    fn authenticate(&self, _req: &Request) -> agentflow_plugin_sdk::Result<AuthnOutcome> {
         let who = match self.0.mode {
             Mode::Ok => Identity::new(&self.0.user_id).with_role("user"),
             Mode::Loop => spin_forever(),
@@ -134,7 +134,7 @@ impl Authenticator for Hostile {
                 Identity::new("hostile-log-flood").with_role("user")
             }
         };
-        AuthnOutcome::authenticated(who)
+        Ok(AuthnOutcome::authenticated(who))
     }
 }
 

@@ -20,33 +20,41 @@ fn req() -> Request {
 
 #[test]
 fn ok_mode_authenticates_with_default_or_configured_user() {
-    let id = who(hostile(json!({"mode": "ok"})).authenticate(&req()));
+    let id = who(hostile(json!({"mode": "ok"})).authenticate(&req()).unwrap());
     assert_eq!(
         (id.user_id.as_str(), id.roles.as_slice()),
         ("hostile-ok", &["user".to_owned()][..])
     );
-    let id = who(hostile(json!({"user_id": "v2"})).authenticate(&req()));
+    let id = who(hostile(json!({"user_id": "v2"}))
+        .authenticate(&req())
+        .unwrap());
     assert_eq!(id.user_id, "v2");
 }
 
 #[test]
 fn slow_mode_waits_then_authenticates() {
     let start = Instant::now();
-    let id = who(hostile(json!({"mode": "slow", "ms": 30})).authenticate(&req()));
+    let id = who(hostile(json!({"mode": "slow", "ms": 30}))
+        .authenticate(&req())
+        .unwrap());
     assert!(start.elapsed() >= Duration::from_millis(30));
     assert_eq!(id.user_id, "hostile-slow");
 }
 
 #[test]
 fn huge_output_returns_an_8_mib_user_id() {
-    let id = who(hostile(json!({"mode": "huge-output"})).authenticate(&req()));
+    let id = who(hostile(json!({"mode": "huge-output"}))
+        .authenticate(&req())
+        .unwrap());
     assert_eq!(id.user_id.len(), HUGE_USER_ID_LEN);
 }
 
 #[test]
 #[should_panic(expected = "hostile plugin trapped on purpose")]
 fn trap_mode_panics() {
-    hostile(json!({"mode": "trap"})).authenticate(&req());
+    hostile(json!({"mode": "trap"}))
+        .authenticate(&req())
+        .unwrap();
 }
 
 #[test]
