@@ -93,6 +93,23 @@ fn plugin_lifecycle_failures_and_flooding_denials_are_audited() {
     assert_eq!(failed[0]["client_ip"], "127.0.0.1");
     assert_eq!(failed[0]["request_id"].as_str(), r.header("x-request-id"));
 
+    // The plugin listing shows the contract and the call latency.
+    let listed = get(&server.url("/v1/plugins"), &[("authorization", &admin)]);
+    let status = listed.body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "fragile")
+        .unwrap()
+        .clone();
+    assert_eq!(status["contract"], "0.2.0");
+    assert_eq!(status["failures"], 1);
+    let (p50, p99) = (
+        status["latency_p50_us"].as_u64().unwrap(),
+        status["latency_p99_us"].as_u64().unwrap(),
+    );
+    assert!(p50 >= 1 && p50 <= p99 && p99.is_power_of_two(), "{status}");
+
     // Denials: the first one at once, a flood as one aggregate.
     let created = post(
         &server.url("/v1/users"),
