@@ -160,6 +160,8 @@ struct Counters {
     cache_hits: AtomicU64,
     denials: AtomicU64,
     failures: AtomicU64,
+    /// Time of each call into the guest (cache hits excluded).
+    latency: super::latency::LatencyHistogram,
 }
 
 /// A snapshot of a plugin for status listings.
@@ -192,6 +194,10 @@ pub struct PluginStatus {
     pub denials: u64,
     /// Calls that failed (503).
     pub failures: u64,
+    /// Median call time in µs (bucket upper bound); `None` before a call.
+    pub latency_p50_us: Option<u64>,
+    /// 99th percentile call time in µs (bucket upper bound).
+    pub latency_p99_us: Option<u64>,
 }
 
 impl Plugin {
@@ -429,6 +435,8 @@ impl Plugin {
             cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
             denials: self.counters.denials.load(Ordering::Relaxed),
             failures: self.counters.failures.load(Ordering::Relaxed),
+            latency_p50_us: self.counters.latency.quantile_us(0.5),
+            latency_p99_us: self.counters.latency.quantile_us(0.99),
         }
     }
 
@@ -511,6 +519,7 @@ impl Plugin {
     /// plugin's limits: the one call helper behind every export.
     async fn run(&self, version: &LoadedVersion, call: Call<'_>) -> Result<Answer, PluginError> {
         let mut sandbox = self.sandbox(version);
+        let started = std::time::Instant::now();
         let result = self
             .within_limit(async {
                 let sb = &mut sandbox;
@@ -523,6 +532,7 @@ impl Plugin {
                 answer
             })
             .await;
+        self.counters.latency.record(started.elapsed());
         sandbox.store.data().end_call();
         match result {
             Ok(answer) => {
