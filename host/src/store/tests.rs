@@ -639,11 +639,11 @@ async fn concurrent_first_claims_have_one_owner() {
             .unwrap()
             .unwrap();
         assert_eq!(owner.owner, winners[0]);
-        assert_eq!(
+        assert!(
             s.owned_resources(ResourceKind::Thread, &winners[0])
                 .await
-                .unwrap(),
-            vec![id]
+                .unwrap()
+                .contains(&id)
         );
     }
 }
