@@ -137,7 +137,7 @@ pub(super) async fn widen_memory_request(
 ) -> Result<Option<usize>, ApiError> {
     let bytes = match target.take_body() {
         AgentBody::Inspected(bytes) => bytes,
-        AgentBody::Streamed(body) => axum::body::to_bytes(body, MAX_JSON_BODY)
+        AgentBody::Streamed(body) => axum::body::to_bytes(body.into_inner(), MAX_JSON_BODY)
             .await
             .map_err(|_| ApiError::PayloadTooLarge(MAX_JSON_BODY))?,
     };
