@@ -659,7 +659,9 @@ async fn ownership_survives_reopen() {
         s.claim_resource(ResourceKind::Memory, "gone", "alice", T0)
             .await
             .unwrap();
-        s.release_resource(ResourceKind::Memory, "gone").await.unwrap();
+        s.release_resource(ResourceKind::Memory, "gone")
+            .await
+            .unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
     assert_eq!(
@@ -670,5 +672,10 @@ async fn ownership_survives_reopen() {
             .owner,
         "alice"
     );
-    assert_eq!(s.resource_owner(ResourceKind::Memory, "gone").await.unwrap(), None);
+    assert_eq!(
+        s.resource_owner(ResourceKind::Memory, "gone")
+            .await
+            .unwrap(),
+        None
+    );
 }
