@@ -49,6 +49,8 @@ pub struct Config {
     pub cors: Option<crate::cors::CorsPolicy>,
     /// How the caller's identity reaches the agent (`upstream`).
     pub upstream: UpstreamSettings,
+    /// The ownership policy (`tenancy`); `None`: off.
+    pub tenancy: Option<crate::tenancy::TenancySettings>,
 }
 
 /// One entry of `auth`.
@@ -322,6 +324,8 @@ struct RawConfig {
     cors: Value,
     #[serde(default)]
     upstream: Value,
+    #[serde(default)]
+    tenancy: Value,
 }
 
 /// The object form of a plugin entry in `auth` or `authorization`.
@@ -424,6 +428,13 @@ impl Config {
         let cors =
             crate::cors::CorsPolicy::from_config(&raw.cors, &env).map_err(|(k, r)| err(&k, r))?;
         let upstream = upstream_settings(&raw.upstream, &env, &dir).map_err(|(k, r)| err(&k, r))?;
+        let tenancy = crate::tenancy::settings::parse(&raw.tenancy).map_err(|(k, r)| err(&k, r))?;
+        if tenancy.is_some() && auth.is_empty() {
+            return Err(err(
+                "tenancy",
+                "needs authentication: with \"auth\": null every caller is the same anonymous tenant".into(),
+            ));
+        }
 
         Ok(Config {
             file: path.to_path_buf(),
@@ -434,6 +445,7 @@ impl Config {
             plugins,
             cors,
             upstream,
+            tenancy,
         })
     }
 
