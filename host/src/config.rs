@@ -49,6 +49,9 @@ pub struct Config {
     pub cors: Option<crate::cors::CorsPolicy>,
     /// How the caller's identity reaches the agent (`upstream`).
     pub upstream: UpstreamSettings,
+    /// The shared PostgreSQL store (`database`, `AGENTFLOW_DATABASE_URL`);
+    /// `None`: sled in the data dir.
+    pub database: Option<crate::store::DatabaseSettings>,
 }
 
 /// One entry of `auth`.
@@ -319,6 +322,8 @@ struct RawConfig {
     cors: Value,
     #[serde(default)]
     upstream: Value,
+    #[serde(default)]
+    database: Value,
 }
 
 /// The object form of a plugin entry in `auth` or `authorization`.
@@ -419,6 +424,8 @@ impl Config {
         let cors =
             crate::cors::CorsPolicy::from_config(&raw.cors, &env).map_err(|(k, r)| err(&k, r))?;
         let upstream = upstream_settings(&raw.upstream, &env, &dir).map_err(|(k, r)| err(&k, r))?;
+        let database = crate::store::DatabaseSettings::from_config(&raw.database, &env)
+            .map_err(|(k, r)| err(&k, r))?;
 
         Ok(Config {
             file: path.to_path_buf(),
@@ -429,6 +436,7 @@ impl Config {
             plugins,
             cors,
             upstream,
+            database,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Plugin-private key-value storage behind `host.kv-get`/`host.kv-set`,
-//! persisted in sled.
+//! persisted in sled, or in PostgreSQL when the server runs on a database
+//! (`kv_pg`, shared by every instance).
 //!
 //! One sled database per server at `<data dir>/plugins-kv`, where the data
 //! dir is `AGENTFLOW_DATA_DIR` (relative paths resolve against the config
@@ -15,10 +16,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY: usize = 1024;
 
-/// The sled database holding every plugin's store.
+use super::kv_pg::{PgKvStore, PgNamespace};
+
+/// The database holding every plugin's store.
 #[derive(Clone)]
 pub struct KvStore {
-    db: sled::Db,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sled(sled::Db),
+    Postgres(PgKvStore),
 }
 
 impl KvStore {
@@ -29,7 +38,16 @@ impl KvStore {
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let db = sled::open(&path)
             .map_err(|e| format!("cannot open plugin storage at {}: {e}", path.display()))?;
-        Ok(KvStore { db })
+        Ok(KvStore {
+            backend: Backend::Sled(db),
+        })
+    }
+
+    /// The store in the PostgreSQL database every instance shares.
+    pub fn postgres(settings: &crate::store::DatabaseSettings) -> Result<KvStore, String> {
+        Ok(KvStore {
+            backend: Backend::Postgres(PgKvStore::connect(settings)?),
+        })
     }
 
     /// A throw-away store, gone when dropped (for `agentflow plugin call`).
@@ -38,13 +56,22 @@ impl KvStore {
             .temporary(true)
             .open()
             .map_err(|e| format!("cannot open temporary storage: {e}"))?;
-        Ok(KvStore { db })
+        Ok(KvStore {
+            backend: Backend::Sled(db),
+        })
     }
 
     /// The private namespace of plugin `name`, capped at `max_bytes`.
     pub fn namespace(&self, name: &str, max_bytes: u64) -> Result<PluginKv, String> {
-        let tree = self
-            .db
+        let db = match &self.backend {
+            Backend::Sled(db) => db,
+            Backend::Postgres(pg) => {
+                return Ok(PluginKv {
+                    namespace: Namespace::Postgres(pg.namespace(name, max_bytes)),
+                });
+            }
+        };
+        let tree = db
             .open_tree(format!("plugin:{name}"))
             .map_err(|e| format!("cannot open storage of {name:?}: {e}"))?;
         let mut used = 0u64;
@@ -53,10 +80,12 @@ impl KvStore {
             used += (k.len() + v.len()) as u64;
         }
         Ok(PluginKv {
-            tree,
-            max_bytes,
-            used: AtomicU64::new(used),
-            write: Mutex::new(()),
+            namespace: Namespace::Sled(SledNamespace {
+                tree,
+                max_bytes,
+                used: AtomicU64::new(used),
+                write: Mutex::new(()),
+            }),
         })
     }
 }
@@ -64,6 +93,53 @@ impl KvStore {
 /// One plugin's namespace: what `kv-get`/`kv-set` reach.
 #[derive(Debug)]
 pub struct PluginKv {
+    namespace: Namespace,
+}
+
+#[derive(Debug)]
+enum Namespace {
+    Sled(SledNamespace),
+    Postgres(PgNamespace),
+}
+
+impl PluginKv {
+    /// The value stored under `key`, if any (a storage failure is logged
+    /// and reads as absent).
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match &self.namespace {
+            Namespace::Sled(ns) => ns.get(key),
+            Namespace::Postgres(ns) => ns.get(key).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "plugin storage read failed");
+                None
+            }),
+        }
+    }
+
+    /// Stores `value` under `key`; an empty value removes the key. Fails
+    /// when the key is empty or too long, the namespace would exceed its
+    /// cap, or the storage fails; `Ok` means durable.
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        if key.is_empty() || key.len() > MAX_KEY {
+            return Err(format!("keys must be 1..={MAX_KEY} bytes"));
+        }
+        match &self.namespace {
+            Namespace::Sled(ns) => ns.set(key, value),
+            Namespace::Postgres(ns) => ns.set(key, value),
+        }
+    }
+
+    /// Bytes used (keys plus values).
+    pub fn used_bytes(&self) -> u64 {
+        match &self.namespace {
+            Namespace::Sled(ns) => ns.used.load(Ordering::Relaxed),
+            Namespace::Postgres(ns) => ns.used_bytes(),
+        }
+    }
+}
+
+/// One plugin's sled tree, with its size kept in memory.
+#[derive(Debug)]
+struct SledNamespace {
     tree: sled::Tree,
     max_bytes: u64,
     used: AtomicU64,
@@ -71,9 +147,8 @@ pub struct PluginKv {
     write: Mutex<()>,
 }
 
-impl PluginKv {
-    /// The value stored under `key`, if any.
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+impl SledNamespace {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self.tree.get(key.as_bytes()) {
             Ok(v) => v.map(|v| v.to_vec()),
             Err(e) => {
@@ -83,13 +158,7 @@ impl PluginKv {
         }
     }
 
-    /// Stores `value` under `key`; an empty value removes the key. Fails
-    /// when the key is empty or too long, or the namespace would exceed its
-    /// cap.
-    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
-        if key.is_empty() || key.len() > MAX_KEY {
-            return Err(format!("keys must be 1..={MAX_KEY} bytes"));
-        }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let old = self
             .tree
@@ -126,11 +195,6 @@ impl PluginKv {
             .flush()
             .map(|_| ())
             .map_err(|e| format!("storage flush failed: {e}"))
-    }
-
-    /// Bytes used (keys plus values).
-    pub fn used_bytes(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
     }
 }
 

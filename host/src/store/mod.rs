@@ -1,6 +1,7 @@
 //! Account storage: the async [`Store`] trait and its error type. The entities
 //! (users, API keys, refresh-token families, variables, failed-login counters)
-//! live in `types` and are re-exported here; `sled_store` implements the trait.
+//! live in `types` and are re-exported here; `sled_store` and `pg_store`
+//! implement the trait, and [`StoreBackend`] is whichever one the server runs on.
 //!
 //! Timestamps are unix seconds (`u64`) passed in by the caller as `now`, so
 //! tests are deterministic; [`unix_now`] gives the real clock. Every write that
@@ -9,14 +10,22 @@
 use std::fmt;
 use std::future::Future;
 
+mod backend;
+mod database_settings;
 mod lockout;
 pub mod permissions;
+pub mod pg_store;
+#[cfg(test)]
+mod pg_test;
 pub mod sled_store;
 #[cfg(test)]
 mod tests;
 mod types;
 
+pub use backend::StoreBackend;
+pub use database_settings::{DatabaseSettings, mask_url};
 pub use lockout::*;
+pub use pg_store::PgStore;
 pub use sled_store::SledStore;
 pub use types::*;
 
@@ -33,6 +42,10 @@ pub enum StoreError {
     /// The database failed (I/O, lock, …).
     #[error("storage error: {0}")]
     Storage(String),
+    /// The database cannot be reached now (down, pool exhausted, too slow);
+    /// the request may succeed later (503 `store_unavailable`).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// Stored data could not be decoded.
     #[error("corrupt data: {0}")]
     Corrupt(String),

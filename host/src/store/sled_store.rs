@@ -26,9 +26,12 @@ use subtle::ConstantTimeEq;
 use super::*;
 
 mod credentials;
+mod export;
 mod failures;
 mod users;
 mod variables;
+
+pub use export::Export;
 
 const SCHEMA_VERSION: &[u8] = b"1";
 
