@@ -5,8 +5,10 @@
 //! is the router tests can serve on their own port.
 pub mod accounts;
 pub mod agent_request;
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod cors;
 pub mod error;
 pub mod extract;

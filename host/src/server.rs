@@ -79,6 +79,7 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     for plugin in gate.plugins() {
         let s = plugin.status();
         tracing::info!(plugin = %s.name, slot = s.slot, sha256 = %s.sha256, "plugin loaded");
+        accounts.record(crate::audit::plugins::loaded(&s)).await;
     }
     if cfg
         .env
@@ -119,8 +120,11 @@ pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError
     // Kept alive while serving: dropping it stops hot reload.
     let _watcher = if cfg.plugins.watch && state.gate.uses_plugins() {
         Some(
-            crate::plugins::reload::watch(state.gate.plugins().cloned().collect())
-                .map_err(StartError::Watch)?,
+            crate::plugins::reload::watch(
+                state.gate.plugins().cloned().collect(),
+                crate::audit::plugins::reload_recorder(state.accounts.clone()),
+            )
+            .map_err(StartError::Watch)?,
         )
     } else {
         None

@@ -8,8 +8,11 @@ mod support_agentflow;
 
 mod accounts;
 mod agentflow_server;
+mod audit;
+mod audit_plugins;
 mod auth_chain;
 mod config_errors;
+mod console;
 mod envelope;
 mod hardening_identity;
 mod hardening_login;

@@ -14,6 +14,7 @@ mod log_limit;
 mod outbound;
 mod outcome_cache;
 mod plugin;
+pub mod latency;
 pub mod reload;
 mod runtime;
 mod state;

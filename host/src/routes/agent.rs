@@ -9,6 +9,7 @@ use axum::response::Response;
 
 use super::{AppState, Caller};
 use crate::agent_request::AgentRequest;
+use crate::audit::{Route, refusal};
 use crate::error::ApiError;
 use crate::plugins::PluginRequest;
 use crate::proxy::ForwardAll;
@@ -30,7 +31,20 @@ pub async fn forward(
     let target = AgentRequest::parse(&parts.method, &parts.uri)?
         .with_body(&parts.headers, body)
         .await?;
-    authorize(&state, &caller, &target).await?;
+    // Settled first: the check's future borrows the request, which must not
+    // be held across the audit write below.
+    let authorized = authorize(&state, &caller, &target).await;
+    if let Err(e) = authorized {
+        let route = Route {
+            method: target.method().as_str(),
+            path: target.path().as_str(),
+        };
+        let who = Some(&caller.identity);
+        if let Some((entry, key)) = refusal(who, caller.client_ip.clone(), route, &e) {
+            state.accounts.record_limited(entry, key).await;
+        }
+        return Err(e);
+    }
     let upstream = state.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
     let who = (!state.gate.is_open()).then_some(&caller.identity);
     if target.is_websocket() {

@@ -4,7 +4,9 @@
 mod account;
 mod agent;
 mod api_keys;
+mod audit;
 mod auth;
+mod client;
 mod jwks;
 mod plugins;
 mod users;
@@ -63,6 +65,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami::whoami))
         .route("/v1/plugins", get(plugins::list))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/users/whoami", get(users::whoami))
         .route("/v1/users", get(users::list).post(users::create))
         .route("/v1/users/{id}", patch(users::update).delete(users::delete))
@@ -84,6 +87,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/refresh", post(auth::refresh))
         .route("/v1/logout", post(auth::logout))
         .route("/v1/auto_login", get(auth::auto_login))
+        .route("/", get(crate::console::root))
+        .merge(crate::console::router())
         // Last, so it reaches every route above: a known path with the wrong
         // method answers the JSON 405 (axum keeps the `Allow` header).
         .method_not_allowed_fallback(method_not_allowed)
@@ -121,10 +126,24 @@ async fn authenticate(
         .gate
         .uses_plugins()
         .then(|| Arc::new(plugin_view(&req, client_ip.clone())));
-    let Authenticated { identity, origin } = state
+    let authenticated = state
         .gate
         .authenticate(req.headers(), plugin_view.as_deref())
-        .await?;
+        .await;
+    let Authenticated { identity, origin } = match authenticated {
+        Ok(a) => a,
+        Err(e) => {
+            let route = crate::audit::Route {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+            };
+            // Only a fail-closed plugin is an audit event here.
+            if let Some((entry, key)) = crate::audit::refusal(None, client_ip, route, &e) {
+                state.accounts.record_limited(entry, key).await;
+            }
+            return Err(e);
+        }
+    };
     req.extensions_mut().insert(Caller {
         identity,
         origin,

@@ -141,6 +141,15 @@ impl Store for StoreBackend {
     async fn prune_failures(&self, before: u64) -> StoreResult<u64> {
         dispatch!(self, s => s.prune_failures(before))
     }
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        dispatch!(self, s => s.append_audit(event))
+    }
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Page<AuditEvent>> {
+        dispatch!(self, s => s.list_audit(query))
+    }
+    async fn prune_audit(&self, before: u64) -> StoreResult<u64> {
+        dispatch!(self, s => s.prune_audit(before))
+    }
     async fn flush(&self) -> StoreResult<()> {
         dispatch!(self, s => s.flush())
     }

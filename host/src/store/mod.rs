@@ -1,7 +1,8 @@
 //! Account storage: the async [`Store`] trait and its error type. The entities
 //! (users, API keys, refresh-token families, variables, failed-login counters)
-//! live in `types` and are re-exported here; `sled_store` and `pg_store`
-//! implement the trait, and [`StoreBackend`] is whichever one the server runs on.
+//! live in `types`, the audit trail's types in `audit`; all are re-exported
+//! here; `sled_store` and `pg_store` implement the trait, and
+//! [`StoreBackend`] is whichever one the server runs on.
 //!
 //! Timestamps are unix seconds (`u64`) passed in by the caller as `now`, so
 //! tests are deterministic; [`unix_now`] gives the real clock. Every write that
@@ -10,6 +11,9 @@
 use std::fmt;
 use std::future::Future;
 
+mod audit;
+#[cfg(test)]
+mod audit_tests;
 mod backend;
 mod database_settings;
 mod lockout;
@@ -22,6 +26,7 @@ pub mod sled_store;
 mod tests;
 mod types;
 
+pub use audit::*;
 pub use backend::StoreBackend;
 pub use database_settings::{DatabaseSettings, mask_url};
 pub use lockout::*;
@@ -207,6 +212,24 @@ pub trait Store: Send + Sync + 'static {
     /// locked at `before`; returns how many. Failures are counted for unknown
     /// usernames too, so run this now and then.
     fn prune_failures(&self, before: u64) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Records an audit event and returns it with its id. Not flushed: events
+    /// come with every login (a flood included); the database's periodic
+    /// flush (every 500 ms) persists them.
+    fn append_audit(
+        &self,
+        event: NewAuditEvent,
+    ) -> impl Future<Output = StoreResult<AuditEvent>> + Send;
+    /// Events matching `query`'s filters, newest first (by time, then by
+    /// recording order), paged by its `offset` and `limit`; `total` counts
+    /// every match.
+    fn list_audit(
+        &self,
+        query: &AuditQuery,
+    ) -> impl Future<Output = StoreResult<Page<AuditEvent>>> + Send;
+    /// Deletes events older than `before` (unix seconds; retention); returns
+    /// how many.
+    fn prune_audit(&self, before: u64) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Flushes everything to disk.
     fn flush(&self) -> impl Future<Output = StoreResult<()>> + Send;

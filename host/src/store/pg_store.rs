@@ -21,6 +21,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use super::*;
 
 mod accounts;
+mod audit;
 pub mod cache;
 mod failures;
 mod import;
@@ -392,6 +393,18 @@ impl Store for PgStore {
 
     async fn prune_failures(&self, before: u64) -> StoreResult<u64> {
         self.prune_failures_sql(before).await
+    }
+
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        self.append_audit_sql(event).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Page<AuditEvent>> {
+        self.list_audit_sql(query).await
+    }
+
+    async fn prune_audit(&self, before: u64) -> StoreResult<u64> {
+        self.prune_audit_sql(before).await
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -3,7 +3,8 @@
 //! entity and its index entries, and a flush before a write is acknowledged.
 //!
 //! Trees: `users`, `api_keys`, `families`, `variables` (id → JSON), `failures`
-//! (lower-cased username, or that and `\0{client address}` → JSON), `meta` (schema version) and `index`:
+//! (lower-cased username, or that and `\0{client address}` → JSON), `audit`
+//! (time and sequence → JSON, see `audit`), `meta` (schema version) and `index`:
 //! `name\0{lower username}` → user id, `keyhash\0{hash}` → key id,
 //! `userkey\0{user}\0{key}`, `userfam\0{user}\0{family}` → empty,
 //! `uservar\0{user}\0{name}` → variable id.
@@ -25,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use super::*;
 
+mod audit;
 mod credentials;
 mod export;
 mod failures;
@@ -44,6 +46,7 @@ pub struct SledStore {
     families: Tree,
     variables: Tree,
     failures: Tree,
+    audit: Tree,
     index: Tree,
 }
 
@@ -145,6 +148,7 @@ impl SledStore {
             families: tree("families")?,
             variables: tree("variables")?,
             failures: tree("failures")?,
+            audit: tree("audit")?,
             index: tree("index")?,
             db,
         })
@@ -440,6 +444,19 @@ impl Store for SledStore {
     async fn prune_failures(&self, before: u64) -> StoreResult<u64> {
         // Not flushed: forgetting a counter twice after a crash is harmless.
         self.prune_failures_blocking(before)
+    }
+
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        // Not flushed: see the trait docs.
+        self.append_audit_blocking(event)
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Page<AuditEvent>> {
+        self.list_audit_blocking(query)
+    }
+
+    async fn prune_audit(&self, before: u64) -> StoreResult<u64> {
+        self.flushed(self.prune_audit_blocking(before)).await
     }
 
     async fn flush(&self) -> StoreResult<()> {

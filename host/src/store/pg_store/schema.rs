@@ -21,9 +21,10 @@ const MIGRATION_LOCK: i64 = 0x6167_656e_7466_6c6f; // "agentflo"
 pub const CACHE_CHANNEL: &str = "agentflow_cache";
 
 /// `(version, SQL)`, applied in order; never edit a released one, add another.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL,
@@ -97,7 +98,25 @@ CREATE TRIGGER api_keys_cache AFTER UPDATE OF user_id, hash OR DELETE ON api_key
 CREATE TRIGGER refresh_families_cache AFTER UPDATE OF revoked, user_id OR DELETE
     ON refresh_families FOR EACH ROW EXECUTE FUNCTION agentflow_cache_notify();
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE audit_events (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    time BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT,
+    subject TEXT,
+    client_ip TEXT,
+    request_id TEXT,
+    details TEXT NOT NULL
+);
+CREATE INDEX audit_events_time ON audit_events (time DESC, seq DESC);
+"#,
+    ),
+];
 
 /// The newest schema version this build knows.
 pub fn latest() -> i32 {
