@@ -344,6 +344,10 @@ fn store_migrate_copies_a_sled_data_dir_once_and_verifies_it() {
         assert!(out.contains("api keys: 1/1"), "run {run}: {out}");
         assert!(out.contains("variables: 1/1"), "run {run}: {out}");
         assert!(
+            !out.contains("audit events: 0/"),
+            "the audit trail moves too: {out}"
+        );
+        assert!(
             out.contains("plugin storage of \"probe\": 1/1"),
             "run {run}: {out}"
         );

@@ -126,6 +126,26 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         }
+        for e in &export.audit {
+            let details = serde_json::to_string(&e.event.details)
+                .map_err(|err| StoreError::Corrupt(format!("cannot encode: {err}")))?;
+            tx.execute(
+                "INSERT INTO audit_events (id, time, kind, actor, subject, client_ip, request_id, \
+                 details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                &[
+                    &e.id,
+                    &secs(e.event.time),
+                    &e.event.kind.as_str(),
+                    &e.event.actor,
+                    &e.event.subject,
+                    &e.event.client_ip,
+                    &e.event.request_id,
+                    &details,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
         let ids = |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>();
         let mut counts = ImportCounts::default();
         let users = count_ids(
@@ -169,6 +189,14 @@ impl PgStore {
             .await
             .map_err(db_error)?
             .get(0);
+        let audit = count_ids(
+            &tx,
+            "audit_events",
+            ids(export.audit.iter().map(|e| &e.id).collect()),
+        );
+        counts
+            .rows
+            .push(("audit events", export.audit.len() as u64, audit.await?));
         counts.rows.push((
             "failed-login counters",
             export.failures.len() as u64,

@@ -16,6 +16,8 @@ pub struct Export {
     pub variables: Vec<Variable>,
     /// Failed-login counters by key.
     pub failures: Vec<(Vec<u8>, FailureState)>,
+    /// The audit trail, oldest first.
+    pub audit: Vec<AuditEvent>,
 }
 
 fn all<T: DeserializeOwned>(tree: &Tree, what: &str) -> StoreResult<Vec<T>> {
@@ -38,7 +40,19 @@ impl SledStore {
                 Ok((k.to_vec(), dec("failure counter", &v)?))
             })
             .collect::<StoreResult<_>>()?;
+        let audit = self
+            .audit
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(storage)?;
+                Ok(AuditEvent {
+                    id: hex::encode(&k),
+                    event: dec("audit event", &v)?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
         Ok(Export {
+            audit,
             users: all(&self.users, "user")?,
             api_keys: all(&self.api_keys, "api key")?,
             families: all(&self.families, "refresh family")?,
