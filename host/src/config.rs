@@ -52,6 +52,8 @@ pub struct Config {
     /// The shared PostgreSQL store (`database`, `AGENTFLOW_DATABASE_URL`);
     /// `None`: sled in the data dir.
     pub database: Option<crate::store::DatabaseSettings>,
+    /// The ownership policy (`tenancy`); `None`: off.
+    pub tenancy: Option<crate::tenancy::TenancySettings>,
 }
 
 /// One entry of `auth`.
@@ -324,6 +326,7 @@ struct RawConfig {
     upstream: Value,
     #[serde(default)]
     database: Value,
+    tenancy: Value,
 }
 
 /// The object form of a plugin entry in `auth` or `authorization`.
@@ -426,6 +429,13 @@ impl Config {
         let upstream = upstream_settings(&raw.upstream, &env, &dir).map_err(|(k, r)| err(&k, r))?;
         let database = crate::store::DatabaseSettings::from_config(&raw.database, &env)
             .map_err(|(k, r)| err(&k, r))?;
+        let tenancy = crate::tenancy::settings::parse(&raw.tenancy).map_err(|(k, r)| err(&k, r))?;
+        if tenancy.is_some() && auth.is_empty() {
+            return Err(err(
+                "tenancy",
+                "needs authentication: with \"auth\": null every caller is the same anonymous tenant".into(),
+            ));
+        }
 
         Ok(Config {
             file: path.to_path_buf(),
@@ -437,6 +447,7 @@ impl Config {
             cors,
             upstream,
             database,
+            tenancy,
         })
     }
 

@@ -25,4 +25,5 @@ pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod tenancy;
 pub mod upstream_token;

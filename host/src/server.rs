@@ -105,11 +105,16 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         .clone()
         .map(|base| Arc::new(Upstream::new(base, headers).with_identity(identity)));
     let cors = cfg.cors.clone().map(Arc::new);
+    let tenancy = cfg
+        .tenancy
+        .clone()
+        .map(|t| Arc::new(crate::tenancy::Tenancy::new(t, accounts.clone())));
     Ok(AppState {
         gate: Arc::new(gate),
         upstream,
         accounts,
         cors,
+        tenancy,
     })
 }
 

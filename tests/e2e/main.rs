@@ -32,3 +32,5 @@ mod routes;
 mod upstream_identity;
 mod upstream_retry;
 mod websocket;
+mod tenancy;
+mod tenancy_team;

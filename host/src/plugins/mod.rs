@@ -161,6 +161,10 @@ pub struct Access {
     /// The thread, memory or file id the request names (path or body),
     /// decoded once.
     pub resource_id: Option<String>,
+    /// The resource's recorded owner (tenancy), if any.
+    pub owner: Option<String>,
+    /// The caller's tenant key (tenancy), if tenancy is on.
+    pub tenant: Option<String>,
 }
 
 /// What an authorizer plugin concluded.

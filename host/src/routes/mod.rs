@@ -44,6 +44,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// Allowed browser origins, if any.
     pub cors: Option<Arc<crate::cors::CorsPolicy>>,
+    /// The ownership policy (`tenancy` in agentflow.json), when on.
+    pub tenancy: Option<Arc<crate::tenancy::Tenancy>>,
 }
 
 /// The authenticated caller of the current request (a request extension).

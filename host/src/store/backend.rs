@@ -141,6 +141,24 @@ impl Store for StoreBackend {
     async fn prune_failures(&self, before: u64) -> StoreResult<u64> {
         dispatch!(self, s => s.prune_failures(before))
     }
+    async fn claim_resource(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        owner: &str,
+        now: u64,
+    ) -> StoreResult<Claim> {
+        dispatch!(self, s => s.claim_resource(kind, id, owner, now))
+    }
+    async fn resource_owner(&self, kind: ResourceKind, id: &str) -> StoreResult<Option<Ownership>> {
+        dispatch!(self, s => s.resource_owner(kind, id))
+    }
+    async fn release_resource(&self, kind: ResourceKind, id: &str) -> StoreResult<bool> {
+        dispatch!(self, s => s.release_resource(kind, id))
+    }
+    async fn owned_resources(&self, kind: ResourceKind, owner: &str) -> StoreResult<Vec<String>> {
+        dispatch!(self, s => s.owned_resources(kind, owner))
+    }
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
         dispatch!(self, s => s.append_audit(event))
     }

@@ -17,6 +17,7 @@ mod audit_tests;
 mod backend;
 mod database_settings;
 mod lockout;
+mod ownership;
 pub mod permissions;
 pub mod pg_store;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use audit::*;
 pub use backend::StoreBackend;
 pub use database_settings::{DatabaseSettings, mask_url};
 pub use lockout::*;
+pub use ownership::*;
 pub use pg_store::PgStore;
 pub use sled_store::SledStore;
 pub use types::*;
@@ -212,6 +214,38 @@ pub trait Store: Send + Sync + 'static {
     /// locked at `before`; returns how many. Failures are counted for unknown
     /// usernames too, so run this now and then.
     fn prune_failures(&self, before: u64) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Ownership registry (tenancy): records `owner` as the owner of the
+    /// resource unless it has one already, atomically (of two concurrent
+    /// first claims exactly one wins; both see the winner). Durable when
+    /// `claimed`.
+    fn claim_resource(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        owner: &str,
+        now: u64,
+    ) -> impl Future<Output = StoreResult<Claim>> + Send;
+    /// The recorded owner of a resource, if any.
+    fn resource_owner(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<Ownership>>> + Send;
+    /// Forgets a resource's owner (the resource was deleted); returns whether
+    /// one was recorded. Durable.
+    fn release_resource(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Ids of every resource of `kind` that `owner` owns, in byte order of
+    /// the id (used to filter and page the agent's listings).
+    fn owned_resources(
+        &self,
+        kind: ResourceKind,
+        owner: &str,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 
     /// Records an audit event and returns it with its id. Not flushed: events
     /// come with every login (a flood included); the database's periodic

@@ -25,6 +25,7 @@ mod audit;
 pub mod cache;
 mod failures;
 mod import;
+mod ownership;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -393,6 +394,28 @@ impl Store for PgStore {
 
     async fn prune_failures(&self, before: u64) -> StoreResult<u64> {
         self.prune_failures_sql(before).await
+    }
+
+    async fn claim_resource(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        owner: &str,
+        now: u64,
+    ) -> StoreResult<Claim> {
+        self.claim_resource_sql(kind, id, owner, now).await
+    }
+
+    async fn resource_owner(&self, kind: ResourceKind, id: &str) -> StoreResult<Option<Ownership>> {
+        self.resource_owner_sql(kind, id).await
+    }
+
+    async fn release_resource(&self, kind: ResourceKind, id: &str) -> StoreResult<bool> {
+        self.release_resource_sql(kind, id).await
+    }
+
+    async fn owned_resources(&self, kind: ResourceKind, owner: &str) -> StoreResult<Vec<String>> {
+        self.owned_resources_sql(kind, owner).await
     }
 
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {

@@ -7,7 +7,8 @@
 //! (time and sequence → JSON, see `audit`), `meta` (schema version) and `index`:
 //! `name\0{lower username}` → user id, `keyhash\0{hash}` → key id,
 //! `userkey\0{user}\0{key}`, `userfam\0{user}\0{family}` → empty,
-//! `uservar\0{user}\0{name}` → variable id.
+//! `uservar\0{user}\0{name}` → variable id. `owners` and `owned` hold the
+//! ownership registry (see `ownership`).
 //!
 //! sled calls are synchronous but short (in-memory tree, log-structured
 //! writes): the `*_blocking` methods in `users`, `credentials` and
@@ -30,6 +31,7 @@ mod audit;
 mod credentials;
 mod export;
 mod failures;
+mod ownership;
 mod users;
 mod variables;
 
@@ -48,6 +50,8 @@ pub struct SledStore {
     failures: Tree,
     audit: Tree,
     index: Tree,
+    owners: Tree,
+    owned: Tree,
 }
 
 impl fmt::Debug for SledStore {
@@ -150,6 +154,8 @@ impl SledStore {
             failures: tree("failures")?,
             audit: tree("audit")?,
             index: tree("index")?,
+            owners: tree("owners")?,
+            owned: tree("owned")?,
             db,
         })
     }
@@ -444,6 +450,34 @@ impl Store for SledStore {
     async fn prune_failures(&self, before: u64) -> StoreResult<u64> {
         // Not flushed: forgetting a counter twice after a crash is harmless.
         self.prune_failures_blocking(before)
+    }
+
+    async fn claim_resource(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        owner: &str,
+        now: u64,
+    ) -> StoreResult<Claim> {
+        let claim = self.claim_resource_blocking(kind, id, owner, now);
+        self.flushed_if(claim.map(|c| {
+            let new = c.claimed;
+            (c, new)
+        }))
+        .await
+    }
+
+    async fn resource_owner(&self, kind: ResourceKind, id: &str) -> StoreResult<Option<Ownership>> {
+        self.resource_owner_blocking(kind, id)
+    }
+
+    async fn release_resource(&self, kind: ResourceKind, id: &str) -> StoreResult<bool> {
+        let released = self.release_resource_blocking(kind, id);
+        self.flushed_if(released.map(|r| (r, r))).await
+    }
+
+    async fn owned_resources(&self, kind: ResourceKind, owner: &str) -> StoreResult<Vec<String>> {
+        self.owned_resources_blocking(kind, owner)
     }
 
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {

@@ -615,4 +615,84 @@ on_both_stores!(
     old_failure_counters_are_pruned,
     concurrent_rotation_has_one_winner,
     parallel_attempts_admit_at_most_the_limit,
+    ownership_registry,
+    concurrent_first_claims_have_one_owner,
 );
+
+mod ownership;
+
+async fn ownership_registry<S: Store>(s: S) {
+    ownership::claim_lookup_release_list(&s).await;
+}
+
+async fn concurrent_first_claims_have_one_owner<S: Store>(s: S) {
+    let s = std::sync::Arc::new(s);
+    for round in 0..20 {
+        let id = format!("thread-{round}");
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, id) = (s.clone(), id.clone());
+                tokio::spawn(async move {
+                    s.claim_resource(ResourceKind::Thread, &id, &format!("user-{i}"), T0)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut seen = Vec::new();
+        for t in tasks {
+            let claim = t.await.unwrap();
+            if claim.claimed {
+                winners.push(claim.ownership.owner.clone());
+            }
+            seen.push(claim.ownership.owner);
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert!(seen.iter().all(|o| *o == winners[0]), "{seen:?}");
+        let owner = s
+            .resource_owner(ResourceKind::Thread, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(owner.owner, winners[0]);
+        assert!(
+            s.owned_resources(ResourceKind::Thread, &winners[0])
+                .await
+                .unwrap()
+                .contains(&id)
+        );
+    }
+}
+
+#[tokio::test]
+async fn ownership_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.claim_resource(ResourceKind::Thread, "kept", "alice", T0)
+            .await
+            .unwrap();
+        s.claim_resource(ResourceKind::Memory, "gone", "alice", T0)
+            .await
+            .unwrap();
+        s.release_resource(ResourceKind::Memory, "gone")
+            .await
+            .unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        s.resource_owner(ResourceKind::Thread, "kept")
+            .await
+            .unwrap()
+            .unwrap()
+            .owner,
+        "alice"
+    );
+    assert_eq!(
+        s.resource_owner(ResourceKind::Memory, "gone")
+            .await
+            .unwrap(),
+        None
+    );
+}

@@ -116,6 +116,19 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_time ON audit_events (time DESC, seq DESC);
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE resource_owners (
+    kind TEXT NOT NULL,
+    id BYTEA NOT NULL,
+    owner TEXT NOT NULL,
+    claimed_at BIGINT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX resource_owners_owner ON resource_owners (kind, owner, id);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
