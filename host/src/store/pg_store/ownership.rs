@@ -1,13 +1,13 @@
 //! The ownership registry (tenancy) in SQL (table `resource_owners`, schema
 //! version 3): the first claim is an `INSERT … ON CONFLICT DO NOTHING`, so
 //! of two concurrent first claims on any instances exactly one wins and
-//! both read the winner. Ids are `bytea` (an agent's id may hold `\0`).
+//! both read the winner. Ids and owners are `bytea` (either may hold `\0`).
 
 use super::*;
 
 fn ownership(row: &tokio_postgres::Row) -> Ownership {
     Ownership {
-        owner: row.get(0),
+        owner: String::from_utf8_lossy(row.get::<_, &[u8]>(0)).into_owned(),
         claimed_at: unsecs(row.get(1)),
     }
 }
@@ -20,10 +20,9 @@ impl PgStore {
         owner: &str,
         now: u64,
     ) -> StoreResult<Claim> {
-        storable(owner)?;
         let kind = kind.as_str();
         self.with(|c| async move {
-            let id = id.as_bytes();
+            let (id, owner) = (id.as_bytes(), owner.as_bytes());
             let row = c
                 .query_opt(
                     "INSERT INTO resource_owners (kind, id, owner, claimed_at) \
@@ -102,15 +101,12 @@ impl PgStore {
         kind: ResourceKind,
         owner: &str,
     ) -> StoreResult<Vec<String>> {
-        if storable(owner).is_err() {
-            return Ok(Vec::new());
-        }
         let kind = kind.as_str();
         self.with(|c| async move {
             let rows = c
                 .query(
                     "SELECT id FROM resource_owners WHERE kind = $1 AND owner = $2 ORDER BY id",
-                    &[&kind, &owner],
+                    &[&kind, &owner.as_bytes()],
                 )
                 .await
                 .map_err(db_error)?;

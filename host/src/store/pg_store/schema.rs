@@ -122,7 +122,7 @@ CREATE INDEX audit_events_time ON audit_events (time DESC, seq DESC);
 CREATE TABLE resource_owners (
     kind TEXT NOT NULL,
     id BYTEA NOT NULL,
-    owner TEXT NOT NULL,
+    owner BYTEA NOT NULL,
     claimed_at BIGINT NOT NULL,
     PRIMARY KEY (kind, id)
 );
