@@ -326,6 +326,7 @@ struct RawConfig {
     upstream: Value,
     #[serde(default)]
     database: Value,
+    #[serde(default)]
     tenancy: Value,
 }
 
