@@ -17,8 +17,9 @@ use crate::passwords::{self, PasswordError};
 use crate::secrets::{KeyOrigin, SecretBox};
 use crate::settings::{AccountSettings, AuditSettings, SettingError};
 use crate::store::{
-    AttemptKeys, AttemptOutcome, AttemptVerdict, AuditKind, LockScope, NewUser, RotateOutcome,
-    SledStore, Store, StoreError, User, UserUpdate, hash_api_key, new_id, unix_now,
+    AttemptKeys, AttemptOutcome, AttemptVerdict, AuditKind, LockScope, NewUser, PgStore,
+    RotateOutcome, SledStore, Store, StoreBackend, StoreError, User, UserUpdate, hash_api_key,
+    new_id, unix_now,
 };
 
 /// Claim that tells access tokens from refresh tokens.
@@ -39,9 +40,9 @@ pub enum AccountsError {
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
     /// The database cannot be opened.
-    #[error("cannot open the database in {path}: {reason}")]
+    #[error("cannot open the database {path}: {reason}")]
     Store {
-        /// The data dir.
+        /// The data dir, or the database URL with its password masked.
         path: String,
         /// Why (e.g. another process holds it).
         reason: String,
@@ -66,8 +67,8 @@ pub struct TokenPair {
 
 /// The account system.
 pub struct Accounts {
-    /// Where accounts live.
-    pub store: SledStore,
+    /// Where accounts live (sled, or PostgreSQL when a database URL is set).
+    pub store: StoreBackend,
     /// Encrypts values at rest.
     pub secrets: SecretBox,
     /// The settings it was started with.
@@ -115,7 +116,7 @@ impl Accounts {
             }
             _ => {}
         }
-        let store = open_store(&settings)?;
+        let store = open_store(&settings, cfg.database.as_ref()).await?;
         let jwt = match (
             JwtSigner::from_env(&cfg.env, &cfg.dir()),
             JwtVerifier::from_env(&cfg.env, &cfg.dir(), &Default::default()),
@@ -550,8 +551,8 @@ impl Accounts {
     /// store: its login must exist, belong to its user and not be revoked,
     /// and the user must be active. Roles come from the account as it is now,
     /// not from the token, so a demoted superuser loses `admin` at once.
-    // No cache: one sled read per lookup is cheap, and a cache would delay
-    // revocation.
+    // No cache here: one sled read per lookup is cheap; the PostgreSQL store
+    // caches these reads itself, invalidated across instances (pg_store::cache).
     pub async fn resume_login(&self, mut who: Identity) -> Result<Authenticated, ApiError> {
         let refused = |why: &str| ApiError::InvalidCredentials {
             detail: format!("invalid token: {why}"),
@@ -788,17 +789,33 @@ pub fn validate_password(password: &str) -> Result<(), ApiError> {
     }
 }
 
-fn open_store(settings: &AccountSettings) -> Result<SledStore, AccountsError> {
+/// PostgreSQL when `database` is set (an unreachable one is an error naming
+/// the URL, password masked), else sled in the data dir.
+async fn open_store(
+    settings: &AccountSettings,
+    database: Option<&crate::store::DatabaseSettings>,
+) -> Result<StoreBackend, AccountsError> {
+    if let Some(db) = database {
+        let store = PgStore::connect(db)
+            .await
+            .map_err(|e| AccountsError::Store {
+                path: db.masked_url(),
+                reason: e.to_string(),
+            })?;
+        return Ok(StoreBackend::Postgres(store));
+    }
     let path = settings.data_dir.join("db");
-    SledStore::open(&path).map_err(|e| AccountsError::Store {
-        path: settings.data_dir.display().to_string(),
-        reason: match e.to_string() {
-            s if s.contains("WouldBlock") || s.contains("lock") => {
-                format!("{s} (is another agentflow using it?)")
-            }
-            s => s,
-        },
-    })
+    SledStore::open(&path)
+        .map(StoreBackend::Sled)
+        .map_err(|e| AccountsError::Store {
+            path: settings.data_dir.display().to_string(),
+            reason: match e.to_string() {
+                s if s.contains("WouldBlock") || s.contains("lock") => {
+                    format!("{s} (is another agentflow using it?)")
+                }
+                s => s,
+            },
+        })
 }
 
 fn invalid_refresh(why: &str) -> ApiError {

@@ -49,6 +49,9 @@ pub struct Config {
     pub cors: Option<crate::cors::CorsPolicy>,
     /// How the caller's identity reaches the agent (`upstream`).
     pub upstream: UpstreamSettings,
+    /// The shared PostgreSQL store (`database`, `AGENTFLOW_DATABASE_URL`);
+    /// `None`: sled in the data dir.
+    pub database: Option<crate::store::DatabaseSettings>,
     /// The ownership policy (`tenancy`); `None`: off.
     pub tenancy: Option<crate::tenancy::TenancySettings>,
 }
@@ -325,6 +328,8 @@ struct RawConfig {
     #[serde(default)]
     upstream: Value,
     #[serde(default)]
+    database: Value,
+    #[serde(default)]
     tenancy: Value,
 }
 
@@ -428,6 +433,8 @@ impl Config {
         let cors =
             crate::cors::CorsPolicy::from_config(&raw.cors, &env).map_err(|(k, r)| err(&k, r))?;
         let upstream = upstream_settings(&raw.upstream, &env, &dir).map_err(|(k, r)| err(&k, r))?;
+        let database = crate::store::DatabaseSettings::from_config(&raw.database, &env)
+            .map_err(|(k, r)| err(&k, r))?;
         let tenancy = crate::tenancy::settings::parse(&raw.tenancy).map_err(|(k, r)| err(&k, r))?;
         if tenancy.is_some() && auth.is_empty() {
             return Err(err(
@@ -445,6 +452,7 @@ impl Config {
             plugins,
             cors,
             upstream,
+            database,
             tenancy,
         })
     }

@@ -47,6 +47,10 @@ pub enum ApiError {
     /// A feature is not available in this setup (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The account database cannot be reached now (503); details go to the
+    /// log only.
+    #[error("the account database is unavailable; try again shortly")]
+    StoreUnavailable(String),
     /// An identity provider's signing keys cannot be fetched, so its tokens
     /// can be neither accepted nor refused (503).
     #[error("{0}")]
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::Plugin(_)
             | ApiError::NoUpstream
             | ApiError::Unavailable(_)
+            | ApiError::StoreUnavailable(_)
             | ApiError::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,6 +131,7 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::KeysUnavailable(_) => "jwks_unavailable",
             ApiError::Plugin(_) => "plugin_failed",
             ApiError::NoUpstream => "no_upstream",
@@ -152,6 +158,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("not found".into()),
             StoreError::Conflict(what) => ApiError::Conflict(what),
+            StoreError::Unavailable(why) => ApiError::StoreUnavailable(why),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -178,6 +185,9 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %e, "plugin failure, request refused (503)")
             }
             ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            ApiError::StoreUnavailable(e) => {
+                tracing::warn!(error = %e, "account database unavailable, request refused (503)")
+            }
             _ => {}
         }
         let body = envelope(self.code(), &self.detail());

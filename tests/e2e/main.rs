@@ -23,6 +23,7 @@ mod hardening_server;
 mod hostile_plugins;
 mod jwks;
 mod jwt;
+mod multi_instance;
 mod oauth;
 mod performance;
 mod plugin_dev;

@@ -3,6 +3,7 @@
 
 mod plugin;
 mod secret_key;
+mod store;
 mod superuser;
 mod token;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Generate or rotate the Fernet key that encrypts values at rest.
     #[command(subcommand)]
     SecretKey(secret_key::SecretKeyCommand),
+    /// Move the data dir's accounts and plugin storage to PostgreSQL.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
         Some(Command::Superuser(args)) => superuser::run(args),
         Some(Command::SecretKey(command)) => secret_key::run(command),
         Some(Command::Plugin(command)) => plugin::run(command),
+        Some(Command::Store(command)) => store::run(command),
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     };

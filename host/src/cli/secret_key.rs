@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use crate::config::Config;
 use crate::secrets::{self, KeyOrigin, SecretBox};
 use crate::settings::AccountSettings;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{PgStore, SledStore, Store, StoreBackend, StoreError};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum SecretKeyCommand {
@@ -59,13 +59,22 @@ fn rotate(args: RotateArgs) -> anyhow::Result<()> {
         secrets::write_previous_key_file(&settings.data_dir, &old.current_key_text())?;
         secrets::write_key_file(&settings.data_dir, &args.new_key)?;
     }
-    let store = SledStore::open(&settings.data_dir.join("db")).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the database in {}: {e} (stop the server first)",
-            settings.data_dir.display()
-        )
-    })?;
     let runtime = tokio::runtime::Runtime::new()?;
+    let store = match &cfg.database {
+        Some(db) => {
+            StoreBackend::Postgres(runtime.block_on(PgStore::connect(db)).map_err(|e| {
+                anyhow::anyhow!("cannot open the database {}: {e}", db.masked_url())
+            })?)
+        }
+        None => {
+            StoreBackend::Sled(SledStore::open(&settings.data_dir.join("db")).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the database in {}: {e} (stop the server first)",
+                    settings.data_dir.display()
+                )
+            })?)
+        }
+    };
     let count = runtime.block_on(async {
         loop {
             match store.reencrypt_variables(|v| new.reencrypt(v)).await {

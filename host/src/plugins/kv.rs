@@ -1,5 +1,6 @@
 //! Plugin-private key-value storage behind `host.kv-get`/`host.kv-set`,
-//! persisted in sled.
+//! persisted in sled, or in PostgreSQL when the server runs on a database
+//! (`kv_pg`, shared by every instance).
 //!
 //! One sled database per server at `<data dir>/plugins-kv`, where the data
 //! dir is `AGENTFLOW_DATA_DIR` (relative paths resolve against the config
@@ -22,10 +23,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY: usize = 1024;
 
-/// The sled database holding every plugin's store.
+use super::kv_pg::{PgKvStore, PgNamespace};
+
+/// The database holding every plugin's store.
 #[derive(Clone)]
 pub struct KvStore {
-    db: sled::Db,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sled(sled::Db),
+    Postgres(PgKvStore),
 }
 
 impl KvStore {
@@ -36,7 +45,16 @@ impl KvStore {
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let db = sled::open(&path)
             .map_err(|e| format!("cannot open plugin storage at {}: {e}", path.display()))?;
-        Ok(KvStore { db })
+        Ok(KvStore {
+            backend: Backend::Sled(db),
+        })
+    }
+
+    /// The store in the PostgreSQL database every instance shares.
+    pub fn postgres(settings: &crate::store::DatabaseSettings) -> Result<KvStore, String> {
+        Ok(KvStore {
+            backend: Backend::Postgres(PgKvStore::connect(settings)?),
+        })
     }
 
     /// A throw-away store, gone when dropped (for `agentflow plugin call`).
@@ -45,17 +63,25 @@ impl KvStore {
             .temporary(true)
             .open()
             .map_err(|e| format!("cannot open temporary storage: {e}"))?;
-        Ok(KvStore { db })
+        Ok(KvStore {
+            backend: Backend::Sled(db),
+        })
     }
 
     /// The private namespace of plugin `name`, capped at `max_bytes`.
     pub fn namespace(&self, name: &str, max_bytes: u64) -> Result<PluginKv, String> {
-        let tree = self
-            .db
+        let db = match &self.backend {
+            Backend::Sled(db) => db,
+            Backend::Postgres(pg) => {
+                return Ok(PluginKv {
+                    namespace: Namespace::Postgres(pg.namespace(name, max_bytes)),
+                });
+            }
+        };
+        let tree = db
             .open_tree(format!("plugin:{name}"))
             .map_err(|e| format!("cannot open storage of {name:?}: {e}"))?;
-        let expiry = self
-            .db
+        let expiry = db
             .open_tree(format!("plugin-exp:{name}"))
             .map_err(|e| format!("cannot open storage of {name:?}: {e}"))?;
         let mut used = 0u64;
@@ -64,11 +90,13 @@ impl KvStore {
             used += (k.len() + v.len()) as u64;
         }
         Ok(PluginKv {
-            tree,
-            expiry,
-            max_bytes,
-            used: AtomicU64::new(used),
-            write: Mutex::new(()),
+            namespace: Namespace::Sled(SledNamespace {
+                tree,
+                expiry,
+                max_bytes,
+                used: AtomicU64::new(used),
+                write: Mutex::new(()),
+            }),
         })
     }
 }
@@ -76,6 +104,84 @@ impl KvStore {
 /// One plugin's namespace: what `kv-get`/`kv-set` reach.
 #[derive(Debug)]
 pub struct PluginKv {
+    namespace: Namespace,
+}
+
+#[derive(Debug)]
+enum Namespace {
+    Sled(SledNamespace),
+    Postgres(PgNamespace),
+}
+
+impl PluginKv {
+    /// The value stored under `key`, if any (a storage failure is logged
+    /// and reads as absent).
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match &self.namespace {
+            Namespace::Sled(ns) => ns.get(key),
+            Namespace::Postgres(ns) => ns.get(key).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "plugin storage read failed");
+                None
+            }),
+        }
+    }
+
+    /// Stores `value` under `key`; an empty value removes the key. With
+    /// `expires_in_s` the key reads as absent after that many seconds.
+    /// Fails when the key is empty or too long, the namespace would exceed
+    /// its cap, or the storage fails; `Ok` means durable.
+    pub fn set(&self, key: &str, value: &[u8], expires_in_s: Option<u32>) -> Result<(), String> {
+        check_key(key)?;
+        match &self.namespace {
+            Namespace::Sled(ns) => ns.set(key, value, expires_in_s),
+            Namespace::Postgres(ns) => ns.set(key, value, expires_in_s),
+        }
+    }
+
+    /// Replaces the value of `key` with `new` if it currently is
+    /// `expected` (`None`: absent or expired); says whether it did.
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+        expires_in_s: Option<u32>,
+    ) -> Result<bool, String> {
+        check_key(key)?;
+        match &self.namespace {
+            Namespace::Sled(ns) => ns.compare_and_swap(key, expected, new, expires_in_s),
+            Namespace::Postgres(ns) => ns.compare_and_swap(key, expected, new, expires_in_s),
+        }
+    }
+
+    /// Adds `delta` to the decimal counter at `key` (absent counts as 0)
+    /// and returns the new value; `expires_in_s` applies when the counter
+    /// is created.
+    pub fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        expires_in_s: Option<u32>,
+    ) -> Result<i64, String> {
+        check_key(key)?;
+        match &self.namespace {
+            Namespace::Sled(ns) => ns.increment(key, delta, expires_in_s),
+            Namespace::Postgres(ns) => ns.increment(key, delta, expires_in_s),
+        }
+    }
+
+    /// Bytes used (keys plus values, expired ones until reclaimed).
+    pub fn used_bytes(&self) -> u64 {
+        match &self.namespace {
+            Namespace::Sled(ns) => ns.used_bytes(),
+            Namespace::Postgres(ns) => ns.used_bytes(),
+        }
+    }
+}
+
+/// One plugin's sled tree, with its size kept in memory.
+#[derive(Debug)]
+struct SledNamespace {
     tree: sled::Tree,
     /// Key -> unix milliseconds after which it reads as absent.
     expiry: sled::Tree,
@@ -101,9 +207,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl PluginKv {
+impl SledNamespace {
     /// The value stored under `key`, if any and not expired.
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self.live(key) {
             Ok(v) => v,
             Err(e) => {
@@ -132,7 +238,7 @@ impl PluginKv {
     /// `expires_in_s` the key reads as absent after that many seconds.
     /// Fails when the key is empty or too long, or the namespace would
     /// exceed its cap.
-    pub fn set(&self, key: &str, value: &[u8], expires_in_s: Option<u32>) -> Result<(), String> {
+    fn set(&self, key: &str, value: &[u8], expires_in_s: Option<u32>) -> Result<(), String> {
         check_key(key)?;
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         self.write_locked(key, value, Expiry::Set(expires_in_s))
@@ -140,14 +246,13 @@ impl PluginKv {
 
     /// Replaces the value of `key` with `new` if it currently is
     /// `expected` (`None`: absent or expired); says whether it did.
-    pub fn compare_and_swap(
+    fn compare_and_swap(
         &self,
         key: &str,
         expected: Option<&[u8]>,
         new: &[u8],
         expires_in_s: Option<u32>,
     ) -> Result<bool, String> {
-        check_key(key)?;
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         if self.live(key)?.as_deref() != expected {
             return Ok(false);
@@ -159,13 +264,7 @@ impl PluginKv {
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0)
     /// and returns the new value; `expires_in_s` applies when the counter
     /// is created.
-    pub fn increment(
-        &self,
-        key: &str,
-        delta: i64,
-        expires_in_s: Option<u32>,
-    ) -> Result<i64, String> {
-        check_key(key)?;
+    fn increment(&self, key: &str, delta: i64, expires_in_s: Option<u32>) -> Result<i64, String> {
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let (current, expiry) = match self.live(key)? {
             None => (0, Expiry::Set(expires_in_s)),
@@ -258,7 +357,7 @@ impl PluginKv {
     }
 
     /// Bytes used (keys plus values, expired ones until reclaimed).
-    pub fn used_bytes(&self) -> u64 {
+    fn used_bytes(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 }
@@ -310,12 +409,22 @@ mod tests {
 
     #[test]
     fn compare_and_swap_and_increment_are_atomic_and_keys_expire() {
-        let kv = std::sync::Arc::new(
-            KvStore::temporary()
-                .unwrap()
-                .namespace("p", 1 << 20)
-                .unwrap(),
-        );
+        let kv = KvStore::temporary().unwrap();
+        atomic_operations(std::sync::Arc::new(kv.namespace("p", 1 << 20).unwrap()));
+    }
+
+    /// The same operations on PostgreSQL (shared by every instance): the
+    /// plugin's advisory lock makes them atomic there.
+    #[test]
+    fn compare_and_swap_and_increment_are_atomic_and_keys_expire_on_postgres() {
+        let url = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::store::pg_test::fresh_url());
+        let kv = KvStore::postgres(&crate::store::DatabaseSettings::for_url(&url)).unwrap();
+        atomic_operations(std::sync::Arc::new(kv.namespace("p", 1 << 20).unwrap()));
+    }
+
+    fn atomic_operations(kv: std::sync::Arc<PluginKv>) {
         assert!(kv.compare_and_swap("k", None, b"1", None).unwrap());
         assert!(!kv.compare_and_swap("k", None, b"2", None).unwrap());
         assert!(!kv.compare_and_swap("k", Some(b"9"), b"2", None).unwrap());

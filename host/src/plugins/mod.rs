@@ -8,11 +8,12 @@ mod crate_build;
 mod error;
 pub mod inspect;
 pub mod kv;
+mod kv_pg;
+pub mod latency;
 mod log_limit;
 mod outbound;
 mod outcome_cache;
 mod plugin;
-pub mod latency;
 pub mod reload;
 mod runtime;
 mod state;
@@ -52,11 +53,17 @@ pub fn component_path(path: &std::path::Path) -> Result<std::path::PathBuf, Stri
     }
 }
 
-/// Opens the plugins' key-value storage under the data dir when the config
-/// names any plugin (see [`kv`] for where it lives).
+/// Opens the plugins' key-value storage when the config names any plugin:
+/// in the PostgreSQL database if one is configured, else under the data dir
+/// (see [`kv`]).
 pub fn open_storage(cfg: &Config) -> Result<Option<KvStore>, PluginError> {
     if cfg.plugins().next().is_none() {
         return Ok(None);
+    }
+    if let Some(db) = &cfg.database {
+        return KvStore::postgres(db)
+            .map(Some)
+            .map_err(PluginError::Storage);
     }
     let dir = crate::config::data_dir(&cfg.env, &cfg.dir());
     KvStore::open(&dir).map(Some).map_err(PluginError::Storage)

@@ -181,3 +181,10 @@ fn events_serialize_with_type_and_flat_fields() {
     let back: AuditEvent = serde_json::from_value(json).unwrap();
     assert_eq!(back, e);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_on_postgres() {
+    lists_newest_first_with_ids(&super::pg_test::fresh().await).await;
+    filters_and_pages(&super::pg_test::fresh().await).await;
+    prunes_older_than_retention(&super::pg_test::fresh().await).await;
+}

@@ -1,7 +1,8 @@
 //! Account storage: the async [`Store`] trait and its error type. The entities
 //! (users, API keys, refresh-token families, variables, failed-login counters)
 //! live in `types`, the audit trail's types in `audit`; all are re-exported
-//! here; `sled_store` implements the trait.
+//! here; `sled_store` and `pg_store` implement the trait, and
+//! [`StoreBackend`] is whichever one the server runs on.
 //!
 //! Timestamps are unix seconds (`u64`) passed in by the caller as `now`, so
 //! tests are deterministic; [`unix_now`] gives the real clock. Every write that
@@ -13,17 +14,25 @@ use std::future::Future;
 mod audit;
 #[cfg(test)]
 mod audit_tests;
+mod backend;
+mod database_settings;
 mod lockout;
 mod ownership;
 pub mod permissions;
+pub mod pg_store;
+#[cfg(test)]
+pub(crate) mod pg_test;
 pub mod sled_store;
 #[cfg(test)]
 mod tests;
 mod types;
 
 pub use audit::*;
+pub use backend::StoreBackend;
+pub use database_settings::{DatabaseSettings, mask_url};
 pub use lockout::*;
 pub use ownership::*;
+pub use pg_store::PgStore;
 pub use sled_store::SledStore;
 pub use types::*;
 
@@ -40,6 +49,10 @@ pub enum StoreError {
     /// The database failed (I/O, lock, …).
     #[error("storage error: {0}")]
     Storage(String),
+    /// The database cannot be reached now (down, pool exhausted, too slow);
+    /// the request may succeed later (503 `store_unavailable`).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// Stored data could not be decoded.
     #[error("corrupt data: {0}")]
     Corrupt(String),

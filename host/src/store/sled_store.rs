@@ -29,10 +29,13 @@ use super::*;
 
 mod audit;
 mod credentials;
+mod export;
 mod failures;
 mod ownership;
 mod users;
 mod variables;
+
+pub use export::Export;
 
 const SCHEMA_VERSION: &[u8] = b"1";
 

@@ -1,5 +1,6 @@
 //! Tests of the `Store` contract, written against `S: Store` and run on
-//! `SledStore` (temporary or in a tempdir when reopening matters).
+//! `SledStore` (temporary, or in a tempdir when reopening matters) and on
+//! `PgStore` (a fresh schema per test in the PostgreSQL of `pg_test`).
 
 use super::*;
 use crate::secrets::SecretBox;
@@ -80,14 +81,11 @@ async fn usernames_unique_ignoring_case<S: Store>(s: &S) {
     assert_eq!((names, page.total), (vec!["alice", "bob", "Carol"], 3));
 }
 
-#[tokio::test]
-async fn uniqueness_ignores_case() {
-    usernames_unique_ignoring_case(&temp()).await;
+async fn uniqueness_ignores_case<S: Store>(s: S) {
+    usernames_unique_ignoring_case(&s).await;
 }
 
-#[tokio::test]
-async fn pagination_and_hostile_ids() {
-    let s = temp();
+async fn pagination_and_hostile_ids<S: Store>(s: S) {
     for i in 0..5 {
         s.create_user(new_user(&format!("user{i}")), T0)
             .await
@@ -178,9 +176,7 @@ async fn reopen_after_drop_keeps_data() {
     ));
 }
 
-#[tokio::test]
-async fn api_keys() {
-    let s = temp();
+async fn api_keys<S: Store>(s: S) {
     let user = s.create_user(new_user("k"), T0).await.unwrap();
     let (nk, full) = NewApiKey::generate(&user.id, "laptop");
     assert!(full.starts_with(API_KEY_PREFIX) && full.len() == 67);
@@ -238,9 +234,7 @@ async fn api_keys() {
     );
 }
 
-#[tokio::test]
-async fn family_rotation_and_reuse_detection() {
-    let s = temp();
+async fn family_rotation_and_reuse_detection<S: Store>(s: S) {
     let user = s.create_user(new_user("f"), T0).await.unwrap();
     let fam = s.create_family(&user.id, "jti-1", T0).await.unwrap();
     assert_eq!(
@@ -272,9 +266,8 @@ async fn family_rotation_and_reuse_detection() {
     assert!(s.get_family(&b.id).await.unwrap().revoked);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_rotation_has_one_winner() {
-    let s = std::sync::Arc::new(temp());
+async fn concurrent_rotation_has_one_winner<S: Store>(s: S) {
+    let s = std::sync::Arc::new(s);
     let user = s.create_user(new_user("race"), T0).await.unwrap();
     let fam = s.create_family(&user.id, "start", T0).await.unwrap();
     let tasks: Vec<_> = (0..8)
@@ -298,9 +291,7 @@ async fn concurrent_rotation_has_one_winner() {
     assert!(s.get_family(&fam.id).await.unwrap().revoked);
 }
 
-#[tokio::test]
-async fn variables_unique_per_user() {
-    let s = temp();
+async fn variables_unique_per_user<S: Store>(s: S) {
     let u1 = s.create_user(new_user("v1"), T0).await.unwrap();
     let u2 = s.create_user(new_user("v2"), T0).await.unwrap();
     let b = s
@@ -355,9 +346,7 @@ async fn variables_unique_per_user() {
     assert_eq!(json["kind"], "generic");
 }
 
-#[tokio::test]
-async fn delete_user_cascades() {
-    let s = temp();
+async fn delete_user_cascades<S: Store>(s: S) {
     let doomed = s.create_user(new_user("Doomed"), T0).await.unwrap();
     let keeper = s.create_user(new_user("keeper"), T0).await.unwrap();
     let mut hashes = vec![];
@@ -411,9 +400,7 @@ async fn delete_user_cascades() {
     assert_eq!(s.list_users(0, 10).await.unwrap().total, 2);
 }
 
-#[tokio::test]
-async fn key_rotation_reencrypts_all_variables() {
-    let s = temp();
+async fn key_rotation_reencrypts_all_variables<S: Store>(s: S) {
     let old = SecretBox::new(&SecretBox::generate_key()).unwrap();
     let u1 = s.create_user(new_user("r1"), T0).await.unwrap();
     let u2 = s.create_user(new_user("r2"), T0).await.unwrap();
@@ -484,9 +471,7 @@ fn admitted(v: &[AttemptVerdict]) -> usize {
     v.iter().filter(|v| **v == AttemptVerdict::Admitted).count()
 }
 
-#[tokio::test]
-async fn login_attempts_are_counted_before_checking_and_lock_per_address() {
-    let s = temp();
+async fn login_attempts_are_counted_before_checking_and_lock_per_address<S: Store>(s: S) {
     let eve = AttemptKeys::new("Eve", "10.0.0.1");
     assert_eq!(
         s.failure_state(&eve.pair).await.unwrap(),
@@ -519,9 +504,7 @@ async fn login_attempts_are_counted_before_checking_and_lock_per_address() {
     assert_eq!(s.failure_state(&eve.pair).await.unwrap().count, 1);
 }
 
-#[tokio::test]
-async fn settled_attempts_refund_or_clear_counters() {
-    let s = temp();
+async fn settled_attempts_refund_or_clear_counters<S: Store>(s: S) {
     let bob = AttemptKeys::new("bob", "10.0.0.1");
     attempts(&s, &bob, 2, T0).await;
     // A success clears the address counter and hands its own attempt back
@@ -552,9 +535,8 @@ async fn settled_attempts_refund_or_clear_counters() {
     assert_eq!(s.failure_state(&bob.account).await.unwrap().count, 2);
 }
 
-#[tokio::test]
-async fn parallel_attempts_admit_at_most_the_limit() {
-    let s = std::sync::Arc::new(temp());
+async fn parallel_attempts_admit_at_most_the_limit<S: Store>(s: S) {
+    let s = std::sync::Arc::new(s);
     let keys = AttemptKeys::new("burst", "10.0.0.9");
     let tasks: Vec<_> = (0..32)
         .map(|_| {
@@ -569,9 +551,7 @@ async fn parallel_attempts_admit_at_most_the_limit() {
     assert_eq!(admitted(&verdicts), 3);
 }
 
-#[tokio::test]
-async fn old_failure_counters_are_pruned() {
-    let s = temp();
+async fn old_failure_counters_are_pruned<S: Store>(s: S) {
     let policy = LoginPolicy {
         per_address: LockoutPolicy {
             lockout_secs: 10_000,
@@ -600,16 +580,53 @@ async fn old_failure_counters_are_pruned() {
     assert_eq!(s.failure_state(&locked.pair).await.unwrap().count, 3);
 }
 
-mod ownership;
-
-#[tokio::test]
-async fn ownership_registry() {
-    ownership::claim_lookup_release_list(&temp()).await;
+/// Runs each contract test on sled and on PostgreSQL.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::temp()).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::pg_test::fresh().await).await
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_first_claims_have_one_owner() {
-    let s = std::sync::Arc::new(temp());
+on_both_stores!(
+    uniqueness_ignores_case,
+    pagination_and_hostile_ids,
+    api_keys,
+    family_rotation_and_reuse_detection,
+    variables_unique_per_user,
+    delete_user_cascades,
+    key_rotation_reencrypts_all_variables,
+    login_attempts_are_counted_before_checking_and_lock_per_address,
+    settled_attempts_refund_or_clear_counters,
+    old_failure_counters_are_pruned,
+    concurrent_rotation_has_one_winner,
+    parallel_attempts_admit_at_most_the_limit,
+    ownership_registry,
+    concurrent_first_claims_have_one_owner,
+);
+
+mod ownership;
+
+async fn ownership_registry<S: Store>(s: S) {
+    ownership::claim_lookup_release_list(&s).await;
+}
+
+async fn concurrent_first_claims_have_one_owner<S: Store>(s: S) {
+    let s = std::sync::Arc::new(s);
     for round in 0..20 {
         let id = format!("thread-{round}");
         let tasks: Vec<_> = (0..8)
