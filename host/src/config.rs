@@ -49,6 +49,10 @@ pub struct Config {
     pub cors: Option<crate::cors::CorsPolicy>,
     /// How the caller's identity reaches the agent (`upstream`).
     pub upstream: UpstreamSettings,
+    /// Peers whose forwarding headers name the client (`trusted_proxies`).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// Per-address and per-identity limits by route class (`rate_limits`).
+    pub rate_limits: crate::rate_limit::RateLimitConfig,
 }
 
 /// One entry of `auth`.
@@ -319,6 +323,10 @@ struct RawConfig {
     cors: Value,
     #[serde(default)]
     upstream: Value,
+    #[serde(default)]
+    trusted_proxies: Value,
+    #[serde(default)]
+    rate_limits: Value,
 }
 
 /// The object form of a plugin entry in `auth` or `authorization`.
@@ -419,6 +427,10 @@ impl Config {
         let cors =
             crate::cors::CorsPolicy::from_config(&raw.cors, &env).map_err(|(k, r)| err(&k, r))?;
         let upstream = upstream_settings(&raw.upstream, &env, &dir).map_err(|(k, r)| err(&k, r))?;
+        let trusted_proxies = crate::client_addr::TrustedProxies::from_config(&raw.trusted_proxies)
+            .map_err(|(k, r)| err(&k, r))?;
+        let rate_limits = crate::rate_limit::RateLimitConfig::from_config(&raw.rate_limits)
+            .map_err(|(k, r)| err(&k, r))?;
 
         Ok(Config {
             file: path.to_path_buf(),
@@ -429,6 +441,8 @@ impl Config {
             plugins,
             cors,
             upstream,
+            trusted_proxies,
+            rate_limits,
         })
     }
 

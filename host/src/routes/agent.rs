@@ -32,16 +32,21 @@ pub async fn forward(
         .await?;
     authorize(&state, &caller, &target).await?;
     let upstream = state.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
-    let who = (!state.gate.is_open()).then_some(&caller.identity);
+    // With `"auth": null` the caller is `anonymous` (as /v1/whoami says),
+    // and the agent is told the same.
+    let who = Some(&caller.identity);
     if target.is_websocket() {
         let client_ip = caller.client_ip.as_deref();
         return upstream
             .forward_websocket(target, parts, who, client_ip, Arc::new(ForwardAll))
             .await;
     }
-    upstream
+    let started = std::time::Instant::now();
+    let result = upstream
         .forward(target, &parts.headers, who, caller.client_ip.as_deref())
-        .await
+        .await;
+    crate::metrics::upstream_result(started, &result);
+    result
 }
 
 /// Every check an agent request passes before it may reach the agent: the
@@ -54,14 +59,16 @@ pub async fn authorize(
     target: &AgentRequest,
 ) -> Result<(), ApiError> {
     let view = authorizer_view(caller.plugin_view.as_deref(), target);
-    state
+    let result = state
         .gate
         .authorize(
             &caller.identity,
             target.access(),
             view.as_ref().or(caller.plugin_view.as_deref()),
         )
-        .await
+        .await;
+    crate::metrics::global().authz_result(result.as_ref().map(|_| ()));
+    result
 }
 
 /// The authorizer sees the canonical path (the one forwarded), not the
