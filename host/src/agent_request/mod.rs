@@ -19,6 +19,7 @@ mod table;
 use axum::body::{Body, Bytes};
 use http::header::{self, HeaderMap};
 use http::{Method, Uri};
+use sync_wrapper::SyncWrapper;
 
 pub use path::{CanonicalPath, PathError};
 pub use table::{BodyId, IdSource, ROUTES, Route, classify};
@@ -36,8 +37,16 @@ pub enum AgentBody {
     /// Read and inspected by the host (ids taken from it); forwarded as is
     /// (or with identity merged in).
     Inspected(Bytes),
-    /// Not looked at: streamed through.
-    Streamed(Body),
+    /// Not looked at: streamed through. Wrapped so the request is `Sync`:
+    /// checks borrow an `&AgentRequest` across awaits in `Send` futures.
+    Streamed(SyncWrapper<Body>),
+}
+
+impl AgentBody {
+    /// A body streamed through unread.
+    pub fn streamed(body: Body) -> AgentBody {
+        AgentBody::Streamed(SyncWrapper::new(body))
+    }
 }
 
 /// A request for the agent API that passed canonicalization and the route
@@ -62,7 +71,7 @@ impl AgentRequest {
         let query = uri.query().map(check_query).transpose()?;
         let (route, access) = classify(method, &path)
             .ok_or_else(|| ApiError::NotFound(format!("no route for {method} {path}")))?;
-        let body = AgentBody::Streamed(Body::empty());
+        let body = AgentBody::streamed(Body::empty());
         Ok(AgentRequest {
             method: method.clone(),
             path,
@@ -84,7 +93,7 @@ impl AgentRequest {
         body: Body,
     ) -> Result<AgentRequest, ApiError> {
         let IdSource::Body(kind) = self.route.id else {
-            self.body = AgentBody::Streamed(body);
+            self.body = AgentBody::streamed(body);
             return Ok(self);
         };
         // A compressed body cannot be read here, so it could hide anything.
@@ -113,7 +122,7 @@ impl AgentRequest {
 
     /// Takes the body to forward (leaving an empty one).
     pub fn take_body(&mut self) -> AgentBody {
-        std::mem::replace(&mut self.body, AgentBody::Streamed(Body::empty()))
+        std::mem::replace(&mut self.body, AgentBody::streamed(Body::empty()))
     }
 
     /// The HTTP method.

@@ -131,9 +131,9 @@ impl Upstream {
                 }
             }
             (AgentBody::Inspected(bytes), _) => Some(reqwest::Body::from(bytes)),
-            (AgentBody::Streamed(body), _) if body.is_end_stream() => None,
             (AgentBody::Streamed(body), _) => {
-                Some(reqwest::Body::wrap_stream(body.into_data_stream()))
+                let body = body.into_inner();
+                (!body.is_end_stream()).then(|| reqwest::Body::wrap_stream(body.into_data_stream()))
             }
         };
 
