@@ -223,31 +223,67 @@ async fn start(
 }
 
 /// Resolves on the first SIGTERM or SIGINT (then in-flight requests get
-/// `AGENTFLOW_SHUTDOWN_TIMEOUT` to finish); a second signal exits at once.
+/// `AGENTFLOW_SHUTDOWN_TIMEOUT_MS` to finish); a second signal exits at once.
 async fn shutdown_signal() {
-    next_signal().await;
+    Signals::listen().recv().await;
+    // Listening again before saying so: a second signal sent as soon as the
+    // line appears must not be missed.
+    let second = Signals::listen();
     tracing::info!(
         "shutting down: no new connections, finishing requests in flight (a second signal exits at once)"
     );
-    tokio::spawn(async {
-        next_signal().await;
+    tokio::spawn(async move {
+        second.recv().await;
         tracing::warn!("second signal: exiting without waiting");
         std::process::exit(130);
     });
 }
 
-/// The next SIGTERM or SIGINT.
-async fn next_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT listeners, registered when made.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// The next signal (never, if none could be registered).
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match self.term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match self.int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! { () = term => {}, () = int => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

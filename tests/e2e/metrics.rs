@@ -107,7 +107,8 @@ fn metrics_count_real_traffic_and_need_the_token_or_a_superuser() {
             &text,
             "agentflow_auth_outcomes_total{method=\"jwt\",outcome=\"authenticated\"}"
         ),
-        Some(3.0),
+        // Three proxied requests and alice's refused look at /metrics.
+        Some(4.0),
         "{text}"
     );
     assert!(

@@ -56,7 +56,13 @@ fn refresh_guessing_is_limited_per_address_by_default() {
             reply.body
         );
     }
-    assert_limited(&guess("198.51.100.2"), "\"per-address\";q=60;w=60");
+    // The bucket refills one request a second, so a slow loop may have
+    // earned one or two more; the claimed address changes nothing.
+    let limited = (0..5)
+        .map(|_| guess("198.51.100.2"))
+        .find(|r| r.status == 429)
+        .expect("no 429 after the budget of 60");
+    assert_limited(&limited, "\"per-address\";q=60;w=60");
     // Normal traffic elsewhere is untouched.
     assert_eq!(get(&server.url("/ping"), &[]).status, 200);
 }
