@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::audit::{AuditTrail, Entry, FloodKey};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
@@ -14,10 +15,10 @@ use crate::jwt::{JwtSigner, JwtVerifier};
 use crate::login_throttle::{AddressThrottle, ClientKey};
 use crate::passwords::{self, PasswordError};
 use crate::secrets::{KeyOrigin, SecretBox};
-use crate::settings::{AccountSettings, SettingError};
+use crate::settings::{AccountSettings, AuditSettings, SettingError};
 use crate::store::{
-    AttemptKeys, AttemptOutcome, AttemptVerdict, LockScope, NewUser, RotateOutcome, SledStore,
-    Store, StoreError, User, UserUpdate, hash_api_key, new_id, unix_now,
+    AttemptKeys, AttemptOutcome, AttemptVerdict, AuditKind, LockScope, NewUser, RotateOutcome,
+    SledStore, Store, StoreError, User, UserUpdate, hash_api_key, new_id, unix_now,
 };
 
 /// Claim that tells access tokens from refresh tokens.
@@ -71,6 +72,8 @@ pub struct Accounts {
     pub secrets: SecretBox,
     /// The settings it was started with.
     pub settings: AccountSettings,
+    /// The audit trail's settings and flood state (events live in `store`).
+    pub audit: AuditTrail,
     jwt: Option<(JwtSigner, JwtVerifier)>,
     throttle: AddressThrottle,
 }
@@ -132,10 +135,12 @@ impl Accounts {
             settings.login.attempts_per_minute,
             settings.login.in_flight_per_address,
         );
+        let audit = AuditTrail::new(AuditSettings::from_env(&cfg.env)?);
         let accounts = Accounts {
             store,
             secrets,
             settings,
+            audit,
             jwt,
             throttle,
         };
@@ -200,18 +205,41 @@ impl Accounts {
         client: Option<IpAddr>,
     ) -> Result<TokenPair, ApiError> {
         let address = ClientKey::of(client);
-        let mut ticket = self.throttle.admit(&address, Instant::now()).map_err(|t| {
-            too_many(
-                "Too many login attempts from your address; try again later",
-                t.retry_after,
-            )
-        })?;
+        let client_ip = client.map(|ip| ip.to_string());
+        // Who the attempt was for, bounded: a huge name is cut in the trail.
+        let attempted: String = username.chars().take(MAX_USERNAME_CHARS).collect();
+        let failed = |reason: &str| {
+            Entry::new(AuditKind::LoginFailed)
+                .subject(attempted.clone())
+                .client(client_ip.clone())
+                .detail("reason", reason)
+        };
+        let mut ticket = match self.throttle.admit(&address, Instant::now()) {
+            Ok(ticket) => ticket,
+            Err(t) => {
+                let key = FloodKey::new(AuditKind::LoginFailed, address.as_str(), "throttled");
+                self.record_limited(failed("throttled"), key).await;
+                return Err(too_many(
+                    "Too many login attempts from your address; try again later",
+                    t.retry_after,
+                ));
+            }
+        };
         // No account has a longer name (the rule is public), and a huge name
         // must not become a counter key.
         if username.chars().count() > MAX_USERNAME_CHARS {
+            self.record(failed("bad_credentials")).await;
             return Err(wrong_credentials());
         }
         let name = canonical_username(username);
+        let locked = |scope: &str| {
+            let entry = Entry::new(AuditKind::LoginLocked)
+                .subject(attempted.clone())
+                .client(client_ip.clone())
+                .detail("scope", scope);
+            let key = FloodKey::new(AuditKind::LoginLocked, address.as_str(), &name);
+            (entry, key)
+        };
         let keys = AttemptKeys::new(&name, address.as_str());
         let policy = self.settings.login.policy();
         match self
@@ -224,6 +252,8 @@ impl Accounts {
                 retry_after,
                 scope: LockScope::Address,
             } => {
+                let (entry, key) = locked("address");
+                self.record_limited(entry, key).await;
                 return Err(too_many(
                     "Too many failed login attempts; try again later",
                     retry_after,
@@ -233,6 +263,8 @@ impl Accounts {
                 retry_after,
                 scope: LockScope::Account,
             } => {
+                let (entry, key) = locked("account");
+                self.record_limited(entry, key).await;
                 return Err(too_many(
                     "Too many failed login attempts on this account; try again later",
                     retry_after,
@@ -247,15 +279,19 @@ impl Accounts {
                 self.store
                     .finish_login_attempt(&keys, AttemptOutcome::NotChecked, policy)
                     .await?;
+                self.record(failed("not_checked")).await;
                 return Err(e);
             }
         };
         // A wrong password, an unknown user, and the right password of an
         // inactive account all stay counted: none of them resets a counter.
         let Some(user) = verified else {
+            self.record(failed("bad_credentials")).await;
             return Err(wrong_credentials());
         };
         if !user.is_active {
+            self.record(failed("inactive").subject(user.username.clone()))
+                .await;
             return Err(ApiError::InvalidCredentials {
                 detail: "Your account is not active; ask an administrator to activate it".into(),
                 invalid_token: false,
@@ -265,7 +301,15 @@ impl Accounts {
             .finish_login_attempt(&keys, AttemptOutcome::Succeeded, policy)
             .await?;
         ticket.refund();
-        self.start_login(&user).await
+        let pair = self.start_login(&user).await?;
+        self.record(
+            Entry::new(AuditKind::LoginSucceeded)
+                .actor(user.username.clone())
+                .subject(user.username)
+                .client(client_ip),
+        )
+        .await;
+        Ok(pair)
     }
 
     /// The user `name` (canonical) or, for names stored before
@@ -325,7 +369,12 @@ impl Accounts {
 
     /// Exchanges a refresh token for a new pair; a reused token revokes its
     /// whole family.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, ApiError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client: Option<IpAddr>,
+    ) -> Result<TokenPair, ApiError> {
+        let client_ip = client.map(|ip| ip.to_string());
         let (family, jti, user_id) = self.refresh_claims(refresh_token)?;
         let next = new_id();
         match self
@@ -340,6 +389,14 @@ impl Accounts {
                     user_id,
                     "refresh token reused: the login's whole token family is revoked"
                 );
+                let name = self.username_of(&user_id).await;
+                self.record(
+                    Entry::new(AuditKind::TokenReuseDetected)
+                        .subject(name)
+                        .client(client_ip)
+                        .detail("revoked", "login"),
+                )
+                .await;
                 return Err(invalid_refresh(
                     "refresh token was already used; this login has been revoked",
                 ));
@@ -352,7 +409,23 @@ impl Accounts {
             .active_user(&user_id)
             .await
             .map_err(|_| invalid_refresh("account is not active"))?;
-        self.sign_pair(&user, &family, &next)
+        let pair = self.sign_pair(&user, &family, &next)?;
+        self.record(
+            Entry::new(AuditKind::TokenRefreshed)
+                .actor(user.username.clone())
+                .subject(user.username)
+                .client(client_ip),
+        )
+        .await;
+        Ok(pair)
+    }
+
+    /// The username behind `user_id` for the trail (the id if it is gone).
+    async fn username_of(&self, user_id: &str) -> String {
+        match self.store.get_user(user_id).await {
+            Ok(u) => u.username,
+            Err(_) => user_id.to_owned(),
+        }
     }
 
     /// Signs an access token and the refresh token `jti` of `family`. The
@@ -383,12 +456,24 @@ impl Accounts {
     }
 
     /// Revokes the login a refresh token belongs to.
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), ApiError> {
-        let (family, _, _) = self.refresh_claims(refresh_token)?;
+    pub async fn logout(
+        &self,
+        refresh_token: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        let (family, _, user_id) = self.refresh_claims(refresh_token)?;
         self.store
             .revoke_family(&family)
             .await
             .map_err(not_found_is_invalid)?;
+        let name = self.username_of(&user_id).await;
+        self.record(
+            Entry::new(AuditKind::Logout)
+                .actor(name.clone())
+                .subject(name)
+                .client(client.map(|ip| ip.to_string())),
+        )
+        .await;
         Ok(())
     }
 
@@ -411,7 +496,7 @@ impl Accounts {
     }
 
     /// A token for the auto-login superuser (only when AUTO_LOGIN is on).
-    pub async fn auto_login(&self) -> Result<TokenPair, ApiError> {
+    pub async fn auto_login(&self, client: Option<IpAddr>) -> Result<TokenPair, ApiError> {
         if !self.settings.auto_login {
             return Err(ApiError::Forbidden(
                 "Auto login is disabled (AGENTFLOW_AUTO_LOGIN=False)".into(),
@@ -435,7 +520,14 @@ impl Accounts {
             }
             Err(e) => return Err(e.into()),
         };
-        self.start_login(&user).await
+        let pair = self.start_login(&user).await?;
+        self.record(
+            Entry::new(AuditKind::AutoLogin)
+                .subject(user.username)
+                .client(client.map(|ip| ip.to_string())),
+        )
+        .await;
+        Ok(pair)
     }
 
     /// The user behind `user_id` if it exists and is active.
@@ -520,6 +612,17 @@ impl Accounts {
         if let Err(e) = self.store.touch_api_key(&record.id, unix_now()).await {
             tracing::warn!(error = %e, "could not record API key use");
         }
+        if record.last_used_at.is_none() {
+            // Two first requests at once may both see no last use: the
+            // trail then holds two first-use events, never none.
+            self.record(
+                Entry::new(AuditKind::ApiKeyFirstUsed)
+                    .actor(user.username.clone())
+                    .subject(record.name.clone())
+                    .detail("key_id", record.id.clone()),
+            )
+            .await;
+        }
         let mut claims = Map::new();
         claims.insert("auth_method".into(), json!("api_key"));
         claims.insert("api_key_id".into(), json!(record.id));
@@ -538,9 +641,24 @@ impl Accounts {
         })
     }
 
-    /// Forgets failed-login counters older than the lockout window every few
-    /// minutes, so guessing at random usernames cannot grow the database.
+    /// Forgets failed-login counters older than the lockout window and audit
+    /// events older than the retention every few minutes (and at once), so
+    /// guessing at random usernames cannot grow the database; writes
+    /// aggregated audit events every few seconds.
     pub fn spawn_maintenance(self: &std::sync::Arc<Self>) {
+        let floods = std::sync::Arc::downgrade(self);
+        // Aggregated audit events are written soon after their window ends.
+        let flush_every = self.audit.settings().flood_window_secs.min(10);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(flush_every));
+            loop {
+                every.tick().await;
+                let Some(accounts) = floods.upgrade() else {
+                    break;
+                };
+                accounts.flush_audit_floods().await;
+            }
+        });
         let accounts = std::sync::Arc::downgrade(self);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
@@ -555,6 +673,7 @@ impl Accounts {
                 if let Err(e) = accounts.store.prune_failures(before).await {
                     tracing::warn!(error = %e, "pruning failed-login counters failed");
                 }
+                accounts.prune_audit().await;
             }
         });
     }

@@ -53,6 +53,8 @@ pub struct Config {
     pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Per-address and per-identity limits by route class (`rate_limits`).
     pub rate_limits: crate::rate_limit::RateLimitConfig,
+    /// The ownership policy (`tenancy`); `None`: off.
+    pub tenancy: Option<crate::tenancy::TenancySettings>,
 }
 
 /// One entry of `auth`.
@@ -327,6 +329,7 @@ struct RawConfig {
     trusted_proxies: Value,
     #[serde(default)]
     rate_limits: Value,
+    tenancy: Value,
 }
 
 /// The object form of a plugin entry in `auth` or `authorization`.
@@ -431,6 +434,13 @@ impl Config {
             .map_err(|(k, r)| err(&k, r))?;
         let rate_limits = crate::rate_limit::RateLimitConfig::from_config(&raw.rate_limits)
             .map_err(|(k, r)| err(&k, r))?;
+        let tenancy = crate::tenancy::settings::parse(&raw.tenancy).map_err(|(k, r)| err(&k, r))?;
+        if tenancy.is_some() && auth.is_empty() {
+            return Err(err(
+                "tenancy",
+                "needs authentication: with \"auth\": null every caller is the same anonymous tenant".into(),
+            ));
+        }
 
         Ok(Config {
             file: path.to_path_buf(),
@@ -443,6 +453,7 @@ impl Config {
             upstream,
             trusted_proxies,
             rate_limits,
+            tenancy,
         })
     }
 

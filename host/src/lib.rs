@@ -5,9 +5,11 @@
 //! is the router tests can serve on their own port.
 pub mod accounts;
 pub mod agent_request;
+pub mod audit;
 pub mod cli;
 pub mod client_addr;
 pub mod config;
+pub mod console;
 pub mod cors;
 pub mod error;
 pub mod extract;
@@ -29,4 +31,5 @@ pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod tenancy;
 pub mod upstream_token;

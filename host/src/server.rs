@@ -81,6 +81,7 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     for plugin in gate.plugins() {
         let s = plugin.status();
         tracing::info!(plugin = %s.name, slot = s.slot, sha256 = %s.sha256, "plugin loaded");
+        accounts.record(crate::audit::plugins::loaded(&s)).await;
     }
     if cfg
         .env
@@ -116,12 +117,17 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         .clone()
         .map(|base| Arc::new(Upstream::new(base, headers).with_identity(identity)));
     let cors = cfg.cors.clone().map(Arc::new);
+    let tenancy = cfg
+        .tenancy
+        .clone()
+        .map(|t| Arc::new(crate::tenancy::Tenancy::new(t, accounts.clone())));
     Ok(AppState {
         gate: Arc::new(gate),
         upstream,
         accounts,
         cors,
         gateway,
+        tenancy,
     })
 }
 
@@ -205,8 +211,11 @@ async fn start(
     let state = build_state(cfg).await?;
     let watcher = if cfg.plugins.watch && state.gate.uses_plugins() {
         Some(
-            crate::plugins::reload::watch(state.gate.plugins().cloned().collect())
-                .map_err(StartError::Watch)?,
+            crate::plugins::reload::watch(
+                state.gate.plugins().cloned().collect(),
+                crate::audit::plugins::reload_recorder(state.accounts.clone()),
+            )
+            .map_err(StartError::Watch)?,
         )
     } else {
         None

@@ -1,10 +1,12 @@
 //! The account system's settings: `AGENTFLOW_*` variables from the
 //! environment or the `env` file, validated with errors naming the variable.
 
+mod audit;
 mod server;
 
 use std::path::{Path, PathBuf};
 
+pub use audit::AuditSettings;
 pub use server::ServerSettings;
 
 use crate::config::Env;

@@ -8,8 +8,11 @@ mod support_agentflow;
 
 mod accounts;
 mod agentflow_server;
+mod audit;
+mod audit_plugins;
 mod auth_chain;
 mod config_errors;
+mod console;
 mod envelope;
 mod first_contact;
 mod forward_auth;
@@ -34,3 +37,5 @@ mod trusted_proxies;
 mod upstream_identity;
 mod upstream_retry;
 mod websocket;
+mod tenancy;
+mod tenancy_team;

@@ -131,7 +131,7 @@ fn unknown_routes_are_404_and_only_after_authentication() {
     for (m, p) in [
         ("GET", "/v1/admin/secrets"),
         ("PATCH", "/v1/threads/t1"),
-        ("GET", "/"),
+        ("GET", "/v1/nothing-here"),
         ("GET", "/v1/graph/invoke"),
     ] {
         let r = send(m, &server.url(p), &[("authorization", &token)], None);

@@ -55,7 +55,7 @@ fn authorizers_see_body_and_decoded_path_ids() {
         (
             "POST",
             "/v1/graph/stream",
-            Some(json!({"messages": [], "config": {"thread_id": 42}})),
+            Some(json!({"messages": [], "config": {"thread_id": "42"}})),
             json!("42"),
         ),
         (
@@ -169,6 +169,9 @@ fn ambiguous_or_malformed_body_ids_are_refused() {
             json!({"config": {"thread_id": ["t-ok"]}}),
         ),
         ("/v1/graph/invoke", json!({"config": {"thread_id": 1.5}})),
+        // Not a string: the agent would make `42` and `"42"` one thread.
+        ("/v1/graph/stream", json!({"config": {"thread_id": 42}})),
+        ("/v1/graph/invoke", json!({"config": {"thread_id": true}})),
         ("/v1/graph/invoke", json!({"config": "t-ok"})),
         ("/v1/graph/stop", json!({"thread_id": 7})),
         ("/v1/graph/stop", json!({"config": {"thread_id": "t-ok"}})),

@@ -1,8 +1,8 @@
 //! Thread ids in graph request bodies, read the way the AgentFlow server's
-//! `RequirePermission` and `normalize_thread_id` read them: `str(v).strip()`,
-//! blank / `null` / booleans mean "no id", integers are their decimal form.
-//! Anything the server would read differently is refused (400), so the id an
-//! authorizer decides on is the thread the agent runs.
+//! `RequirePermission` and `normalize_thread_id` read strings: stripped,
+//! blank / `null` mean "no id". A thread id that is not a string is refused
+//! (400), as is anything the server would read differently, so the id an
+//! authorizer (and tenancy) decides on is the thread the agent runs.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -80,15 +80,14 @@ fn config_thread_id(config: Option<&Value>) -> Result<Option<String>, String> {
     }
 }
 
-/// `normalize_thread_id`: strings stripped (blank = none), integers in
-/// decimal, `null` and booleans none. Other numbers are refused: Python
-/// and Rust spell some floats differently (`1e+16`), so the ids could differ.
+/// `normalize_thread_id` for strings: stripped, blank means none; `null`
+/// is none. Anything else (integers, booleans, floats, arrays) is refused:
+/// the server would turn `42` and `"42"` into one thread and `true` into a
+/// new one, so only one spelling of an id is accepted.
 fn normalize(v: Option<&Value>, field: &str) -> Result<Option<String>, String> {
     match v {
-        None | Some(Value::Null) | Some(Value::Bool(_)) => Ok(None),
+        None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(strip(s).to_owned()).filter(|s| !s.is_empty())),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        Some(Value::Number(_)) => Err(format!("`{field}` must be a string or an integer")),
         Some(_) => Err(format!("`{field}` must be a string")),
     }
 }
@@ -144,16 +143,23 @@ mod tests {
             some("t"),
             "Python strips U+001C..1F"
         );
-        assert_eq!(run(r#"{"config": {"thread_id": 42}}"#), some("42"));
-        assert_eq!(run(r#"{"config": {"thread_id": -7}}"#), some("-7"));
-        for none in [r#""   ""#, "null", "true", "false"] {
+        for none in [r#""   ""#, "null"] {
             assert_eq!(
                 run(&format!(r#"{{"config": {{"thread_id": {none}}}}}"#)),
                 Ok(None),
                 "{none}"
             );
         }
-        for bad in ["4.5", "1e16", "[\"t1\"]", "{\"id\": 1}"] {
+        for bad in [
+            "42",
+            "-7",
+            "true",
+            "false",
+            "4.5",
+            "1e16",
+            "[\"t1\"]",
+            "{\"id\": 1}",
+        ] {
             assert!(
                 run(&format!(r#"{{"config": {{"thread_id": {bad}}}}}"#)).is_err(),
                 "{bad}"

@@ -125,6 +125,12 @@ impl AgentRequest {
         std::mem::replace(&mut self.body, AgentBody::streamed(Body::empty()))
     }
 
+    /// Replaces the body to forward with bytes the host wrote (tenancy
+    /// widens memory listings).
+    pub fn replace_body(&mut self, bytes: Bytes) {
+        self.body = AgentBody::Inspected(bytes);
+    }
+
     /// The HTTP method.
     pub fn method(&self) -> &Method {
         &self.method

@@ -281,6 +281,8 @@ pub fn classify(method: &Method, path: &CanonicalPath) -> Option<(&'static Route
                 resource: route.resource,
                 action: route.action,
                 resource_id: id.map(str::to_owned),
+                owner: None,
+                tenant: None,
             },
         ))
     })

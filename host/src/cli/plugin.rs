@@ -255,6 +255,8 @@ fn call(args: CallArgs) -> anyhow::Result<()> {
                 resource: Box::leak(what.resource.into_boxed_str()),
                 action: Box::leak(what.action.into_boxed_str()),
                 resource_id: what.resource_id,
+                owner: None,
+                tenant: None,
             };
             match tokio.block_on(plugin.authorize(&who, &access, &view))? {
                 AuthzOutcome::Allow => json!({"outcome": "allow"}),

@@ -100,6 +100,23 @@ fn rotate(args: RotateArgs) -> anyhow::Result<()> {
             }
         }
     })?;
+    // Recorded by the command itself: the server is stopped during a rotation.
+    let event = crate::store::NewAuditEvent {
+        time: crate::store::unix_now(),
+        kind: crate::store::AuditKind::SecretKeyRotated,
+        actor: Some("cli".into()),
+        subject: None,
+        client_ip: None,
+        request_id: None,
+        details: [("variables".to_owned(), serde_json::json!(count))]
+            .into_iter()
+            .collect(),
+    };
+    runtime.block_on(async {
+        tracing::info!(target: crate::audit::LOG_TARGET, "{}", serde_json::json!(event));
+        store.append_audit(event).await?;
+        store.flush().await
+    })?;
     if in_data_dir {
         secrets::remove_previous_key_file(&settings.data_dir)?;
         println!(

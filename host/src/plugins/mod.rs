@@ -13,6 +13,7 @@ mod log_limit;
 mod outbound;
 mod outcome_cache;
 mod plugin;
+pub mod latency;
 pub mod reload;
 mod runtime;
 mod state;
@@ -153,6 +154,10 @@ pub struct Access {
     /// The thread, memory or file id the request names (path or body),
     /// decoded once.
     pub resource_id: Option<String>,
+    /// The resource's recorded owner (tenancy), if any.
+    pub owner: Option<String>,
+    /// The caller's tenant key (tenancy), if tenancy is on.
+    pub tenant: Option<String>,
 }
 
 /// What an authorizer plugin concluded.

@@ -124,6 +124,8 @@ struct Counters {
     cache_hits: AtomicU64,
     denials: AtomicU64,
     failures: AtomicU64,
+    /// Time of each call into the guest (cache hits excluded).
+    latency: super::latency::LatencyHistogram,
 }
 
 /// A snapshot of a plugin for status listings.
@@ -152,6 +154,12 @@ pub struct PluginStatus {
     pub denials: u64,
     /// Calls that failed (503).
     pub failures: u64,
+    /// The WIT contract version the host serves plugins.
+    pub contract: &'static str,
+    /// Median call time in µs (bucket upper bound); `None` before a call.
+    pub latency_p50_us: Option<u64>,
+    /// 99th percentile call time in µs (bucket upper bound).
+    pub latency_p99_us: Option<u64>,
 }
 
 impl Plugin {
@@ -250,6 +258,9 @@ impl Plugin {
             cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
             denials: self.counters.denials.load(Ordering::Relaxed),
             failures: self.counters.failures.load(Ordering::Relaxed),
+            contract: super::WIT_VERSION,
+            latency_p50_us: self.counters.latency.quantile_us(0.5),
+            latency_p99_us: self.counters.latency.quantile_us(0.99),
         }
     }
 
@@ -342,6 +353,7 @@ impl Plugin {
             )));
         };
         let mut sandbox = self.sandbox(&version);
+        let started = std::time::Instant::now();
         let result = self
             .within_limit(async {
                 let sb = &mut sandbox;
@@ -359,6 +371,7 @@ impl Plugin {
                     .await
             })
             .await;
+        self.counters.latency.record(started.elapsed());
         sandbox.store.data().end_call();
         let outcome = match result {
             Ok(o) => o,
@@ -421,6 +434,7 @@ impl Plugin {
             resource_id: access.resource_id.clone(),
         };
         let mut sandbox = self.sandbox(&version);
+        let started = std::time::Instant::now();
         let result = self
             .within_limit(async {
                 let sb = &mut sandbox;
@@ -438,6 +452,7 @@ impl Plugin {
                     .await
             })
             .await;
+        self.counters.latency.record(started.elapsed());
         sandbox.store.data().end_call();
         let result = match result {
             Ok(answer) => {

@@ -101,8 +101,23 @@ fn is_source(rel: &Path) -> bool {
         )
 }
 
-/// Starts watching `plugins`; reloads run on a thread of their own.
-pub fn watch(plugins: Vec<Arc<Plugin>>) -> Result<PluginWatcher, String> {
+/// What one reload did, handed to the watcher's `report` callback (the
+/// audit trail keeps it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The new version's SHA-256, or why the new build was refused (the
+    /// last good version keeps serving).
+    pub outcome: Result<String, String>,
+}
+
+/// Called on the reload thread after every reload that swapped or failed.
+pub type ReloadCallback = Box<dyn Fn(ReloadReport) + Send>;
+
+/// Starts watching `plugins`; reloads run on a thread of their own, and each
+/// one that swapped a version or failed is passed to `report`.
+pub fn watch(plugins: Vec<Arc<Plugin>>, report: ReloadCallback) -> Result<PluginWatcher, String> {
     let (tx, rx) = channel();
     let mut watcher =
         notify::recommended_watcher(tx).map_err(|e| format!("cannot watch plugin files: {e}"))?;
@@ -126,14 +141,18 @@ pub fn watch(plugins: Vec<Arc<Plugin>>) -> Result<PluginWatcher, String> {
     }
     std::thread::Builder::new()
         .name("plugin-reload".into())
-        .spawn(move || reload_loop(rx, watched))
+        .spawn(move || reload_loop(rx, watched, report))
         .map_err(|e| format!("cannot start the reload thread: {e}"))?;
     Ok(PluginWatcher { _watcher: watcher })
 }
 
 /// Collects change events, and reloads each plugin once its files have been
 /// quiet for a moment. Ends when the watcher is dropped.
-fn reload_loop(rx: Receiver<notify::Result<notify::Event>>, watched: Vec<Watched>) {
+fn reload_loop(
+    rx: Receiver<notify::Result<notify::Event>>,
+    watched: Vec<Watched>,
+    report: ReloadCallback,
+) {
     // Plugin index -> (first change, last change) of the pending burst.
     let mut pending: HashMap<usize, (Instant, Instant)> = HashMap::new();
     loop {
@@ -170,7 +189,9 @@ fn reload_loop(rx: Receiver<notify::Result<notify::Event>>, watched: Vec<Watched
             .collect();
         for i in due {
             let (first, _) = pending.remove(&i).expect("due entries are pending");
-            reload_one(&watched[i], first);
+            if let Some(r) = reload_one(&watched[i], first) {
+                report(r);
+            }
         }
     }
 }
@@ -183,28 +204,37 @@ fn is_change(kind: &EventKind) -> bool {
     )
 }
 
-fn reload_one(w: &Watched, first_change: Instant) {
+fn reload_one(w: &Watched, first_change: Instant) -> Option<ReloadReport> {
     let plugin = &w.plugin;
     if let Target::File { dir, name } = &w.target {
         if !dir.join(name).is_file() {
             // Removed mid-build; its re-creation will bring us back.
-            return;
+            return None;
         }
     }
-    match plugin.reload() {
-        Ok(Reloaded::Swapped { sha256 }) => tracing::info!(
-            plugin = %plugin.name(),
-            sha256 = %sha256,
-            after_ms = first_change.elapsed().as_millis() as u64,
-            "plugin reloaded: new requests use the new version"
-        ),
+    let outcome = match plugin.reload() {
+        Ok(Reloaded::Swapped { sha256 }) => {
+            tracing::info!(
+                plugin = %plugin.name(),
+                sha256 = %sha256,
+                after_ms = first_change.elapsed().as_millis() as u64,
+                "plugin reloaded: new requests use the new version"
+            );
+            Ok(sha256)
+        }
         Ok(Reloaded::Unchanged) => {
-            tracing::debug!(plugin = %plugin.name(), "plugin file touched, content unchanged")
+            tracing::debug!(plugin = %plugin.name(), "plugin file touched, content unchanged");
+            return None;
         }
         Err(e) => {
-            tracing::error!(error = %e, "plugin reload failed; the last good version keeps serving")
+            tracing::error!(error = %e, "plugin reload failed; the last good version keeps serving");
+            Err(e.to_string())
         }
-    }
+    };
+    Some(ReloadReport {
+        plugin: plugin.name().to_owned(),
+        outcome,
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::extract::ws::{self, WebSocketUpgrade};
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -137,19 +138,27 @@ pub enum Verdict {
     Refuse(String),
 }
 
-/// Looks at every client frame before the agent sees it. Tenancy checks
-/// each run frame's `config.thread_id` here.
+/// Looks at every client frame before the agent sees it, and at every agent
+/// frame before the client does. Tenancy checks each run frame's
+/// `config.thread_id` here and claims the threads the agent reports. Async
+/// because a verdict may need the ownership registry.
 pub trait FrameInspector: Send + Sync {
-    /// The verdict on `frame` (text, binary, ping, pong or close).
-    fn inspect(&self, frame: &Message) -> Verdict;
+    /// The verdict on a client `frame` (text, binary, ping, pong or close).
+    fn inspect<'a>(&'a self, frame: &'a Message) -> BoxFuture<'a, Verdict>;
+
+    /// The verdict on an agent `frame` on its way to the client: a refused
+    /// frame is replaced by an error event. Relays everything by default.
+    fn inspect_reply<'a>(&'a self, _frame: &'a Message) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::ready(Verdict::Forward))
+    }
 }
 
 /// Relays every frame unchanged.
 pub struct ForwardAll;
 
 impl FrameInspector for ForwardAll {
-    fn inspect(&self, _frame: &Message) -> Verdict {
-        Verdict::Forward
+    fn inspect<'a>(&'a self, _frame: &'a Message) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::ready(Verdict::Forward))
     }
 }
 
@@ -345,7 +354,7 @@ where
                 }
             };
             let is_close = matches!(frame, Message::Close(_));
-            match inspector.inspect(&frame) {
+            match inspector.inspect(&frame).await {
                 Verdict::Forward => {
                     if agent_tx.send(frame).await.is_err() {
                         return End::Lost;
@@ -382,6 +391,13 @@ where
                         return End::Lost;
                     }
                 },
+            };
+            let frame = match inspector.inspect_reply(&frame).await {
+                Verdict::Forward => frame,
+                Verdict::Refuse(reason) if !matches!(frame, Message::Close(_)) => {
+                    refusal_event(&reason)
+                }
+                Verdict::Refuse(_) => frame,
             };
             let is_close = matches!(frame, Message::Close(_));
             if client_tx.send(frame).await.is_err() {

@@ -1,17 +1,16 @@
 //! The AgentFlow API handler: validate the request line once, authorize the
 //! result, forward that same result.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 
 use super::{AppState, Caller};
 use crate::agent_request::AgentRequest;
+use crate::audit::{Route, refusal};
 use crate::error::ApiError;
 use crate::plugins::PluginRequest;
-use crate::proxy::ForwardAll;
+use crate::tenancy::Grant;
 
 /// Any authenticated caller may reach this; the authorizer decides per
 /// resource/action, then the request goes to the agent upstream.
@@ -30,45 +29,86 @@ pub async fn forward(
     let target = AgentRequest::parse(&parts.method, &parts.uri)?
         .with_body(&parts.headers, body)
         .await?;
-    authorize(&state, &caller, &target).await?;
+    // Settled first: the check's future borrows the request, which must not
+    // be held across the audit write below.
+    let authorized = authorize(&state, &caller, &target).await;
+    let grant = match authorized {
+        Ok(grant) => grant,
+        Err(e) => {
+            let route = Route {
+                method: target.method().as_str(),
+                path: target.path().as_str(),
+            };
+            let who = Some(&caller.identity);
+            if let Some((entry, key)) = refusal(who, caller.client_ip.clone(), route, &e) {
+                state.accounts.record_limited(entry, key).await;
+            }
+            return Err(e);
+        }
+    };
     let upstream = state.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
     // With `"auth": null` the caller is `anonymous` (as /v1/whoami says),
     // and the agent is told the same.
     let who = Some(&caller.identity);
     if target.is_websocket() {
         let client_ip = caller.client_ip.as_deref();
+        let inspector = grant.frame_inspector();
         return upstream
-            .forward_websocket(target, parts, who, client_ip, Arc::new(ForwardAll))
+            .forward_websocket(target, parts, who, client_ip, inspector)
             .await;
     }
     let started = std::time::Instant::now();
-    let result = upstream
-        .forward(target, &parts.headers, who, caller.client_ip.as_deref())
+    let result = grant
+        .forward(
+            upstream,
+            target,
+            &parts.headers,
+            who,
+            caller.client_ip.as_deref(),
+        )
         .await;
     crate::metrics::upstream_result(started, &result);
     result
 }
 
 /// Every check an agent request passes before it may reach the agent: the
-/// authorizer (and every policy added beside it) decides on the validated
-/// request, the same one that is forwarded. Shared by the proxy and by
-/// anything else that answers "may this caller make this request?".
-pub async fn authorize(
-    state: &AppState,
-    caller: &Caller,
+/// ownership policy (tenancy, when on), then the authorizer (and every
+/// policy added beside it) decides on the validated request, the same one
+/// that is forwarded, seeing the ownership facts. Shared by the proxy and
+/// by anything else that answers "may this caller make this request?".
+///
+/// The answer is the tenancy [`Grant`]: a first-use claim is already made
+/// (only once the authorizer allowed the request); what tenancy does with
+/// the agent's answer is left to [`Grant::forward`].
+pub fn authorize<'a>(
+    state: &'a AppState,
+    caller: &'a Caller,
     target: &AgentRequest,
-) -> Result<(), ApiError> {
+) -> impl Future<Output = Result<Grant, ApiError>> + Send + 'a {
+    // Everything needed from `target` is taken before the future starts: the
+    // request holds a body stream, so a reference to it is not `Send`.
+    let route = target.route();
+    let access = target.access().clone();
     let view = authorizer_view(caller.plugin_view.as_deref(), target);
-    let result = state
-        .gate
-        .authorize(
-            &caller.identity,
-            target.access(),
-            view.as_ref().or(caller.plugin_view.as_deref()),
-        )
-        .await;
-    crate::metrics::global().authz_result(result.as_ref().map(|_| ()));
-    result
+    async move {
+        let mut grant = match &state.tenancy {
+            Some(tenancy) => tenancy.check(&caller.identity, route, &access).await?,
+            None => Grant::open(),
+        };
+        let access = grant.access(&access);
+        let decision = state
+            .gate
+            .authorize(
+                &caller.identity,
+                &access,
+                view.as_ref().or(caller.plugin_view.as_deref()),
+            )
+            .await;
+        crate::metrics::global().authz_result(decision.as_ref().map(|_| ()));
+        decision?;
+        grant.claim().await?;
+        Ok(grant)
+    }
 }
 
 /// The authorizer sees the canonical path (the one forwarded), not the

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::account::Account;
+use super::client::ClientIp;
+use crate::audit::Entry;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
-use crate::store::{ApiKey, NewApiKey, Store, unix_now};
+use crate::store::{ApiKey, AuditKind, NewApiKey, Store, unix_now};
 
 /// A key as listings show it: masked.
 #[derive(Serialize)]
@@ -53,6 +55,7 @@ pub struct CreatedKey {
 pub async fn create(
     State(state): State<AppState>,
     Account(me): Account,
+    ClientIp(client): ClientIp,
     Json(body): Json<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     if body.name.chars().count() > 100 {
@@ -62,6 +65,12 @@ pub async fn create(
     }
     let (new, key) = NewApiKey::generate(&me.id, &body.name);
     let stored = state.accounts.store.create_api_key(new, unix_now()).await?;
+    let entry = Entry::new(AuditKind::ApiKeyCreated)
+        .actor(me.username)
+        .subject(stored.name.clone())
+        .client(client)
+        .detail("key_id", stored.id.clone());
+    state.accounts.record(entry).await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -84,6 +93,7 @@ pub async fn list(
 pub async fn delete(
     State(state): State<AppState>,
     Account(me): Account,
+    ClientIp(client): ClientIp,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let key = state.accounts.store.get_api_key(&id).await?;
@@ -92,5 +102,14 @@ pub async fn delete(
         return Err(ApiError::NotFound("not found".into()));
     }
     state.accounts.store.delete_api_key(&id).await?;
+    let mut entry = Entry::new(AuditKind::ApiKeyRevoked)
+        .actor(me.username)
+        .subject(key.name)
+        .client(client)
+        .detail("key_id", key.id);
+    if key.user_id != me.id {
+        entry = entry.detail("owner_id", key.user_id);
+    }
+    state.accounts.record(entry).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -31,7 +31,7 @@ pub async fn login(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Json<TokenPair>, ApiError> {
-    let client = crate::client_addr::of(&req);
+    let client = client_of(&req);
     let form: LoginForm = json_or_form(req).await?;
     Ok(Json(
         state
@@ -46,20 +46,33 @@ pub async fn refresh(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Json<TokenPair>, ApiError> {
+    let client = client_of(&req);
     let form: RefreshForm = json_or_form(req).await?;
-    Ok(Json(state.accounts.refresh(&form.refresh_token).await?))
+    Ok(Json(
+        state.accounts.refresh(&form.refresh_token, client).await?,
+    ))
 }
 
 /// Anyone holding a refresh token: revokes its login.
 pub async fn logout(State(state): State<AppState>, req: Request) -> Result<Json<Value>, ApiError> {
+    let client = client_of(&req);
     let form: RefreshForm = json_or_form(req).await?;
-    state.accounts.logout(&form.refresh_token).await?;
+    state.accounts.logout(&form.refresh_token, client).await?;
     Ok(Json(json!({"detail": "Logged out"})))
 }
 
 /// Anyone, only when AGENTFLOW_AUTO_LOGIN is on: a superuser token.
-pub async fn auto_login(State(state): State<AppState>) -> Result<Json<TokenPair>, ApiError> {
-    Ok(Json(state.accounts.auto_login().await?))
+pub async fn auto_login(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Json<TokenPair>, ApiError> {
+    Ok(Json(state.accounts.auto_login(client_of(&req)).await?))
+}
+
+/// The client's address, resolved through the trusted proxies (served
+/// without a peer address, none).
+fn client_of(req: &Request) -> Option<std::net::IpAddr> {
+    crate::client_addr::of(req)
 }
 
 /// Parses the body as JSON or `application/x-www-form-urlencoded`

@@ -4,7 +4,9 @@
 mod account;
 mod agent;
 mod api_keys;
+mod audit;
 mod auth;
+mod client;
 mod jwks;
 mod metrics;
 mod plugins;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub cors: Option<Arc<crate::cors::CorsPolicy>>,
     /// Trusted proxies and forward-auth answers (see [`crate::gateway`]).
     pub gateway: Arc<crate::gateway::GatewayState>,
+    /// The ownership policy (`tenancy` in agentflow.json), when on.
+    pub tenancy: Option<Arc<crate::tenancy::Tenancy>>,
 }
 
 /// The authenticated caller of the current request (a request extension).
@@ -67,6 +71,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami::whoami))
         .route("/v1/plugins", get(plugins::list))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/users/whoami", get(users::whoami))
         .route("/v1/users", get(users::list).post(users::create))
         .route("/v1/users/{id}", patch(users::update).delete(users::delete))
@@ -97,6 +102,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/refresh", post(auth::refresh))
         .route("/v1/logout", post(auth::logout))
         .route("/v1/auto_login", get(auth::auto_login))
+        .route("/", get(crate::console::root))
+        .merge(crate::console::router())
         // Last, so it reaches every route above: a known path with the wrong
         // method answers the JSON 405 (axum keeps the `Allow` header).
         .method_not_allowed_fallback(method_not_allowed)
@@ -166,15 +173,30 @@ async fn identify(state: &AppState, req: &mut Request) -> Result<Caller, ApiErro
         .gate
         .uses_plugins()
         .then(|| Arc::new(plugin_view(req, client_ip.clone())));
-    let result = state
+    let authenticated = state
         .gate
         .authenticate(req.headers(), plugin_view.as_deref())
         .await;
     crate::metrics::global().auth_result(
-        result.as_ref().map_or("chain", |a| origin_kind(&a.origin)),
-        result.as_ref().map(|_| ()),
+        authenticated
+            .as_ref()
+            .map_or("chain", |a| origin_kind(&a.origin)),
+        authenticated.as_ref().map(|_| ()),
     );
-    let Authenticated { identity, origin } = result?;
+    let Authenticated { identity, origin } = match authenticated {
+        Ok(a) => a,
+        Err(e) => {
+            let route = crate::audit::Route {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+            };
+            // Only a fail-closed plugin is an audit event here.
+            if let Some((entry, key)) = crate::audit::refusal(None, client_ip, route, &e) {
+                state.accounts.record_limited(entry, key).await;
+            }
+            return Err(e);
+        }
+    };
     Ok(Caller {
         identity,
         origin,

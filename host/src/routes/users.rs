@@ -6,11 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::account::{Account, Superuser};
+use super::client::ClientIp;
 use crate::accounts::{validate_password, validate_username};
+use crate::audit::Entry;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::passwords;
-use crate::store::{NewUser, Store, StoreError, User, UserUpdate, unix_now};
+use crate::store::{AuditKind, NewUser, Store, StoreError, User, UserUpdate, unix_now};
 
 /// A user as the API shows it (never the password hash).
 #[derive(Serialize)]
@@ -41,9 +43,12 @@ pub async fn whoami(Account(me): Account) -> Json<UserView> {
     Json(me.into())
 }
 
-/// `offset` / `limit` of a listing.
+/// `offset` / `limit` of a listing, and an optional search.
 #[derive(Deserialize)]
 pub struct Paging {
+    /// Only usernames containing this, ignoring case.
+    #[serde(default)]
+    q: Option<String>,
     #[serde(default)]
     offset: u64,
     #[serde(default = "default_limit")]
@@ -63,20 +68,48 @@ pub struct UserPage {
     limit: u64,
 }
 
-/// Superusers: every user, paginated (`limit` at most 500).
+/// Superusers: every user (or those whose name contains `q`, ignoring
+/// case), paginated (`limit` at most 500).
 pub async fn list(
     State(state): State<AppState>,
     _: Superuser,
     Query(p): Query<Paging>,
 ) -> Result<Json<UserPage>, ApiError> {
     let limit = p.limit.clamp(1, 500);
-    let page = state.accounts.store.list_users(p.offset, limit).await?;
+    let page = match p.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        None => state.accounts.store.list_users(p.offset, limit).await?,
+        Some(q) => search(&state, q, p.offset, limit).await?,
+    };
     Ok(Json(UserPage {
         items: page.items.into_iter().map(Into::into).collect(),
         total: page.total,
         offset: p.offset,
         limit,
     }))
+}
+
+/// Users whose name contains `q` (ignoring case), paged: a scan of every
+/// user, which is fine for an operator's search.
+async fn search(
+    state: &AppState,
+    q: &str,
+    offset: u64,
+    limit: u64,
+) -> Result<crate::store::Page<User>, ApiError> {
+    let q = q.to_lowercase();
+    let all = state.accounts.store.list_users(0, u64::MAX).await?;
+    let matching: Vec<User> = all
+        .items
+        .into_iter()
+        .filter(|u| u.username.to_lowercase().contains(&q))
+        .collect();
+    let total = matching.len() as u64;
+    let items = matching
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect();
+    Ok(crate::store::Page { items, total })
 }
 
 /// A user to create.
@@ -93,7 +126,8 @@ pub struct CreateUser {
 /// Superusers: creates a user; `is_active` defaults to AGENTFLOW_NEW_USER_IS_ACTIVE.
 pub async fn create(
     State(state): State<AppState>,
-    _: Superuser,
+    Superuser(me): Superuser,
+    ClientIp(client): ClientIp,
     Json(body): Json<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     validate_username(&body.username)?;
@@ -118,6 +152,13 @@ pub async fn create(
             StoreError::Conflict(_) => ApiError::Conflict("username is already taken".into()),
             other => other.into(),
         })?;
+    let entry = Entry::new(AuditKind::UserCreated)
+        .actor(me.username)
+        .subject(user.username.clone())
+        .client(client)
+        .detail("is_active", user.is_active)
+        .detail("is_superuser", user.is_superuser);
+    state.accounts.record(entry).await;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -135,6 +176,7 @@ pub struct PatchUser {
 pub async fn update(
     State(state): State<AppState>,
     Account(me): Account,
+    ClientIp(client): ClientIp,
     Path(id): Path<String>,
     Json(body): Json<PatchUser>,
 ) -> Result<Json<UserView>, ApiError> {
@@ -149,6 +191,15 @@ pub async fn update(
             "a superuser cannot deactivate or demote themselves".into(),
         ));
     }
+    // Field names only: a new password is recorded as "password changed".
+    let changed: Vec<&str> = [
+        ("password", body.password.is_some()),
+        ("is_active", body.is_active.is_some()),
+        ("is_superuser", body.is_superuser.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
     let password_hash = match body.password {
         Some(p) => {
             validate_password(&p)?;
@@ -174,6 +225,18 @@ pub async fn update(
     if !user.is_active {
         state.accounts.store.revoke_user_families(&user.id).await?;
     }
+    let mut entry = Entry::new(AuditKind::UserChanged)
+        .actor(me.username)
+        .subject(user.username.clone())
+        .client(client)
+        .detail("changed", changed);
+    if let Some(active) = body.is_active {
+        entry = entry.detail("is_active", active);
+    }
+    if let Some(superuser) = body.is_superuser {
+        entry = entry.detail("is_superuser", superuser);
+    }
+    state.accounts.record(entry).await;
     Ok(Json(user.into()))
 }
 
@@ -181,6 +244,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     Superuser(me): Superuser,
+    ClientIp(client): ClientIp,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if me.id == id {
@@ -188,6 +252,13 @@ pub async fn delete(
             "a superuser cannot delete themselves".into(),
         ));
     }
+    let user = state.accounts.store.get_user(&id).await?;
     state.accounts.store.delete_user(&id).await?;
+    let entry = Entry::new(AuditKind::UserDeleted)
+        .actor(me.username)
+        .subject(user.username)
+        .client(client)
+        .detail("user_id", user.id);
+    state.accounts.record(entry).await;
     Ok(StatusCode::NO_CONTENT)
 }

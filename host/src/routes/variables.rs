@@ -7,9 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::account::Account;
+use super::client::ClientIp;
+use crate::audit::Entry;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
-use crate::store::{NewVariable, Store, StoreError, User, Variable, VariableKind, unix_now};
+use crate::store::{
+    AuditKind, NewVariable, Store, StoreError, User, Variable, VariableKind, unix_now,
+};
 
 /// Longest variable value accepted.
 const MAX_VALUE: usize = 64 * 1024;
@@ -81,11 +85,12 @@ fn check(name: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     Account(me): Account,
+    ClientIp(client): ClientIp,
     Json(body): Json<CreateVariable>,
 ) -> Result<(StatusCode, Json<VariableView>), ApiError> {
     check(Some(&body.name), Some(&body.value))?;
     let new = NewVariable {
-        user_id: me.id,
+        user_id: me.id.clone(),
         name: body.name,
         kind: body.kind,
         value_encrypted: state.accounts.secrets.encrypt(body.value.as_bytes()),
@@ -101,6 +106,8 @@ pub async fn create(
             }
             other => other.into(),
         })?;
+    let entry = variable_event(AuditKind::VariableCreated, &me, &stored, client);
+    state.accounts.record(entry).await;
     Ok((StatusCode::CREATED, Json(view(&state, stored)?)))
 }
 
@@ -132,6 +139,7 @@ pub struct PatchVariable {
 pub async fn update(
     State(state): State<AppState>,
     Account(me): Account,
+    ClientIp(client): ClientIp,
     Path(id): Path<String>,
     Json(body): Json<PatchVariable>,
 ) -> Result<Json<VariableView>, ApiError> {
@@ -148,6 +156,16 @@ pub async fn update(
         .store
         .update_variable(&id, kind, encrypted, unix_now())
         .await?;
+    let changed: Vec<&str> = [
+        ("value", body.value.is_some()),
+        ("type", body.kind.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    let entry = variable_event(AuditKind::VariableChanged, &me, &updated, client)
+        .detail("changed", changed);
+    state.accounts.record(entry).await;
     Ok(Json(view(&state, updated)?))
 }
 
@@ -170,11 +188,24 @@ fn reveals_credential(
 pub async fn delete(
     State(state): State<AppState>,
     Account(me): Account,
+    ClientIp(client): ClientIp,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    owned(&state, &me, &id).await?;
+    let gone = owned(&state, &me, &id).await?;
     state.accounts.store.delete_variable(&id).await?;
+    let entry = variable_event(AuditKind::VariableDeleted, &me, &gone, client);
+    state.accounts.record(entry).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An audit entry naming the variable and its type, never its value.
+fn variable_event(kind: AuditKind, me: &User, v: &Variable, client: Option<String>) -> Entry {
+    Entry::new(kind)
+        .actor(me.username.clone())
+        .subject(v.name.clone())
+        .client(client)
+        .detail("variable_id", v.id.clone())
+        .detail("type", serde_json::to_value(v.kind).unwrap_or_default())
 }
 
 /// The variable if `me` owns it; 404 otherwise.

@@ -1,6 +1,7 @@
 //! Account storage: the async [`Store`] trait and its error type. The entities
 //! (users, API keys, refresh-token families, variables, failed-login counters)
-//! live in `types` and are re-exported here; `sled_store` implements the trait.
+//! live in `types`, the audit trail's types in `audit`; all are re-exported
+//! here; `sled_store` implements the trait.
 //!
 //! Timestamps are unix seconds (`u64`) passed in by the caller as `now`, so
 //! tests are deterministic; [`unix_now`] gives the real clock. Every write that
@@ -9,14 +10,20 @@
 use std::fmt;
 use std::future::Future;
 
+mod audit;
+#[cfg(test)]
+mod audit_tests;
 mod lockout;
+mod ownership;
 pub mod permissions;
 pub mod sled_store;
 #[cfg(test)]
 mod tests;
 mod types;
 
+pub use audit::*;
 pub use lockout::*;
+pub use ownership::*;
 pub use sled_store::SledStore;
 pub use types::*;
 
@@ -194,6 +201,56 @@ pub trait Store: Send + Sync + 'static {
     /// locked at `before`; returns how many. Failures are counted for unknown
     /// usernames too, so run this now and then.
     fn prune_failures(&self, before: u64) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Ownership registry (tenancy): records `owner` as the owner of the
+    /// resource unless it has one already, atomically (of two concurrent
+    /// first claims exactly one wins; both see the winner). Durable when
+    /// `claimed`.
+    fn claim_resource(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        owner: &str,
+        now: u64,
+    ) -> impl Future<Output = StoreResult<Claim>> + Send;
+    /// The recorded owner of a resource, if any.
+    fn resource_owner(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<Ownership>>> + Send;
+    /// Forgets a resource's owner (the resource was deleted); returns whether
+    /// one was recorded. Durable.
+    fn release_resource(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Ids of every resource of `kind` that `owner` owns, in byte order of
+    /// the id (used to filter and page the agent's listings).
+    fn owned_resources(
+        &self,
+        kind: ResourceKind,
+        owner: &str,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
+    /// Records an audit event and returns it with its id. Not flushed: events
+    /// come with every login (a flood included); the database's periodic
+    /// flush (every 500 ms) persists them.
+    fn append_audit(
+        &self,
+        event: NewAuditEvent,
+    ) -> impl Future<Output = StoreResult<AuditEvent>> + Send;
+    /// Events matching `query`'s filters, newest first (by time, then by
+    /// recording order), paged by its `offset` and `limit`; `total` counts
+    /// every match.
+    fn list_audit(
+        &self,
+        query: &AuditQuery,
+    ) -> impl Future<Output = StoreResult<Page<AuditEvent>>> + Send;
+    /// Deletes events older than `before` (unix seconds; retention); returns
+    /// how many.
+    fn prune_audit(&self, before: u64) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Flushes everything to disk.
     fn flush(&self) -> impl Future<Output = StoreResult<()>> + Send;

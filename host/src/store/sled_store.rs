@@ -3,10 +3,12 @@
 //! entity and its index entries, and a flush before a write is acknowledged.
 //!
 //! Trees: `users`, `api_keys`, `families`, `variables` (id → JSON), `failures`
-//! (lower-cased username, or that and `\0{client address}` → JSON), `meta` (schema version) and `index`:
+//! (lower-cased username, or that and `\0{client address}` → JSON), `audit`
+//! (time and sequence → JSON, see `audit`), `meta` (schema version) and `index`:
 //! `name\0{lower username}` → user id, `keyhash\0{hash}` → key id,
 //! `userkey\0{user}\0{key}`, `userfam\0{user}\0{family}` → empty,
-//! `uservar\0{user}\0{name}` → variable id.
+//! `uservar\0{user}\0{name}` → variable id. `owners` and `owned` hold the
+//! ownership registry (see `ownership`).
 //!
 //! sled calls are synchronous but short (in-memory tree, log-structured
 //! writes): the `*_blocking` methods in `users`, `credentials` and
@@ -25,8 +27,10 @@ use subtle::ConstantTimeEq;
 
 use super::*;
 
+mod audit;
 mod credentials;
 mod failures;
+mod ownership;
 mod users;
 mod variables;
 
@@ -41,7 +45,10 @@ pub struct SledStore {
     families: Tree,
     variables: Tree,
     failures: Tree,
+    audit: Tree,
     index: Tree,
+    owners: Tree,
+    owned: Tree,
 }
 
 impl fmt::Debug for SledStore {
@@ -142,7 +149,10 @@ impl SledStore {
             families: tree("families")?,
             variables: tree("variables")?,
             failures: tree("failures")?,
+            audit: tree("audit")?,
             index: tree("index")?,
+            owners: tree("owners")?,
+            owned: tree("owned")?,
             db,
         })
     }
@@ -437,6 +447,47 @@ impl Store for SledStore {
     async fn prune_failures(&self, before: u64) -> StoreResult<u64> {
         // Not flushed: forgetting a counter twice after a crash is harmless.
         self.prune_failures_blocking(before)
+    }
+
+    async fn claim_resource(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        owner: &str,
+        now: u64,
+    ) -> StoreResult<Claim> {
+        let claim = self.claim_resource_blocking(kind, id, owner, now);
+        self.flushed_if(claim.map(|c| {
+            let new = c.claimed;
+            (c, new)
+        }))
+        .await
+    }
+
+    async fn resource_owner(&self, kind: ResourceKind, id: &str) -> StoreResult<Option<Ownership>> {
+        self.resource_owner_blocking(kind, id)
+    }
+
+    async fn release_resource(&self, kind: ResourceKind, id: &str) -> StoreResult<bool> {
+        let released = self.release_resource_blocking(kind, id);
+        self.flushed_if(released.map(|r| (r, r))).await
+    }
+
+    async fn owned_resources(&self, kind: ResourceKind, owner: &str) -> StoreResult<Vec<String>> {
+        self.owned_resources_blocking(kind, owner)
+    }
+
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        // Not flushed: see the trait docs.
+        self.append_audit_blocking(event)
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Page<AuditEvent>> {
+        self.list_audit_blocking(query)
+    }
+
+    async fn prune_audit(&self, before: u64) -> StoreResult<u64> {
+        self.flushed(self.prune_audit_blocking(before)).await
     }
 
     async fn flush(&self) -> StoreResult<()> {

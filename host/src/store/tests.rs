@@ -599,3 +599,83 @@ async fn old_failure_counters_are_pruned() {
     assert_eq!(s.failure_state("recent").await.unwrap().count, 1);
     assert_eq!(s.failure_state(&locked.pair).await.unwrap().count, 3);
 }
+
+mod ownership;
+
+#[tokio::test]
+async fn ownership_registry() {
+    ownership::claim_lookup_release_list(&temp()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_claims_have_one_owner() {
+    let s = std::sync::Arc::new(temp());
+    for round in 0..20 {
+        let id = format!("thread-{round}");
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, id) = (s.clone(), id.clone());
+                tokio::spawn(async move {
+                    s.claim_resource(ResourceKind::Thread, &id, &format!("user-{i}"), T0)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut seen = Vec::new();
+        for t in tasks {
+            let claim = t.await.unwrap();
+            if claim.claimed {
+                winners.push(claim.ownership.owner.clone());
+            }
+            seen.push(claim.ownership.owner);
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert!(seen.iter().all(|o| *o == winners[0]), "{seen:?}");
+        let owner = s
+            .resource_owner(ResourceKind::Thread, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(owner.owner, winners[0]);
+        assert!(
+            s.owned_resources(ResourceKind::Thread, &winners[0])
+                .await
+                .unwrap()
+                .contains(&id)
+        );
+    }
+}
+
+#[tokio::test]
+async fn ownership_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.claim_resource(ResourceKind::Thread, "kept", "alice", T0)
+            .await
+            .unwrap();
+        s.claim_resource(ResourceKind::Memory, "gone", "alice", T0)
+            .await
+            .unwrap();
+        s.release_resource(ResourceKind::Memory, "gone")
+            .await
+            .unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        s.resource_owner(ResourceKind::Thread, "kept")
+            .await
+            .unwrap()
+            .unwrap()
+            .owner,
+        "alice"
+    );
+    assert_eq!(
+        s.resource_owner(ResourceKind::Memory, "gone")
+            .await
+            .unwrap(),
+        None
+    );
+}

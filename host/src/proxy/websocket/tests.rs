@@ -114,13 +114,14 @@ async fn pair() -> (
 struct RefuseForbidden;
 
 impl FrameInspector for RefuseForbidden {
-    fn inspect(&self, frame: &Message) -> Verdict {
-        match frame {
+    fn inspect<'a>(&'a self, frame: &'a Message) -> futures_util::future::BoxFuture<'a, Verdict> {
+        let verdict = match frame {
             Message::Text(t) if t.contains("forbidden") => {
                 Verdict::Refuse("thread not yours".into())
             }
             _ => Verdict::Forward,
-        }
+        };
+        Box::pin(std::future::ready(verdict))
     }
 }
 
