@@ -329,6 +329,7 @@ struct RawConfig {
     trusted_proxies: Value,
     #[serde(default)]
     rate_limits: Value,
+    #[serde(default)]
     tenancy: Value,
 }
 
