@@ -52,6 +52,10 @@ pub struct Config {
     /// The shared PostgreSQL store (`database`, `AGENTFLOW_DATABASE_URL`);
     /// `None`: sled in the data dir.
     pub database: Option<crate::store::DatabaseSettings>,
+    /// Peers whose forwarding headers name the client (`trusted_proxies`).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// Per-address and per-identity limits by route class (`rate_limits`).
+    pub rate_limits: crate::rate_limit::RateLimitConfig,
     /// The ownership policy (`tenancy`); `None`: off.
     pub tenancy: Option<crate::tenancy::TenancySettings>,
 }
@@ -329,6 +333,9 @@ struct RawConfig {
     upstream: Value,
     #[serde(default)]
     database: Value,
+    trusted_proxies: Value,
+    #[serde(default)]
+    rate_limits: Value,
     #[serde(default)]
     tenancy: Value,
 }
@@ -435,6 +442,10 @@ impl Config {
         let upstream = upstream_settings(&raw.upstream, &env, &dir).map_err(|(k, r)| err(&k, r))?;
         let database = crate::store::DatabaseSettings::from_config(&raw.database, &env)
             .map_err(|(k, r)| err(&k, r))?;
+        let trusted_proxies = crate::client_addr::TrustedProxies::from_config(&raw.trusted_proxies)
+            .map_err(|(k, r)| err(&k, r))?;
+        let rate_limits = crate::rate_limit::RateLimitConfig::from_config(&raw.rate_limits)
+            .map_err(|(k, r)| err(&k, r))?;
         let tenancy = crate::tenancy::settings::parse(&raw.tenancy).map_err(|(k, r)| err(&k, r))?;
         if tenancy.is_some() && auth.is_empty() {
             return Err(err(
@@ -453,6 +464,8 @@ impl Config {
             cors,
             upstream,
             database,
+            trusted_proxies,
+            rate_limits,
             tenancy,
         })
     }
@@ -610,7 +623,10 @@ impl Ctx<'_> {
                 None => 64,
                 Some(kb) if kb <= 16 * 1024 => kb,
                 Some(_) => {
-                    return Err((format!("{key}.body_kb"), "must be at most 16384 (16 MiB)".into()));
+                    return Err((
+                        format!("{key}.body_kb"),
+                        "must be at most 16384 (16 MiB)".into(),
+                    ));
                 }
             },
         })

@@ -4,6 +4,7 @@
 mod connections;
 mod deadline;
 mod fd_limit;
+mod loading;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::proxy::{HeaderPolicy, Upstream};
 use crate::routes::{AppState, app};
 use crate::settings::{ServerSettings, SettingError};
 
+use crate::store::Store as _;
 use crate::upstream_token::UpstreamIdentity;
 pub use deadline::BodyTimeout;
 
@@ -94,9 +96,19 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         tracing::warn!("no \"agent\" configured: AgentFlow routes answer 503");
     }
     let identity = UpstreamIdentity::from_settings(&cfg.upstream).map_err(StartError::Upstream)?;
+    let gateway = Arc::new(crate::gateway::GatewayState {
+        trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
+        identity: identity.clone(),
+        rate_limits: crate::rate_limit::RateLimits::local(cfg.rate_limits.clone()),
+        metrics_token: cfg
+            .env
+            .get("AGENTFLOW_METRICS_TOKEN")
+            .filter(|t| !t.is_empty()),
+        readiness: Arc::new(crate::readiness::Readiness::new(cfg.agent.as_deref())),
+    });
     if cfg.upstream.token.is_some() && gate.is_open() {
         tracing::warn!(
-            "\"upstream.token\" is set but \"auth\" is null: there is no identity to sign, the agent gets no token"
+            "\"upstream.token\" is set but \"auth\" is null: every request reaches the agent with a token for `anonymous`"
         );
     }
     // What each plugin's config and manifest name as credential headers.
@@ -119,26 +131,23 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         upstream,
         accounts,
         cors,
+        gateway,
         tenancy,
     })
 }
 
-/// Binds `host:port` and serves until the process is stopped.
-pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError> {
+/// Binds `host:port` first (a port in use is reported at once), answers
+/// `/ping` and a 503 "loading" while plugins load, then serves until the
+/// process is stopped; with `metrics_addr`, `GET /metrics` is served there
+/// too, without credentials. A start that fails removes the data dir it
+/// created, so no generated secret is left behind.
+pub async fn serve(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    metrics_addr: Option<&str>,
+) -> Result<(), StartError> {
     let settings = ServerSettings::from_env(&cfg.env)?;
-    let state = build_state(cfg).await?;
-    // Kept alive while serving: dropping it stops hot reload.
-    let _watcher = if cfg.plugins.watch && state.gate.uses_plugins() {
-        Some(
-            crate::plugins::reload::watch(
-                state.gate.plugins().cloned().collect(),
-                crate::audit::plugins::reload_recorder(state.accounts.clone()),
-            )
-            .map_err(StartError::Watch)?,
-        )
-    } else {
-        None
-    };
     let addr = format!("{host}:{port}");
     let listener = TcpListener::bind(&addr)
         .await
@@ -149,8 +158,7 @@ pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError
     let local = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    // Tests and scripts read this line to find the port when started with --port 0.
-    tracing::info!("agentflow listening on http://{local}");
+    tracing::info!("bound to http://{local}; loading the store and plugins");
     let max_connections = fd_limit::fit(settings.max_connections, fd_limit::raise());
     if max_connections < settings.max_connections {
         tracing::warn!(
@@ -159,28 +167,137 @@ pub async fn serve(cfg: &Config, host: &str, port: u16) -> Result<(), StartError
             "AGENTFLOW_MAX_CONNECTIONS lowered to fit the open-files limit (raise `ulimit -n`)"
         );
     }
-    connections::run(
-        listener,
-        app(state),
-        &settings,
-        max_connections,
-        shutdown_signal(),
-    )
-    .await;
+    let ready = Arc::new(std::sync::OnceLock::new());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let router = loading::front(ready.clone());
+        let settings = settings.clone();
+        async move {
+            let stop = async {
+                tokio::select! { () = shutdown_signal() => {}, _ = stop_rx => {} }
+            };
+            connections::run(listener, router, &settings, max_connections, stop).await;
+        }
+    });
+
+    let data_dir = crate::config::data_dir(&cfg.env, &cfg.dir());
+    let fresh_data_dir = !data_dir.exists();
+    let started = start(cfg, metrics_addr).await;
+    let (state, _watcher) = match started {
+        Ok(running) => running,
+        Err(e) => {
+            let _ = stop_tx.send(());
+            let _ = serving.await;
+            if fresh_data_dir {
+                let _ = std::fs::remove_dir_all(&data_dir);
+            }
+            return Err(e);
+        }
+    };
+    let accounts = state.accounts.clone();
+    let _ = ready.set(app(state));
+    // Tests and scripts read this line to find the port when started with --port 0.
+    tracing::info!("agentflow listening on http://{local}");
+    let _ = serving.await;
+    // Whatever the store has not persisted yet (usage stamps, counters).
+    if let Err(e) = accounts.store.flush().await {
+        tracing::error!(error = %e, "flushing the store at shutdown failed");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+/// The state, the hot-reload watcher (kept alive while serving: dropping it
+/// stops hot reload) and the metrics listener.
+async fn start(
+    cfg: &Config,
+    metrics_addr: Option<&str>,
+) -> Result<(AppState, Option<crate::plugins::reload::PluginWatcher>), StartError> {
+    let state = build_state(cfg).await?;
+    let watcher = if cfg.plugins.watch && state.gate.uses_plugins() {
+        Some(
+            crate::plugins::reload::watch(
+                state.gate.plugins().cloned().collect(),
+                crate::audit::plugins::reload_recorder(state.accounts.clone()),
+            )
+            .map_err(StartError::Watch)?,
+        )
+    } else {
+        None
+    };
+    if let Some(addr) = metrics_addr {
+        crate::routes::serve_metrics(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: addr.to_owned(),
+                source,
+            })?;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok((state, watcher))
+}
+
+/// Resolves on the first SIGTERM or SIGINT (then in-flight requests get
+/// `AGENTFLOW_SHUTDOWN_TIMEOUT_MS` to finish); a second signal exits at once.
+async fn shutdown_signal() {
+    Signals::listen().recv().await;
+    // Listening again before saying so: a second signal sent as soon as the
+    // line appears must not be missed.
+    let second = Signals::listen();
+    tracing::info!(
+        "shutting down: no new connections, finishing requests in flight (a second signal exits at once)"
+    );
+    tokio::spawn(async move {
+        second.recv().await;
+        tracing::warn!("second signal: exiting without waiting");
+        std::process::exit(130);
+    });
+}
+
+/// SIGTERM and SIGINT listeners, registered when made.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next signal (never, if none could be registered).
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match self.term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match self.int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! { () = term => {}, () = int => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -156,6 +156,37 @@ impl Server {
         Server::spawn_command(cmd, dir, path, env)
     }
 
+    /// Starts the binary with `args` added to `run` (e.g. `--log-format json`).
+    pub fn start_with_args(config: Value, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentflow.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut cmd = agentflow_command();
+        cmd.arg("run").args(args);
+        Server::spawn_command(cmd, dir, path, env)
+    }
+
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     fn spawn(dir: tempfile::TempDir, config: PathBuf, env: Vec<(String, String)>) -> Server {
         Server::spawn_command(agentflow_command(), dir, config, env)
     }
@@ -166,7 +197,11 @@ impl Server {
         config: PathBuf,
         env: Vec<(String, String)>,
     ) -> Server {
-        cmd.args(["run", "--port", "0", "--config"]).arg(&config);
+        // `start_with_args` has put `run` and its extra flags first.
+        if !cmd.get_args().any(|a| a == "run") {
+            cmd.arg("run");
+        }
+        cmd.args(["--port", "0", "--config"]).arg(&config);
         for (k, v) in &env {
             cmd.env(k, v);
         }
@@ -184,7 +219,9 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_owned());
+                        // The URL ends at a space or, in JSON logs, a quote.
+                        let url = addr.split(['"', ' ']).next().unwrap_or(addr);
+                        let _ = tx.send(url.trim().to_owned());
                     }
                 }
                 sink.lock().unwrap().push_str(&(line + "\n"));

@@ -10,7 +10,7 @@ mod token;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
@@ -23,6 +23,19 @@ pub struct Cli {
     /// Options for `run` when no subcommand is given.
     #[command(flatten)]
     run: RunArgs,
+    /// Log line format on stderr: `text` (colour only on a terminal) or
+    /// `json` (one object per line, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,12 +71,20 @@ struct RunArgs {
     /// Reload plugins when their files change (as `"plugins": {"watch": true}`).
     #[arg(long)]
     watch: bool,
+    /// Also serve `GET /metrics` without credentials on this port (0 picks
+    /// a free one), on `--metrics-host`.
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// Address of the `--metrics-port` listener (loopback by default: the
+    /// metrics are not for the public).
+    #[arg(long, default_value = "127.0.0.1")]
+    metrics_host: String,
 }
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Some(Command::Token(args)) => token::run(args),
         Some(Command::Superuser(args)) => superuser::run(args),
@@ -82,19 +103,34 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`); colour codes
+/// only when stderr is a terminal, so log files stay plain text.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut cfg = Config::load(&args.config)?;
     cfg.plugins.watch |= args.watch;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(crate::server::serve(&cfg, &args.host, args.port))?;
+    let metrics = args
+        .metrics_port
+        .map(|port| format!("{}:{port}", args.metrics_host));
+    runtime.block_on(crate::server::serve(
+        &cfg,
+        &args.host,
+        args.port,
+        metrics.as_deref(),
+    ))?;
     Ok(())
 }

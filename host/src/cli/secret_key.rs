@@ -23,9 +23,34 @@ pub(super) struct RotateArgs {
     /// Path of agentflow.json (its `env` file holds the settings).
     #[arg(long, default_value = "agentflow.json")]
     config: PathBuf,
-    /// The new key (from `agentflow secret-key generate`).
-    #[arg(long)]
-    new_key: String,
+    /// The new key (from `agentflow secret-key generate`). Left out, it is
+    /// read from `AGENTFLOW_NEW_SECRET_KEY` or else from stdin (one line;
+    /// a hidden prompt on a terminal): an argument is visible to every
+    /// user of the machine in `ps`.
+    #[arg(long, env = "AGENTFLOW_NEW_SECRET_KEY", hide_env_values = true)]
+    new_key: Option<String>,
+}
+
+/// The new key from the argument or environment, else from stdin.
+fn new_key(given: Option<String>) -> anyhow::Result<String> {
+    use std::io::IsTerminal as _;
+    if let Some(key) = given {
+        return Ok(key.trim().to_owned());
+    }
+    let key = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("New Fernet key: ")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line
+    };
+    let key = key.trim().to_owned();
+    if key.is_empty() {
+        anyhow::bail!(
+            "no new key: pipe it on stdin (`agentflow secret-key generate > new.key; agentflow secret-key rotate < new.key`) or set AGENTFLOW_NEW_SECRET_KEY"
+        );
+    }
+    Ok(key)
 }
 
 /// Runs a `secret-key` subcommand.
@@ -44,6 +69,7 @@ pub(super) fn run(command: SecretKeyCommand) -> anyhow::Result<()> {
 /// interruption at any point leaves every value readable; with the key in
 /// the environment, the operator switches the settings afterwards.
 fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+    let new_key = new_key(args.new_key)?;
     let cfg = Config::load(&args.config)?;
     let settings = AccountSettings::from_env(&cfg.env, &cfg.dir())?;
     let (old, origin) = SecretBox::from_settings(
@@ -51,13 +77,13 @@ fn rotate(args: RotateArgs) -> anyhow::Result<()> {
         settings.secret_key_previous.as_deref(),
         &settings.data_dir,
     )?;
-    let new = old.with_new_key(&args.new_key).map_err(|_| {
-        anyhow::anyhow!("--new-key is not a valid Fernet key (32 bytes, url-safe base64)")
+    let new = old.with_new_key(&new_key).map_err(|_| {
+        anyhow::anyhow!("the new key is not a valid Fernet key (32 bytes, url-safe base64)")
     })?;
     let in_data_dir = matches!(origin, KeyOrigin::File { .. } | KeyOrigin::Generated { .. });
     if in_data_dir {
         secrets::write_previous_key_file(&settings.data_dir, &old.current_key_text())?;
-        secrets::write_key_file(&settings.data_dir, &args.new_key)?;
+        secrets::write_key_file(&settings.data_dir, &new_key)?;
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let store = match &cfg.database {

@@ -207,7 +207,7 @@ impl Upstream {
 
 /// Sets the identity headers; values that are not plain header text are
 /// percent-encoded so any user id survives.
-fn attach_identity(headers: &mut HeaderMap, who: &Identity) {
+pub fn attach_identity(headers: &mut HeaderMap, who: &Identity) {
     let encode = |s: &str| percent_encoding::utf8_percent_encode(s, HEADER_UNSAFE).to_string();
     let pairs = [
         (USER_ID_HEADER, encode(&who.user_id)),

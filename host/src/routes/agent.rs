@@ -47,7 +47,9 @@ pub async fn forward(
         }
     };
     let upstream = state.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
-    let who = (!state.gate.is_open()).then_some(&caller.identity);
+    // With `"auth": null` the caller is `anonymous` (as /v1/whoami says),
+    // and the agent is told the same.
+    let who = Some(&caller.identity);
     if target.is_websocket() {
         let client_ip = caller.client_ip.as_deref();
         let inspector = grant.frame_inspector();
@@ -55,7 +57,8 @@ pub async fn forward(
             .forward_websocket(target, parts, who, client_ip, inspector)
             .await;
     }
-    grant
+    let started = std::time::Instant::now();
+    let result = grant
         .forward(
             upstream,
             target,
@@ -63,7 +66,9 @@ pub async fn forward(
             who,
             caller.client_ip.as_deref(),
         )
-        .await
+        .await;
+    crate::metrics::upstream_result(started, &result);
+    result
 }
 
 /// Every check an agent request passes before it may reach the agent: the
@@ -91,14 +96,16 @@ pub fn authorize<'a>(
             None => Grant::open(),
         };
         let access = grant.access(&access);
-        state
+        let decision = state
             .gate
             .authorize(
                 &caller.identity,
                 &access,
                 view.as_ref().or(caller.plugin_view.as_deref()),
             )
-            .await?;
+            .await;
+        crate::metrics::global().authz_result(decision.as_ref().map(|_| ()));
+        decision?;
         grant.claim().await?;
         Ok(grant)
     }

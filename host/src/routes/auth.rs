@@ -1,9 +1,7 @@
 //! Public account routes: `POST /v1/login`, `POST /v1/refresh`,
 //! `POST /v1/logout` and `GET /v1/auto_login`.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -27,8 +25,8 @@ pub struct RefreshForm {
 }
 
 /// Anyone: exchanges a username and password for tokens; throttled per
-/// client address (the peer address: served without ConnectInfo, every
-/// caller shares one budget).
+/// client address (resolved through the trusted proxies; served without a
+/// peer address, every caller shares one budget).
 pub async fn login(
     State(state): State<AppState>,
     req: Request,
@@ -71,11 +69,10 @@ pub async fn auto_login(
     Ok(Json(state.accounts.auto_login(client_of(&req)).await?))
 }
 
-/// The client's address (the peer: served without ConnectInfo, none).
+/// The client's address, resolved through the trusted proxies (served
+/// without a peer address, none).
 fn client_of(req: &Request) -> Option<std::net::IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    crate::client_addr::of(req)
 }
 
 /// Parses the body as JSON or `application/x-www-form-urlencoded`

@@ -8,20 +8,21 @@ mod audit;
 mod auth;
 mod client;
 mod jwks;
+mod metrics;
 mod plugin_body;
 mod plugins;
 mod users;
 mod variables;
+mod verify;
 mod whoami;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{any, delete, get, patch, post};
 
 use http::{HeaderValue, header};
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// Allowed browser origins, if any.
     pub cors: Option<Arc<crate::cors::CorsPolicy>>,
+    /// Trusted proxies and forward-auth answers (see [`crate::gateway`]).
+    pub gateway: Arc<crate::gateway::GatewayState>,
     /// The ownership policy (`tenancy` in agentflow.json), when on.
     pub tenancy: Option<Arc<crate::tenancy::Tenancy>>,
 }
@@ -58,7 +61,8 @@ pub struct Caller {
     pub origin: IdentityOrigin,
     /// The request as plugins see it (only built when plugins are in use).
     pub plugin_view: Option<Arc<PluginRequest>>,
-    /// The peer address.
+    /// The client address, resolved once through the trusted proxies
+    /// (see [`crate::client_addr`]).
     pub client_ip: Option<String>,
 }
 
@@ -82,9 +86,18 @@ pub fn app(state: AppState) -> Router {
             "/v1/variables/{id}",
             patch(variables::update).delete(variables::delete),
         )
+        .route(verify::VERIFY_PATH, any(verify::verify))
+        .route("/v1/auth/verify/{*original}", any(verify::verify))
         .fallback(agent::forward)
+        // Runs after authentication (layers wrap what was added before them).
+        .layer(middleware::from_fn_with_state(
+            state.gateway.clone(),
+            crate::rate_limit::per_identity,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/ping", get(ping))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ready", get(crate::readiness::ready))
         .route("/.well-known/jwks.json", get(jwks::jwks))
         .route("/v1/login", post(auth::login))
         .route("/v1/refresh", post(auth::refresh))
@@ -95,13 +108,40 @@ pub fn app(state: AppState) -> Router {
         // Last, so it reaches every route above: a known path with the wrong
         // method answers the JSON 405 (axum keeps the `Allow` header).
         .method_not_allowed_fallback(method_not_allowed)
+        // Before authentication, so guessing credentials spends the budget;
+        // inside CORS, so browsers can read the 429.
+        .layer(middleware::from_fn_with_state(
+            state.gateway.clone(),
+            crate::rate_limit::per_address,
+        ))
         // Outside authentication: preflights are answered without credentials.
         .layer(middleware::from_fn_with_state(
             state.cors.clone(),
             crate::cors::handle,
         ))
+        // Before everything keyed on the client address.
+        .layer(middleware::from_fn_with_state(
+            state.gateway.trusted_proxies.clone(),
+            crate::client_addr::resolve,
+        ))
+        .layer(middleware::from_fn(crate::metrics::track))
         .layer(middleware::from_fn(crate::request_id::assign))
         .with_state(state)
+}
+
+/// Serves `GET /metrics` without credentials on `addr` (the
+/// `--metrics-port` listener) in the background; logs where.
+pub async fn serve_metrics(addr: &str) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let router = Router::new().route("/metrics", get(|| async { metrics::render() }));
+    tracing::info!("metrics on http://{local}/metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }
 
 /// A route that exists, asked with a method it does not take.
@@ -117,17 +157,27 @@ async fn ping() -> axum::Json<serde_json::Value> {
 /// Runs the authentication chain and records the caller for handlers.
 async fn authenticate(
     State(state): State<AppState>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    websocket_token_as_bearer(&mut req)?;
-    let client_ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
     let (mut req, body) = plugin_body::read(req, state.gate.plugin_body_cap()).await?;
+    let caller = identify(&state, &mut req, body).await?;
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+/// Who is calling: the authentication chain on `req`, whose body (for
+/// plugins that asked for it) was read already (also used by routes outside
+/// the authentication layer that accept other credentials first).
+async fn identify(
+    state: &AppState,
+    req: &mut Request,
+    body: Option<crate::plugins::BufferedBody>,
+) -> Result<Caller, ApiError> {
+    websocket_token_as_bearer(req)?;
+    let client_ip = crate::client_addr::of(req).map(|ip| ip.to_string());
     let plugin_view = state.gate.uses_plugins().then(|| {
-        let view = plugin_view(&req, client_ip.clone());
+        let view = plugin_view(req, client_ip.clone());
         Arc::new(match body {
             Some(body) => view.with_body(body),
             None => view,
@@ -137,6 +187,12 @@ async fn authenticate(
         .gate
         .authenticate(req.headers(), plugin_view.as_deref())
         .await;
+    crate::metrics::global().auth_result(
+        authenticated
+            .as_ref()
+            .map_or("chain", |a| origin_kind(&a.origin)),
+        authenticated.as_ref().map(|_| ()),
+    );
     let Authenticated { identity, origin } = match authenticated {
         Ok(a) => a,
         Err(e) => {
@@ -151,13 +207,23 @@ async fn authenticate(
             return Err(e);
         }
     };
-    req.extensions_mut().insert(Caller {
+    Ok(Caller {
         identity,
         origin,
         plugin_view,
         client_ip,
-    });
-    Ok(next.run(req).await)
+    })
+}
+
+/// How a caller was proved, as a metric label (bounded).
+fn origin_kind(origin: &IdentityOrigin) -> &'static str {
+    match origin {
+        IdentityOrigin::Anonymous => "anonymous",
+        IdentityOrigin::Jwt => "jwt",
+        IdentityOrigin::Plugin { .. } => "plugin",
+        IdentityOrigin::Account { .. } => "account",
+        IdentityOrigin::ApiKey { .. } => "api_key",
+    }
 }
 
 /// A WebSocket upgrade on a socket route may carry its token where browsers
@@ -189,7 +255,15 @@ fn websocket_token_as_bearer(req: &mut Request) -> Result<(), ApiError> {
 }
 
 /// The request as plugins see it; headers that are not UTF-8 are left out.
+/// On forward-auth they see the original method and URI the proxy names
+/// (so a plugin decides on the same request as when it is proxied).
 fn plugin_view(req: &Request, client_ip: Option<String>) -> PluginRequest {
+    let original =
+        verify::original_request(req.method(), req.uri(), req.headers()).and_then(Result::ok);
+    let (method, uri) = match &original {
+        Some((m, u)) => (m, u),
+        None => (req.method(), req.uri()),
+    };
     let headers = req
         .headers()
         .iter()
@@ -200,9 +274,9 @@ fn plugin_view(req: &Request, client_ip: Option<String>) -> PluginRequest {
         })
         .collect();
     PluginRequest::new(
-        req.method().as_str().to_owned(),
-        req.uri().path().to_owned(),
-        req.uri().query().unwrap_or_default().to_owned(),
+        method.as_str().to_owned(),
+        uri.path().to_owned(),
+        uri.query().unwrap_or_default().to_owned(),
         headers,
         client_ip,
     )

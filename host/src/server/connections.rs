@@ -54,15 +54,20 @@ impl Connections {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, close.clone());
+        crate::metrics::global().open_connections.inc();
         (id, close)
     }
 
     /// Forgets a finished connection.
     fn unregister(&self, id: u64) {
-        self.open
+        let removed = self
+            .open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        if removed.is_some() {
+            crate::metrics::global().open_connections.dec();
+        }
     }
 
     /// Asks the oldest connection not yet asked to close: an idle one (or
