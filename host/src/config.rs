@@ -333,6 +333,7 @@ struct RawConfig {
     upstream: Value,
     #[serde(default)]
     database: Value,
+    #[serde(default)]
     trusted_proxies: Value,
     #[serde(default)]
     rate_limits: Value,
