@@ -238,7 +238,14 @@ fn verify_decides_on_the_original_method_and_uri_in_every_proxy_form() {
     let access: Value = serde_json::from_str(reply.detail()).unwrap();
     assert_eq!(
         access,
-        json!({"resource": "checkpointer", "action": "delete", "resource_id": "t-no"})
+        json!({
+            "resource": "checkpointer",
+            "action": "delete",
+            "resource_id": "t-no",
+            // Tenancy is off here: no recorded owner, no tenant key.
+            "resource_owner": null,
+            "caller_tenant": null
+        })
     );
 
     // Traefik headers, allowed: 200 with the identity headers and token.
