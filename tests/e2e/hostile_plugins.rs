@@ -32,7 +32,8 @@ fn misbehaving_plugins_get_503_and_the_server_keeps_serving() {
         assert_eq!(r.status, 503, "{mode}: {:?}", r.body);
         assert_eq!(r.body["code"], "plugin_failed", "{mode}");
         assert!(
-            !r.detail().contains(&format!("hostile-{mode}")) && r.detail().contains("auth plugin failed"),
+            !r.detail().contains(&format!("hostile-{mode}"))
+                && r.detail().contains("auth plugin failed"),
             "{mode}: the client is not told which plugin (the log is): {:?}",
             r.body
         );

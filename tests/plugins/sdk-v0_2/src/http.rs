@@ -35,7 +35,10 @@ pub struct HttpError {
 
 impl HttpError {
     fn new(message: impl Into<String>) -> Self {
-        HttpError { message: message.into(), denied: false }
+        HttpError {
+            message: message.into(),
+            denied: false,
+        }
     }
 
     /// Whether the server refused the request because the host is not in
@@ -88,19 +91,28 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// Parses the body as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HttpError> {
-        serde_json::from_slice(&self.body).map_err(|e| HttpError::new(format!("response is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| HttpError::new(format!("response is not the expected JSON: {e}")))
     }
 
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 impl HttpRequest {
     /// A request with any method.
     pub fn new(method: &str, url: &str) -> Self {
-        HttpRequest { method: method.to_owned(), url: url.to_owned(), headers: Vec::new(), body: Vec::new() }
+        HttpRequest {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     /// A `GET` request.
@@ -115,7 +127,8 @@ impl HttpRequest {
 
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
         self
     }
 
@@ -128,9 +141,13 @@ impl HttpRequest {
     /// Sends the request and reads the whole response.
     pub fn send(self) -> Result<HttpResponse, HttpError> {
         let (scheme, authority, path) = split_url(&self.url)?;
-        let entries: Vec<(String, Vec<u8>)> =
-            self.headers.iter().map(|(n, v)| (n.clone(), v.as_bytes().to_vec())).collect();
-        let fields = Fields::from_list(&entries).map_err(|e| HttpError::new(format!("invalid header: {e:?}")))?;
+        let entries: Vec<(String, Vec<u8>)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
+            .collect();
+        let fields = Fields::from_list(&entries)
+            .map_err(|e| HttpError::new(format!("invalid header: {e:?}")))?;
         let request = OutgoingRequest::new(fields);
         let method = match self.method.as_str() {
             "GET" => Method::Get,
@@ -143,10 +160,18 @@ impl HttpRequest {
         };
         let invalid = |what: &str| HttpError::new(format!("invalid {what} in {:?}", self.url));
         request.set_method(&method).map_err(|_| invalid("method"))?;
-        request.set_scheme(Some(&scheme)).map_err(|_| invalid("scheme"))?;
-        request.set_authority(Some(authority)).map_err(|_| invalid("host"))?;
-        request.set_path_with_query(Some(path)).map_err(|_| invalid("path"))?;
-        let body = request.body().map_err(|_| HttpError::new("request body already taken"))?;
+        request
+            .set_scheme(Some(&scheme))
+            .map_err(|_| invalid("scheme"))?;
+        request
+            .set_authority(Some(authority))
+            .map_err(|_| invalid("host"))?;
+        request
+            .set_path_with_query(Some(path))
+            .map_err(|_| invalid("path"))?;
+        let body = request
+            .body()
+            .map_err(|_| HttpError::new("request body already taken"))?;
         let pending = outgoing_handler::handle(request, None)?;
         write_body(&body, &self.body)?;
         OutgoingBody::finish(body, None)?;
@@ -161,26 +186,44 @@ impl HttpRequest {
             .headers()
             .entries()
             .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect();
-        let incoming = response.consume().map_err(|_| HttpError::new("response body already taken"))?;
-        let stream = incoming.stream().map_err(|_| HttpError::new("response body already taken"))?;
+        let incoming = response
+            .consume()
+            .map_err(|_| HttpError::new("response body already taken"))?;
+        let stream = incoming
+            .stream()
+            .map_err(|_| HttpError::new("response body already taken"))?;
         let mut body = Vec::new();
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => {
                     body.extend_from_slice(&chunk);
                     if body.len() > MAX_RESPONSE_BODY {
-                        return Err(HttpError::new(format!("response body larger than {MAX_RESPONSE_BODY} bytes")));
+                        return Err(HttpError::new(format!(
+                            "response body larger than {MAX_RESPONSE_BODY} bytes"
+                        )));
                     }
                 }
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(HttpError::new(format!("reading the response failed: {}", e.to_debug_string())));
+                    return Err(HttpError::new(format!(
+                        "reading the response failed: {}",
+                        e.to_debug_string()
+                    )));
                 }
             }
         }
-        Ok(HttpResponse { status, headers, body })
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -188,21 +231,31 @@ fn write_body(body: &OutgoingBody, bytes: &[u8]) -> Result<(), HttpError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    let stream = body.write().map_err(|_| HttpError::new("request body already written"))?;
+    let stream = body
+        .write()
+        .map_err(|_| HttpError::new("request body already written"))?;
     // wasi:io allows at most 4096 bytes per blocking write.
     for chunk in bytes.chunks(4096) {
-        stream.blocking_write_and_flush(chunk).map_err(|e| HttpError::new(format!("sending the body failed: {e:?}")))?;
+        stream
+            .blocking_write_and_flush(chunk)
+            .map_err(|e| HttpError::new(format!("sending the body failed: {e:?}")))?;
     }
     Ok(())
 }
 
 /// `scheme://authority/path?query` into its parts (path defaults to `/`).
 fn split_url(url: &str) -> Result<(Scheme, &str, &str), HttpError> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| HttpError::new(format!("{url:?} is not an absolute URL")))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| HttpError::new(format!("{url:?} is not an absolute URL")))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
-        other => return Err(HttpError::new(format!("unsupported scheme {other:?} in {url:?}"))),
+        other => {
+            return Err(HttpError::new(format!(
+                "unsupported scheme {other:?} in {url:?}"
+            )));
+        }
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),

@@ -201,6 +201,8 @@ pub mod __private {
         req: wit::Request,
     ) -> wit::AuthzOutcome {
         let plugin = plugin.get_or_init(|| build::<P, P::Config>(P::new));
-        plugin.authorize(&who.into(), &what.into(), &req.into()).into()
+        plugin
+            .authorize(&who.into(), &what.into(), &req.into())
+            .into()
     }
 }

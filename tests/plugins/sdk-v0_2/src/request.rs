@@ -25,12 +25,17 @@ impl Request {
     /// A request with the given method and path and nothing else; handy in
     /// unit tests together with [`Request::with_header`].
     pub fn new(method: &str, path: &str) -> Self {
-        Request { method: method.to_owned(), path: path.to_owned(), ..Default::default() }
+        Request {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            ..Default::default()
+        }
     }
 
     /// Adds a header (builder style, for tests).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
         self
     }
 
