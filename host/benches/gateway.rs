@@ -539,6 +539,8 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
         resource: "graph",
         action: "invoke",
         resource_id: None,
+        owner: None,
+        tenant: None,
     };
     let mut n = 0u64;
     let s = Samples::measure(iters, || {
@@ -599,10 +601,10 @@ fn spawn_listening(mut cmd: Command, what: &str) -> (Proc, String, Duration) {
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send((addr.trim().to_owned(), started.elapsed()));
-                }
+            if let Some(addr) = line.split("listening on ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send((addr.trim().to_owned(), started.elapsed()));
             }
             let mut l = sink.lock().unwrap();
             if l.len() < 64 * 1024 {

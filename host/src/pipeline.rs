@@ -41,6 +41,10 @@ pub enum GateError {
 }
 
 /// One way of proving identity, tried in order.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a handful per server, built at start: boxing buys nothing"
+)]
 pub enum AuthMethod {
     /// The built-in JWT method (the `.env` key or a provider's JWKS).
     Jwt(JwtMethod),
@@ -63,6 +67,10 @@ pub struct Gate {
 
 impl Gate {
     /// Builds the gate, loading every plugin the config names.
+    #[allow(
+        clippy::result_large_err,
+        reason = "runs once at start or reload; the error names the file and key"
+    )]
     pub fn build(
         cfg: &Config,
         runtime: &PluginRuntime,

@@ -47,10 +47,10 @@ impl Readiness {
     /// [`CACHE_FOR`]; one probe runs at a time, others wait for it).
     pub async fn check(&self, accounts: &Accounts) -> Result<(), String> {
         let mut last = self.last.lock().await;
-        if let Some((at, answer)) = last.as_ref() {
-            if at.elapsed() < CACHE_FOR {
-                return answer.clone();
-            }
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < CACHE_FOR
+        {
+            return answer.clone();
         }
         let answer = self.probe(accounts).await;
         *last = Some((Instant::now(), answer.clone()));

@@ -63,7 +63,7 @@ fn raise_own_fd_limit() -> u64 {
             lim.rlim_cur = lim.rlim_max;
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[test]
@@ -383,7 +383,15 @@ fn every_refusal_on_account_routes_is_json_with_the_right_status_and_no_echo() {
     let b = |s: String| Some(s.into_bytes());
     let user_url = format!("/v1/users/{me}");
     let var_url = format!("/v1/variables/{var_id}");
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Option<Vec<u8>>, u16)> = vec![
+    // (method, path, headers, body, expected status)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Option<Vec<u8>>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
         // login, refresh, logout: JSON or form
         (
             "POST",

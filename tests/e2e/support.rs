@@ -217,12 +217,12 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    if let Some(tx) = tx.take() {
-                        // The URL ends at a space or, in JSON logs, a quote.
-                        let url = addr.split(['"', ' ']).next().unwrap_or(addr);
-                        let _ = tx.send(url.trim().to_owned());
-                    }
+                if let Some(addr) = line.split("listening on ").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    // The URL ends at a space or, in JSON logs, a quote.
+                    let url = addr.split(['"', ' ']).next().unwrap_or(addr);
+                    let _ = tx.send(url.trim().to_owned());
                 }
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }

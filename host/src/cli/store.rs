@@ -88,10 +88,11 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `(plugin name, entries)` of every plugin tree in the sled plugin storage.
-fn read_plugin_kv(
-    path: &std::path::Path,
-) -> anyhow::Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>> {
+/// One plugin's tree: its name and its `(key, value)` entries.
+type PluginTree = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Every plugin tree in the sled plugin storage.
+fn read_plugin_kv(path: &std::path::Path) -> anyhow::Result<Vec<PluginTree>> {
     if !path.exists() {
         return Ok(Vec::new());
     }

@@ -20,6 +20,10 @@ use crate::identity::Identity;
 /// Tokens remembered per method unless `token_cache` says otherwise.
 const DEFAULT_CACHE: usize = 10_000;
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per JWT method, built at start: boxing buys nothing"
+)]
 enum Keys {
     /// `JWT_SECRET_KEY` / `JWT_PUBLIC_KEY` from the environment.
     Local(JwtVerifier),
@@ -85,12 +89,11 @@ impl JwtMethod {
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let now = unix_now();
         let digest = self.cache.as_ref().map(|_| cache::digest(token));
-        if let (Some(cache), Some(digest)) = (&self.cache, &digest) {
-            if let Some(hit) = cache.get(digest, now) {
-                if hit.key.as_ref().is_none_or(|key| self.is_live(key)) {
-                    return Ok(hit.identity);
-                }
-            }
+        if let (Some(cache), Some(digest)) = (&self.cache, &digest)
+            && let Some(hit) = cache.get(digest, now)
+            && hit.key.as_ref().is_none_or(|key| self.is_live(key))
+        {
+            return Ok(hit.identity);
         }
         let (claims, key) = match &self.keys {
             Keys::Local(verifier) => (verifier.claims(token)?, None),

@@ -206,11 +206,11 @@ fn is_change(kind: &EventKind) -> bool {
 
 fn reload_one(w: &Watched, first_change: Instant) -> Option<ReloadReport> {
     let plugin = &w.plugin;
-    if let Target::File { dir, name } = &w.target {
-        if !dir.join(name).is_file() {
-            // Removed mid-build; its re-creation will bring us back.
-            return None;
-        }
+    if let Target::File { dir, name } = &w.target
+        && !dir.join(name).is_file()
+    {
+        // Removed mid-build; its re-creation will bring us back.
+        return None;
     }
     let outcome = match plugin.reload() {
         Ok(Reloaded::Swapped { sha256 }) => {

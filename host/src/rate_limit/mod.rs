@@ -73,6 +73,10 @@ impl RateLimits {
         RateLimits { config, limiter }
     }
 
+    #[allow(
+        clippy::result_large_err,
+        reason = "the Err is the 429 response itself, sent as is"
+    )]
     fn check(&self, class: RouteClass, scope: Scope, key: &str) -> Result<(), Response> {
         let Some(limit) = self.config.limit(class, scope) else {
             return Ok(());
@@ -127,16 +131,13 @@ pub async fn per_identity(
         .config
         .limit(class, Scope::Identity)
         .is_some()
+        && let Some(caller) = req.extensions().get::<Caller>()
+        && let Err(refused) =
+            gateway
+                .rate_limits
+                .check(class, Scope::Identity, &caller.identity.user_id)
     {
-        if let Some(caller) = req.extensions().get::<Caller>() {
-            if let Err(refused) =
-                gateway
-                    .rate_limits
-                    .check(class, Scope::Identity, &caller.identity.user_id)
-            {
-                return refused;
-            }
-        }
+        return refused;
     }
     next.run(req).await
 }

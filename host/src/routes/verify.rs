@@ -3,8 +3,8 @@
 //! Traefik `ForwardAuth`, Envoy `ext_authz` over HTTP).
 //!
 //! The original request is named by headers on `/v1/auth/verify`
-//! (`X-Original-Method` + `X-Original-URI` from nginx, `X-Forwarded-Method`
-//! + `X-Forwarded-Uri` from Traefik) or, for Envoy's `path_prefix`, by the
+//! (`X-Original-Method` and `X-Original-URI` from nginx,
+//! `X-Forwarded-Method` and `X-Forwarded-Uri` from Traefik) or, for Envoy's `path_prefix`, by the
 //! path after `/v1/auth/verify` with the request's own method. It passes the
 //! same authentication chain (the credentials are the ones the proxy copied
 //! from the client) and the same [`authorize`] as a proxied request, and

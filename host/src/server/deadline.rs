@@ -94,8 +94,7 @@ mod tests {
         let err = body
             .collect()
             .await
-            .err()
-            .expect("the deadline must fail the body");
+            .expect_err("the deadline must fail the body");
         assert!(err.is::<BodyTimeout>());
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(tx);

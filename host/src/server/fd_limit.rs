@@ -29,7 +29,7 @@ pub fn raise() -> Option<u64> {
             }
         }
     }
-    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 /// Not available here: the cap alone applies.

@@ -123,16 +123,16 @@ impl Authenticator for OAuthIntrospect {
         // An endpoint that cannot answer fails the request closed (503).
         let answer = client::introspect(&self.0, token)?;
         let outcome = to_outcome(&answer, &self.0.roles_claim);
-        if let AuthnOutcome::Authenticated { who, .. } = &outcome {
-            if let Some(until) = cache::until(&answer, now, self.0.cache_max_s) {
-                cache::store(
-                    &key,
-                    &CacheEntry {
-                        until,
-                        who: who.clone(),
-                    },
-                );
-            }
+        if let AuthnOutcome::Authenticated { who, .. } = &outcome
+            && let Some(until) = cache::until(&answer, now, self.0.cache_max_s)
+        {
+            cache::store(
+                &key,
+                &CacheEntry {
+                    until,
+                    who: who.clone(),
+                },
+            );
         }
         Ok(outcome)
     }
