@@ -370,3 +370,60 @@ fn store_migrate_copies_a_sled_data_dir_once_and_verifies_it() {
         r.body
     );
 }
+
+/// Tenancy on a shared registry: an id released on one instance and claimed
+/// by another tenant is the new tenant's on every instance at once (no
+/// instance may remember the old owner).
+#[test]
+fn a_thread_released_and_reclaimed_elsewhere_is_not_its_old_owners() {
+    let up = Upstream::start();
+    let db = fresh_database();
+    let config = json!({"agent": up.base, "auth": "jwt", "tenancy": {"owner": "user_id"}});
+    let env = [
+        ("JWT_SECRET_KEY", SECRET),
+        ("AGENTFLOW_DATABASE_URL", db.as_str()),
+    ];
+    let a = Server::start(config.clone(), &env);
+    let b = Server::start(config, &env);
+    let alice = bearer(&hs256(SECRET, json!({"sub": "alice", "exp": now() + 600})));
+    let bob = bearer(&hs256(SECRET, json!({"sub": "bob", "exp": now() + 600})));
+    let invoke = |server: &Server, who: &str| {
+        post(
+            &server.url("/v1/graph/invoke"),
+            &[("authorization", who)],
+            json!({"messages": [], "config": {"thread_id": "main"}}),
+        )
+        .status
+    };
+    let state = |server: &Server, who: &str| {
+        get(
+            &server.url("/v1/threads/main/state"),
+            &[("authorization", who)],
+        )
+        .status
+    };
+
+    assert_eq!(invoke(&a, &alice), 200);
+    // B looks the owner up (a caching instance would now remember alice).
+    assert_eq!(state(&b, &alice), 200);
+    assert_eq!(state(&b, &bob), 404);
+    // Alice deletes the thread on A; bob starts his own "main" on A.
+    let deleted = send(
+        "DELETE",
+        &a.url("/v1/threads/main"),
+        &[("authorization", &alice)],
+        None,
+    );
+    assert_eq!(deleted.status, 200, "{:?}", deleted.body);
+    assert_eq!(invoke(&a, &bob), 200);
+    // On B, at once: the thread is bob's, and alice is a stranger to it.
+    let forwarded = up.count();
+    assert_eq!(state(&b, &alice), 404);
+    assert_eq!(invoke(&b, &alice), 404);
+    assert_eq!(
+        up.count(),
+        forwarded,
+        "nothing of alice's reached the agent"
+    );
+    assert_eq!(state(&b, &bob), 200);
+}

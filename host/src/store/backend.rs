@@ -16,6 +16,14 @@ pub enum StoreBackend {
     Postgres(PgStore),
 }
 
+impl StoreBackend {
+    /// Whether other instances write to this store too (PostgreSQL): then
+    /// what this process remembers of it can be out of date at any moment.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreBackend::Postgres(_))
+    }
+}
+
 /// Calls the same method on whichever store this is.
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {

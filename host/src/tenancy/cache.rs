@@ -1,9 +1,10 @@
 //! An in-memory cache of owner lookups, so a request costs at most one
 //! registry read and usually none. Entries (owned or not) are replaced on
 //! every claim and release made through this process, and expire after
-//! [`TTL`] so that claims and releases made by another instance sharing the
-//! registry (PostgreSQL) are seen soon. A stale "no owner" is harmless: the
-//! claim that follows is atomic in the store and reports the real owner.
+//! [`TTL`] as a safety net. It is used only on a registry no other instance
+//! writes (sled): on a shared one (PostgreSQL) a stale "owned by alice" could
+//! let alice into a thread released here and claimed by bob elsewhere, so
+//! there every lookup is one query.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

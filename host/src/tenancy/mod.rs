@@ -43,7 +43,8 @@ use cache::OwnerCache;
 pub struct Tenancy {
     settings: TenancySettings,
     accounts: Arc<Accounts>,
-    cache: OwnerCache,
+    /// Owner lookups remembered; `None` on a shared (PostgreSQL) registry.
+    cache: Option<OwnerCache>,
 }
 
 /// What a request does to the resources tenancy guards, read off its route.
@@ -118,8 +119,11 @@ impl Tenancy {
     pub fn new(settings: TenancySettings, accounts: Arc<Accounts>) -> Tenancy {
         Tenancy {
             settings,
+            // Only a registry no other instance writes can be cached: on a
+            // shared one, a thread released here and claimed by another
+            // tenant elsewhere would still read as its old owner's.
+            cache: (!accounts.store.is_shared()).then(OwnerCache::default),
             accounts,
-            cache: OwnerCache::default(),
         }
     }
 
@@ -147,7 +151,7 @@ impl Tenancy {
 
     /// The recorded owner (cached: at most one registry read per request).
     async fn owner(&self, kind: ResourceKind, id: &str) -> Result<Option<String>, ApiError> {
-        if let Some(owner) = self.cache.get(kind, id) {
+        if let Some(owner) = self.cache.as_ref().and_then(|c| c.get(kind, id)) {
             return Ok(owner);
         }
         let owner = self
@@ -157,8 +161,15 @@ impl Tenancy {
             .await
             .map_err(registry_down)?
             .map(|o| o.owner);
-        self.cache.put(kind, id, owner.clone());
+        self.remember(kind, id, owner.clone());
         Ok(owner)
+    }
+
+    /// Records an owner lookup, claim or release in the cache, if there is one.
+    fn remember(&self, kind: ResourceKind, id: &str, owner: Option<String>) {
+        if let Some(cache) = &self.cache {
+            cache.put(kind, id, owner);
+        }
     }
 
     /// Claims for `tenant` unless owned; returns the owner afterwards.
@@ -170,7 +181,7 @@ impl Tenancy {
             .await
             .map_err(registry_down)?;
         let owner = claim.ownership.owner;
-        self.cache.put(kind, id, Some(owner.clone()));
+        self.remember(kind, id, Some(owner.clone()));
         Ok(owner)
     }
 
@@ -181,7 +192,7 @@ impl Tenancy {
             .release_resource(kind, id)
             .await
             .map_err(registry_down)?;
-        self.cache.put(kind, id, None);
+        self.remember(kind, id, None);
         Ok(())
     }
 
