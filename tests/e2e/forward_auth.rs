@@ -338,3 +338,47 @@ fn verify_decides_on_the_original_method_and_uri_in_every_proxy_form() {
     );
     assert_eq!(reply.status, 404, "{:?}", reply.body);
 }
+
+/// With tenancy on, forward-auth cannot see the body (invoke's thread id)
+/// or the agent's answer (listings to filter): a tenant is refused there
+/// rather than let through unchecked; by-id routes keep their 404, and a
+/// bypass role is let through.
+#[test]
+fn verify_refuses_what_tenancy_cannot_check_without_the_body_or_answer() {
+    let server = Server::start(
+        json!({"auth": "jwt", "tenancy": {"owner": "user_id", "bypass_roles": ["admin"]}}),
+        &[("JWT_SECRET_KEY", SECRET)],
+    );
+    let bob = token("bob");
+    let admin = bearer(&hs256(
+        SECRET,
+        json!({"sub": "root", "roles": ["admin"], "exp": now() + 600}),
+    ));
+    let ask = |who: &str, method: &str, uri: &str| {
+        verify(
+            &server,
+            "GET",
+            "/v1/auth/verify",
+            &[
+                ("authorization", who),
+                ("x-original-method", method),
+                ("x-original-uri", uri),
+            ],
+        )
+    };
+    for (method, uri) in [
+        ("POST", "/v1/graph/invoke"),
+        ("POST", "/v1/graph/stream"),
+        ("POST", "/v1/graph/stop"),
+        ("GET", "/v1/threads"),
+        ("POST", "/v1/store/search"),
+    ] {
+        let reply = ask(&bob, method, uri);
+        assert_eq!(reply.status, 403, "{method} {uri}: {:?}", reply.body);
+        assert!(reply.detail().contains("forward-auth"), "{:?}", reply.body);
+    }
+    // Nobody owns this id: 404 for a tenant, as through the proxy.
+    assert_eq!(ask(&bob, "GET", "/v1/threads/t-1/state").status, 404);
+    // A bypass role is not filtered, so nothing needs the proxy.
+    assert_eq!(ask(&admin, "GET", "/v1/threads").status, 200);
+}

@@ -10,7 +10,10 @@
 //! from the client) and the same [`authorize`] as a proxied request, and
 //! answers 200 with the identity headers, or the usual 401/403 JSON.
 //! Request bodies are not seen here: on routes whose thread id lives in the
-//! body (`/v1/graph/invoke`, …) the authorizer decides without it.
+//! body (`/v1/graph/invoke`, …) the authorizer decides without it. With
+//! tenancy on, a tenant is refused (403) on those routes and on every route
+//! whose answer the gateway must read (listings, claims, WebSocket runs):
+//! forward-auth cannot keep tenancy there, so it does not pretend to.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -20,7 +23,7 @@ use serde_json::json;
 
 use super::agent::authorize;
 use super::{AppState, Caller};
-use crate::agent_request::AgentRequest;
+use crate::agent_request::{AgentRequest, IdSource};
 use crate::error::ApiError;
 
 /// The forward-auth path; Envoy's `path_prefix` form appends the original path.
@@ -40,7 +43,13 @@ pub async fn verify(
     let (method, uri) = original_request(req.method(), req.uri(), req.headers())
         .unwrap_or_else(|| Err(ApiError::Internal("not a forward-auth request".into())))?;
     let target = AgentRequest::parse(&method, &uri)?;
-    authorize(&state, &caller, &target).await?;
+    let grant = authorize(&state, &caller, &target).await?;
+    let id_in_body = matches!(target.route().id, IdSource::Body(_));
+    if grant.needs_the_proxy(id_in_body) {
+        return Err(ApiError::Forbidden(
+            "tenancy: this route needs its body or the agent's answer checked; send it through agentflow's proxy, not forward-auth".into(),
+        ));
+    }
     let mut headers = HeaderMap::new();
     identity_headers(&state, &caller, &mut headers)?;
     let body = json!({

@@ -60,6 +60,18 @@ struct TenantGrant {
 pub struct Grant(Option<TenantGrant>);
 
 impl Grant {
+    /// Whether tenancy can only be kept if the gateway itself forwards this
+    /// request: the caller is a tenant (no bypass role) and the route's
+    /// thread id lives in the body, or the agent's answer or frames must be
+    /// read (claims, filtered listings, WebSocket runs). Forward-auth sees
+    /// neither body nor answer, so it must refuse these, not allow them
+    /// unchecked.
+    pub fn needs_the_proxy(&self, id_in_body: bool) -> bool {
+        self.0.as_ref().is_some_and(|g| {
+            !g.bypass && (id_in_body || !matches!(g.after, After::Relay | After::Release(..)))
+        })
+    }
+
     /// No tenancy work: forward as is.
     pub fn open() -> Grant {
         Grant(None)
