@@ -12,10 +12,23 @@
 //!    the cost of auth is visible without the upstream's). Each variant
 //!    reports requests/s, p50 and p99 and its ratio to "no auth" on the same
 //!    route. Server start-up with three plugins is timed too.
+//!
+//!    The issues' comparisons run as pairs that always follow each other in
+//!    a round, and their ratio is taken per round: tenancy off/on (issue 11,
+//!    with the stream route's time to first event sampled one request at a
+//!    time), metrics and rate limits off/on (issue 14), and the built-in
+//!    accounts on sled and on PostgreSQL (issue 15: an account API key, a
+//!    login's access token with its revocation check, and `POST /v1/login`
+//!    throughput next to what argon2 allows). PostgreSQL is the server the
+//!    end-to-end tests use (`AGENTFLOW_TEST_DATABASE_URL`, default
+//!    postgres://postgres@127.0.0.1:5432/postgres; `scripts/postgres` starts
+//!    it), in a schema of the run's own; without it those variants are
+//!    reported as not run.
 //! 2. **Micro**: single-threaded per-call latency of one JWT verification
-//!    (`agentflow::jwt::JwtVerifier`) and one plugin call through the public
+//!    (`agentflow::jwt::JwtVerifier`), one plugin call through the public
 //!    plugin API (`PluginRuntime::load` + `Plugin::authenticate` /
-//!    `authorize`: a fresh sandbox is instantiated and called every time).
+//!    `authorize`: a fresh sandbox is instantiated and called every time)
+//!    and one argon2id password check.
 //!
 //! The upstream ("agent") is this same executable re-run as a separate,
 //! single-threaded process (`AGENTFLOW_BENCH_ROLE=upstream`): it answers every
@@ -53,12 +66,19 @@ use serde_json::{Map, Value, json};
 // another bench target.
 #[path = "gateway/login_flood.rs"]
 mod login_flood;
+#[path = "gateway/scenarios.rs"]
+mod scenarios;
 
 const ROLE_VAR: &str = "AGENTFLOW_BENCH_ROLE";
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 const API_KEY: &str = "bench-api-key-0123456789";
 const INVOKE_BODY: &str =
     r#"{"input":{"messages":[{"role":"user","content":"hello"}]},"config":{"tags":["bench"]}}"#;
+/// The invoke body of the tenancy pair: it names a thread, so tenancy has an
+/// owner to look up (the first request claims it for the caller).
+const THREAD_INVOKE_BODY: &str = r#"{"input":{"messages":[{"role":"user","content":"hello"}]},"thread_id":"bench-thread","config":{"tags":["bench"]}}"#;
+/// The body of the time-to-first-event samples (`POST /v1/graph/stream`).
+const STREAM_BODY: &str = r#"{"input":{"messages":[{"role":"user","content":"hello"}]},"thread_id":"bench-stream-thread"}"#;
 
 fn main() {
     if std::env::var(ROLE_VAR).as_deref() == Ok("upstream") {
@@ -559,6 +579,15 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
         "plugin call: rbac `authorize` (instantiate + call, fresh sandbox)",
         &s,
     );
+
+    // What one login costs at least: the password check the login route
+    // runs (argon2id with the server's parameters).
+    let s = argon2_samples((iters / 1000).clamp(5, 30));
+    row(
+        "argon2id password verify (`passwords::verify_password`, m=19 MiB, t=2)",
+        &s,
+    );
+    report.micro.insert("argon2", s.pct(0.5));
     println!();
     println!(
         "Plugin load (read + compile + link, `PluginRuntime::load`): api-key {}, rbac {}",
@@ -634,6 +663,17 @@ fn start_server(
     config: &Value,
     env: &[(&str, String)],
 ) -> (Proc, String, Duration) {
+    start_server_with(fx, name, config, env, &[])
+}
+
+/// [`start_server`] with extra `agentflow run` arguments.
+fn start_server_with(
+    fx: &Fixtures,
+    name: &str,
+    config: &Value,
+    env: &[(&str, String)],
+    args: &[&str],
+) -> (Proc, String, Duration) {
     let path = fx.dir.path().join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
     let mut cmd = Command::new(&fx.server_bin);
@@ -644,7 +684,8 @@ fn start_server(
     }
     cmd.env("RUST_LOG", "info")
         .args(["run", "--port", "0", "--config"])
-        .arg(&path);
+        .arg(&path)
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -697,6 +738,7 @@ fn startup(fx: &Fixtures, report: &mut Report) {
 // Load runs
 // ---------------------------------------------------------------------------
 
+#[derive(Clone)]
 struct LoadOpts {
     duration_s: u64,
     /// Passes over all variants; each figure is the median over passes, so
@@ -711,12 +753,64 @@ struct Variant {
     config: Value,
     env: Vec<(&'static str, String)>,
     headers: Vec<(&'static str, String)>,
+    /// Credentials made on each started server, added to `headers`.
+    creds: Creds,
+    /// The routes `wrk` drives.
+    routes: &'static [Route],
+    /// The body of `POST /v1/graph/invoke`.
+    invoke_body: &'static str,
+    /// Extra `agentflow run` arguments.
+    args: Vec<&'static str>,
+    /// Scrape the `--metrics-port` listener once a second while loaded.
+    scrape_metrics: bool,
+    /// Also sample the stream route's time to first event.
+    stream_ttfe: bool,
+    /// Why this variant cannot run on this machine (no PostgreSQL).
+    unavailable: Option<String>,
+}
+
+impl Variant {
+    /// A variant with fixed credentials on the forwarded and auth-only routes.
+    fn new(
+        name: &'static str,
+        config: Value,
+        env: Vec<(&'static str, String)>,
+        headers: Vec<(&'static str, String)>,
+    ) -> Variant {
+        Variant {
+            name,
+            config,
+            env,
+            headers,
+            creds: Creds::Fixed,
+            routes: &[Route::Invoke, Route::Whoami],
+            invoke_body: INVOKE_BODY,
+            args: vec![],
+            scrape_metrics: false,
+            stream_ttfe: false,
+            unavailable: None,
+        }
+    }
+}
+
+/// Where a variant's credentials come from.
+#[derive(Clone, Copy, Debug)]
+enum Creds {
+    /// Only the variant's fixed `headers` (or none).
+    Fixed,
+    /// The bench admin's login access token (`sid` claim: the login is
+    /// checked against the store on every request).
+    LoginToken,
+    /// An API key the bench admin creates with `POST /v1/api-keys`.
+    AccountApiKey,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Route {
     Invoke,
     Whoami,
+    /// `POST /v1/login` with the bench admin's right password.
+    Login,
 }
 
 impl Route {
@@ -724,9 +818,24 @@ impl Route {
         match self {
             Route::Invoke => "POST /v1/graph/invoke (forwarded)",
             Route::Whoami => "GET /v1/whoami (auth only)",
+            Route::Login => "POST /v1/login (password check)",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Route::Invoke => "/v1/graph/invoke",
+            Route::Whoami => "/v1/whoami",
+            Route::Login => "/v1/login",
         }
     }
 }
+
+/// `POST /v1/login` is driven with this many connections: enough that a
+/// login always waits for the hashing slot (this machine's default is one)
+/// while another hashes, so the slot never idles; more would only queue,
+/// and a login waiting over 2 s for a slot is refused (503).
+const LOGIN_CONNECTIONS: u64 = 2;
 
 #[derive(Clone, Debug)]
 struct WrkResult {
@@ -738,7 +847,25 @@ struct WrkResult {
     socket_errors: u64,
 }
 
-fn variants(fx: &Fixtures, upstream: &str) -> Vec<Variant> {
+impl WrkResult {
+    /// Requests per second that were answered 2xx.
+    fn ok_rps(&self) -> f64 {
+        let failed = (self.non_2xx + self.socket_errors).min(self.requests);
+        if self.requests == 0 {
+            return 0.0;
+        }
+        self.rps * (self.requests - failed) as f64 / self.requests as f64
+    }
+}
+
+/// The variants in groups: a group's members always run one after the
+/// other in a round (the pairs an issue compares), so their ratio comes from
+/// the same minute of the same run.
+fn variants(
+    fx: &Fixtures,
+    upstream: &str,
+    pg: &Result<scenarios::Postgres, String>,
+) -> Vec<Vec<Variant>> {
     let api_key = json!({"method": "custom", "name": "api-key", "path": fx.api_key_wasm, "config": fx.api_key_config()});
     let rbac = json!({"path": fx.rbac_wasm, "config": fx.rbac_config()});
     let hs_env = vec![
@@ -747,79 +874,198 @@ fn variants(fx: &Fixtures, upstream: &str) -> Vec<Variant> {
     ];
     let bearer = |t: &str| vec![("Authorization", format!("Bearer {t}"))];
     let key = vec![("X-Api-Key", API_KEY.to_owned())];
-    vec![
-        Variant {
-            name: "no auth",
-            config: json!({"agent": upstream, "auth": null}),
-            env: vec![],
-            headers: vec![],
-        },
-        Variant {
-            name: "JWT HS256",
-            config: json!({"agent": upstream, "auth": "jwt"}),
-            env: hs_env.clone(),
-            headers: bearer(&fx.hs256_token),
-        },
+    let mut groups: Vec<Vec<Variant>> = vec![
+        Variant::new(
+            "no auth",
+            json!({"agent": upstream, "auth": null}),
+            vec![],
+            vec![],
+        ),
+        Variant::new(
+            "JWT HS256",
+            json!({"agent": upstream, "auth": "jwt"}),
+            hs_env.clone(),
+            bearer(&fx.hs256_token),
+        ),
         // The identity channels (README "What the agent receives"): without
         // a token the body merge is on by default, as in the row above.
-        Variant {
-            name: "JWT HS256, merge off",
-            config: json!({"agent": upstream, "auth": "jwt", "upstream": {"merge_body": false}}),
-            env: hs_env.clone(),
-            headers: bearer(&fx.hs256_token),
-        },
-        Variant {
-            name: "JWT HS256, upstream token",
-            config: json!({"agent": upstream, "auth": "jwt", "upstream": {"token": {"secret_env": "UPSTREAM_JWT_SECRET"}}}),
-            env: [
+        Variant::new(
+            "JWT HS256, merge off",
+            json!({"agent": upstream, "auth": "jwt", "upstream": {"merge_body": false}}),
+            hs_env.clone(),
+            bearer(&fx.hs256_token),
+        ),
+        Variant::new(
+            "JWT HS256, upstream token",
+            json!({"agent": upstream, "auth": "jwt", "upstream": {"token": {"secret_env": "UPSTREAM_JWT_SECRET"}}}),
+            [
                 hs_env.clone(),
                 vec![("UPSTREAM_JWT_SECRET", format!("{SECRET}-upstream"))],
             ]
             .concat(),
-            headers: bearer(&fx.hs256_token),
-        },
-        Variant {
-            name: "JWT RS256",
-            config: json!({"agent": upstream, "auth": "jwt"}),
-            env: vec![
+            bearer(&fx.hs256_token),
+        ),
+        Variant::new(
+            "JWT RS256",
+            json!({"agent": upstream, "auth": "jwt"}),
+            vec![
                 ("JWT_ALGORITHM", "RS256".to_owned()),
                 ("JWT_PUBLIC_KEY", fx.rsa_public.display().to_string()),
             ],
-            headers: bearer(&fx.rs256_token),
-        },
-        Variant {
-            name: "api-key plugin",
-            config: json!({"agent": upstream, "auth": api_key}),
-            env: vec![],
-            headers: key.clone(),
-        },
-        Variant {
-            name: "api-key, reuse_instance",
-            config: json!({"agent": upstream, "auth": reused(&api_key)}),
-            env: vec![],
-            headers: key.clone(),
-        },
-        Variant {
-            name: "cache-hint plugin",
-            config: json!({"agent": upstream, "auth": {"method": "custom", "name": "cache-hint", "path": fx.cache_hint_wasm,
+            bearer(&fx.rs256_token),
+        ),
+        Variant::new(
+            "api-key plugin",
+            json!({"agent": upstream, "auth": api_key}),
+            vec![],
+            key.clone(),
+        ),
+        Variant::new(
+            "api-key, reuse_instance",
+            json!({"agent": upstream, "auth": reused(&api_key)}),
+            vec![],
+            key.clone(),
+        ),
+        Variant::new(
+            "cache-hint plugin",
+            json!({"agent": upstream, "auth": {"method": "custom", "name": "cache-hint", "path": fx.cache_hint_wasm,
                 "config": {"token": API_KEY, "user_id": "bench-service", "roles": ["user"], "ttl_ms": 600_000}}}),
-            env: vec![],
-            headers: key.clone(),
-        },
-        Variant {
-            name: "JWT HS256 + rbac",
-            config: json!({"agent": upstream, "auth": "jwt", "authorization": rbac}),
-            env: hs_env,
-            headers: bearer(&fx.hs256_token),
-        },
-        Variant {
-            name: "api-key + rbac",
-            config: json!({"agent": upstream, "auth": api_key, "authorization": rbac}),
-            env: vec![],
-            headers: key,
-        },
+            vec![],
+            key.clone(),
+        ),
+        Variant::new(
+            "JWT HS256 + rbac",
+            json!({"agent": upstream, "auth": "jwt", "authorization": rbac}),
+            hs_env.clone(),
+            bearer(&fx.hs256_token),
+        ),
+        Variant::new(
+            "api-key + rbac",
+            json!({"agent": upstream, "auth": api_key, "authorization": rbac}),
+            vec![],
+            key,
+        ),
     ]
+    .into_iter()
+    .map(|v| vec![v])
+    .collect();
+
+    // Issue 11 (tenancy): the same JWT chain and thread-naming body, with
+    // and without the ownership check; the stream's first event is timed too.
+    let tenancy_pair = [TENANCY_OFF, TENANCY_ON].map(|name| {
+        let mut config = json!({"agent": upstream, "auth": "jwt"});
+        if name == TENANCY_ON {
+            config["tenancy"] = json!({"owner": "user_id"});
+        }
+        Variant {
+            invoke_body: THREAD_INVOKE_BODY,
+            stream_ttfe: true,
+            ..Variant::new(name, config, hs_env.clone(), bearer(&fx.hs256_token))
+        }
+    });
+    groups.push(tenancy_pair.into());
+
+    // Issue 14 (production gateway): the same JWT chain with every rate
+    // limit off and nothing reading the metrics, then with per-address and
+    // per-identity limits on both routes' classes (far above what wrk
+    // reaches: 1 000 000 a second) and `/metrics` served on its own port
+    // and scraped once a second. The counters themselves cannot be turned
+    // off (src/metrics.rs records into a process-wide registry on every
+    // request), so "off" means not exposed and not read.
+    let high = json!({"requests": 1_000_000, "window_s": 1});
+    let limits_on = json!({
+        "agent": {"per_address": high, "per_identity": high},
+        "account": {"per_address": high, "per_identity": high}
+    });
+    groups.push(vec![
+        Variant::new(
+            PRODUCTION_OFF,
+            json!({"agent": upstream, "auth": "jwt", "rate_limits": {"login": {"per_address": null}}}),
+            hs_env.clone(),
+            bearer(&fx.hs256_token),
+        ),
+        Variant {
+            args: vec!["--metrics-port", "0"],
+            scrape_metrics: true,
+            ..Variant::new(
+                PRODUCTION_ON,
+                json!({"agent": upstream, "auth": "jwt", "rate_limits": limits_on}),
+                [
+                    hs_env.clone(),
+                    vec![("AGENTFLOW_METRICS_TOKEN", format!("{SECRET}-metrics"))],
+                ]
+                .concat(),
+                bearer(&fx.hs256_token),
+            )
+        },
+    ]);
+
+    // Issue 15 (PostgreSQL): the built-in accounts on sled and on
+    // PostgreSQL, side by side: an account API key, a login's access token
+    // (its login checked for revocation on every request), and logins.
+    let accounts_env = |store: &str| -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("JWT_SECRET_KEY", SECRET.to_owned()),
+            ("AGENTFLOW_SUPERUSER", login_flood::ADMIN.to_owned()),
+            (
+                "AGENTFLOW_SUPERUSER_PASSWORD",
+                login_flood::ADMIN_PW.to_owned(),
+            ),
+            // Logins are measured, not throttled: the bench logs in from
+            // one address far more often than a person would.
+            ("AGENTFLOW_LOGIN_ATTEMPTS_PER_MINUTE", "1000000".to_owned()),
+            (
+                "AGENTFLOW_LOGIN_IN_FLIGHT_PER_ADDRESS",
+                "1000000".to_owned(),
+            ),
+        ];
+        match (store, pg) {
+            ("sled", _) => env.push((
+                "AGENTFLOW_DATA_DIR",
+                fx.dir.path().join("accounts-sled").display().to_string(),
+            )),
+            (_, Ok(pg)) => env.push(("AGENTFLOW_DATABASE_URL", pg.url.clone())),
+            (_, Err(_)) => {}
+        }
+        env
+    };
+    let accounts = json!({"agent": upstream, "auth": ["jwt", "api_key"],
+        "rate_limits": {"login": {"per_address": null}}});
+    let on_store =
+        |name: &'static str, store: &str, creds: Creds, routes: &'static [Route]| Variant {
+            creds,
+            routes,
+            unavailable: match (store, pg) {
+                ("postgres", Err(e)) => Some(format!("no PostgreSQL: {e}")),
+                _ => None,
+            },
+            ..Variant::new(name, accounts.clone(), accounts_env(store), vec![])
+        };
+    let both: &'static [Route] = &[Route::Invoke, Route::Whoami];
+    for (sled, postgres, creds, routes) in [
+        (KEY_SLED, KEY_PG, Creds::AccountApiKey, both),
+        (LOGIN_JWT_SLED, LOGIN_JWT_PG, Creds::LoginToken, both),
+        (LOGINS_SLED, LOGINS_PG, Creds::Fixed, &[Route::Login][..]),
+    ] {
+        groups.push(vec![
+            on_store(sled, "sled", creds, routes),
+            on_store(postgres, "postgres", creds, routes),
+        ]);
+    }
+    groups
 }
+
+// The names of the issue pairs' variants (the targets look them up).
+const TENANCY_OFF: &str = "JWT HS256, thread id, tenancy off";
+const TENANCY_ON: &str = "JWT HS256, thread id, tenancy on";
+const PRODUCTION_OFF: &str = "JWT HS256, metrics + rate limits off";
+const PRODUCTION_ON: &str = "JWT HS256, metrics + rate limits on";
+const KEY_SLED: &str = "account API key, sled";
+const KEY_PG: &str = "account API key, PostgreSQL";
+const LOGIN_JWT_SLED: &str = "login JWT (revocation check), sled";
+const LOGIN_JWT_PG: &str = "login JWT (revocation check), PostgreSQL";
+const LOGINS_SLED: &str = "logins, sled";
+const LOGINS_PG: &str = "logins, PostgreSQL";
 
 /// `plugin` with the instance-reuse opt-in.
 fn reused(plugin: &Value) -> Value {
@@ -833,15 +1079,32 @@ fn lua_string(s: &str) -> String {
     format!("[==[{s}]==]")
 }
 
-fn wrk_script(dir: &Path, name: &str, route: Route, headers: &[(&'static str, String)]) -> PathBuf {
-    let mut lua = String::new();
+/// The JSON body `route` is sent with (`invoke_body` on the invoke route).
+fn route_body(route: Route, invoke_body: &str) -> Option<String> {
     match route {
-        Route::Invoke => {
+        Route::Invoke => Some(invoke_body.to_owned()),
+        Route::Whoami => None,
+        Route::Login => Some(
+            json!({"username": login_flood::ADMIN, "password": login_flood::ADMIN_PW}).to_string(),
+        ),
+    }
+}
+
+fn wrk_script(
+    dir: &Path,
+    name: &str,
+    route: Route,
+    invoke_body: &str,
+    headers: &[(&'static str, String)],
+) -> PathBuf {
+    let mut lua = String::new();
+    match route_body(route, invoke_body) {
+        Some(body) => {
             lua.push_str("wrk.method = \"POST\"\n");
-            lua.push_str(&format!("wrk.body = {}\n", lua_string(INVOKE_BODY)));
+            lua.push_str(&format!("wrk.body = {}\n", lua_string(&body)));
             lua.push_str("wrk.headers[\"Content-Type\"] = \"application/json\"\n");
         }
-        Route::Whoami => lua.push_str("wrk.method = \"GET\"\n"),
+        None => lua.push_str("wrk.method = \"GET\"\n"),
     }
     for (k, v) in headers {
         // Header names as plain quoted strings: `headers[[==[` would open a
@@ -852,9 +1115,22 @@ fn wrk_script(dir: &Path, name: &str, route: Route, headers: &[(&'static str, St
         );
         lua.push_str(&format!("wrk.headers[\"{k}\"] = {}\n", lua_string(v)));
     }
-    let path = dir.join(format!("{}-{:?}.lua", name.replace([' ', '+'], "_"), route));
+    let path = dir.join(format!("{}-{:?}.lua", file_name(name), route));
     std::fs::write(&path, lua).unwrap();
     path
+}
+
+/// `name` with only characters that are safe in a file name.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn run_wrk(opts: &LoadOpts, duration_s: u64, script: &Path, url: &str) -> WrkResult {
@@ -931,17 +1207,23 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
 }
 
 /// One request with the variant's credentials; the answer must be 200.
-fn check_ok(base: &str, route: Route, headers: &[(&'static str, String)]) -> Result<(), String> {
+fn check_ok(
+    base: &str,
+    route: Route,
+    invoke_body: &str,
+    headers: &[(&'static str, String)],
+) -> Result<(), String> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut req = match route {
-        Route::Invoke => client
-            .post(format!("{base}/v1/graph/invoke"))
+    let url = format!("{base}{}", route.path());
+    let mut req = match route_body(route, invoke_body) {
+        Some(body) => client
+            .post(url)
             .header("content-type", "application/json")
-            .body(INVOKE_BODY),
-        Route::Whoami => client.get(format!("{base}/v1/whoami")),
+            .body(body),
+        None => client.get(url),
     };
     for (k, v) in headers {
         req = req.header(*k, v);
@@ -956,25 +1238,72 @@ fn check_ok(base: &str, route: Route, headers: &[(&'static str, String)]) -> Res
     }
 }
 
+/// Per (variant, route): one result per round, or why it could not run.
+type Runs = HashMap<(&'static str, Route), Result<Vec<WrkResult>, String>>;
+
 fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
+    let pg = scenarios::Postgres::open();
+    if let Err(e) = &pg {
+        eprintln!("PostgreSQL variants skipped: {e}");
+    }
     let (_upstream, upstream_url) = start_upstream();
-    let routes = [Route::Invoke, Route::Whoami];
-    let variants = variants(fx, &upstream_url);
-    // Per (variant, route): one result per round, or why it could not run.
-    let mut runs: HashMap<(&'static str, Route), Result<Vec<WrkResult>, String>> = HashMap::new();
+    let groups = variants(fx, &upstream_url, &pg);
+    let mut runs: Runs = HashMap::new();
+    // Per variant: the stream's time-to-first-event samples of each round.
+    let mut ttfe: HashMap<&'static str, Result<Vec<Vec<Duration>>, String>> = HashMap::new();
+    let ttfe_samples = if opts.duration_s <= 1 { 50 } else { 300 };
     for round in 1..=opts.rounds {
-        // Each round starts one variant later, so no variant always runs
+        // Each round starts one group later, so no variant always runs
         // right after the same neighbour (order effects showed up as
-        // ±0.2× between variants doing identical work).
-        let order = variants
+        // ±0.2× between variants doing identical work). Within a group the
+        // order alternates, so neither side of a pair always goes first.
+        let order = groups
             .iter()
             .cycle()
-            .skip((round - 1) as usize % variants.len())
-            .take(variants.len());
+            .skip((round - 1) as usize % groups.len())
+            .take(groups.len())
+            .flat_map(|g| {
+                let mut g: Vec<&Variant> = g.iter().collect();
+                if round % 2 == 0 {
+                    g.reverse();
+                }
+                g
+            });
         for v in order {
+            let fail_all = |runs: &mut Runs, ttfe: &mut HashMap<_, _>, why: &str| {
+                for route in v.routes {
+                    runs.insert((v.name, *route), Err(why.to_owned()));
+                }
+                if v.stream_ttfe {
+                    ttfe.insert(v.name, Err(why.to_owned()));
+                }
+            };
+            if let Some(why) = &v.unavailable {
+                fail_all(&mut runs, &mut ttfe, why);
+                continue;
+            }
             let (server, base, _) =
-                start_server(fx, &v.name.replace([' ', '+', ','], "_"), &v.config, &v.env);
-            for route in routes {
+                start_server_with(fx, &file_name(v.name), &v.config, &v.env, &v.args);
+            let headers = match scenarios::credentials(&base, v.creds) {
+                Ok(made) => [v.headers.clone(), made].concat(),
+                Err(e) => {
+                    eprintln!("  {}: no credentials: {e}", v.name);
+                    fail_all(&mut runs, &mut ttfe, &format!("no credentials: {e}"));
+                    continue;
+                }
+            };
+            let scraper = if v.scrape_metrics {
+                match scenarios::Scraper::start(&server) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        fail_all(&mut runs, &mut ttfe, &e);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            for &route in v.routes {
                 let entry = runs
                     .entry((v.name, route))
                     .or_insert_with(|| Ok(Vec::new()));
@@ -985,83 +1314,395 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
                     v.name,
                     route.label()
                 );
-                if let Err(e) = check_ok(&base, route, &v.headers) {
+                if let Err(e) = check_ok(&base, route, v.invoke_body, &headers) {
                     eprintln!("  skipped: a single request did not answer 200: {e}");
                     *entry = Err(e);
                     continue;
                 }
-                let script = wrk_script(fx.dir.path(), v.name, route, &v.headers);
-                let path = match route {
-                    Route::Invoke => "/v1/graph/invoke",
-                    Route::Whoami => "/v1/whoami",
+                let script = wrk_script(fx.dir.path(), v.name, route, v.invoke_body, &headers);
+                let url = format!("{base}{}", route.path());
+                let route_opts = match route {
+                    Route::Login => LoadOpts {
+                        connections: LOGIN_CONNECTIONS.max(opts.threads),
+                        ..opts.clone()
+                    },
+                    _ => opts.clone(),
                 };
-                let url = format!("{base}{path}");
-                run_wrk(opts, 1, &script, &url); // warm-up, discarded
-                done.push(run_wrk(opts, opts.duration_s, &script, &url));
+                run_wrk(&route_opts, 1, &script, &url); // warm-up, discarded
+                if route == Route::Login {
+                    // The hashing ceiling, measured next to the logins so the
+                    // machine is as busy (or not) as during them.
+                    report.argon2_in_load.extend(argon2_samples(5).0);
+                }
+                done.push(run_wrk(&route_opts, opts.duration_s, &script, &url));
             }
+            if v.stream_ttfe {
+                let entry = ttfe.entry(v.name).or_insert_with(|| Ok(Vec::new()));
+                if let Ok(done) = entry {
+                    eprintln!(
+                        "load, round {round}/{}: {} — stream time to first event ({ttfe_samples} requests)",
+                        opts.rounds, v.name
+                    );
+                    match scenarios::stream_first_event(&base, &headers, ttfe_samples) {
+                        Ok(s) => done.push(s),
+                        Err(e) => {
+                            eprintln!("  skipped: {e}");
+                            *entry = Err(e);
+                        }
+                    }
+                }
+            }
+            drop(scraper);
             drop(server);
         }
     }
+    drop(pg);
 
+    let variants: Vec<&Variant> = groups.iter().flatten().collect();
     println!(
-        "## Load: wrk, {} threads, {} connections, {} s per run after a 1 s warm-up, {} round(s) over all variants (medians); server, upstream and wrk on one machine",
+        "## Load: wrk, {} threads, {} connections ({LOGIN_CONNECTIONS} on the login route), {} s per run after a 1 s warm-up, {} round(s) over all variants (medians); server, upstream and wrk on one machine",
         opts.threads, opts.connections, opts.duration_s, opts.rounds
     );
-    for route in routes {
-        println!();
-        println!("### {}", route.label());
-        println!();
-        println!(
-            "| variant | req/s | p50 | p99 | ratio to no auth (req/s) | p99 / no-auth p99 | errors |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|---:|");
-        let base = match runs.get(&("no auth", route)) {
-            Some(Ok(b)) if !b.is_empty() => Some(b),
-            _ => None,
-        };
-        for v in &variants {
-            let name = v.name;
-            match &runs[&(name, route)] {
-                Ok(rounds) => {
-                    // Ratios per round (against the no-auth run of the same
-                    // round), then the median of those.
-                    let (ratio, p99r) = match base {
-                        Some(b) => (
-                            median(rounds.iter().zip(b).map(|(w, b)| w.rps / b.rps)),
-                            median(
-                                rounds
-                                    .iter()
-                                    .zip(b)
-                                    .map(|(w, b)| w.p99.as_secs_f64() / b.p99.as_secs_f64()),
-                            ),
+    for route in [Route::Invoke, Route::Whoami, Route::Login] {
+        print_route_table(route, &variants, &runs, report);
+    }
+    println!();
+    pairs(&runs, report);
+    stream_ttfe(&ttfe, report);
+    logins(&runs, report);
+}
+
+/// One route's table: every variant that drives it, with its ratio to no
+/// auth in the same round.
+fn print_route_table(route: Route, variants: &[&Variant], runs: &Runs, report: &mut Report) {
+    println!();
+    println!("### {}", route.label());
+    println!();
+    println!(
+        "| variant | req/s | p50 | p99 | ratio to no auth (req/s) | p99 / no-auth p99 | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let base = match runs.get(&("no auth", route)) {
+        Some(Ok(b)) if !b.is_empty() => Some(b),
+        _ => None,
+    };
+    for v in variants.iter().filter(|v| v.routes.contains(&route)) {
+        let name = v.name;
+        match &runs[&(name, route)] {
+            Ok(rounds) => {
+                // Ratios per round (against the no-auth run of the same
+                // round), then the median of those.
+                let (ratio, p99r) = match base {
+                    Some(b) => (
+                        median(rounds.iter().zip(b).map(|(w, b)| w.rps / b.rps)),
+                        median(
+                            rounds
+                                .iter()
+                                .zip(b)
+                                .map(|(w, b)| w.p99.as_secs_f64() / b.p99.as_secs_f64()),
                         ),
-                        None => (f64::NAN, f64::NAN),
-                    };
-                    let errors: u64 = rounds.iter().map(|w| w.non_2xx + w.socket_errors).sum();
-                    let requests: u64 = rounds.iter().map(|w| w.requests).sum();
-                    let secs = |f: fn(&WrkResult) -> Duration| {
-                        Duration::from_secs_f64(median(rounds.iter().map(|w| f(w).as_secs_f64())))
-                    };
-                    println!(
-                        "| {name} | {:.0} | {} | {} | {ratio:.2}× | {p99r:.2}× | {} |",
-                        median(rounds.iter().map(|w| w.rps)),
-                        ms(secs(|w| w.p50)),
-                        ms(secs(|w| w.p99)),
-                        if errors == 0 {
-                            "0".to_owned()
-                        } else {
-                            format!("{errors} of {requests}")
-                        }
-                    );
-                    if errors == 0 {
-                        report.load.insert((name, route), (ratio, p99r));
+                    ),
+                    None => (f64::NAN, f64::NAN),
+                };
+                let errors: u64 = rounds.iter().map(|w| w.non_2xx + w.socket_errors).sum();
+                let requests: u64 = rounds.iter().map(|w| w.requests).sum();
+                let secs = |f: fn(&WrkResult) -> Duration| {
+                    Duration::from_secs_f64(median(rounds.iter().map(|w| f(w).as_secs_f64())))
+                };
+                let times = |r: f64| {
+                    if r.is_nan() {
+                        "—".to_owned()
+                    } else {
+                        format!("{r:.2}×")
                     }
+                };
+                println!(
+                    "| {name} | {:.0} | {} | {} | {} | {} | {} |",
+                    median(rounds.iter().map(|w| w.rps)),
+                    ms(secs(|w| w.p50)),
+                    ms(secs(|w| w.p99)),
+                    times(ratio),
+                    times(p99r),
+                    if errors == 0 {
+                        "0".to_owned()
+                    } else {
+                        format!("{errors} of {requests}")
+                    }
+                );
+                if errors == 0 {
+                    report.load.insert((name, route), (ratio, p99r));
                 }
-                Err(e) => println!("| {name} | — | — | — | — | — | not run: {e} |"),
             }
+            Err(e) => println!("| {name} | — | — | — | — | — | not run: {e} |"),
+        }
+    }
+}
+
+/// A comparison an issue asks for: `variant` against `base` on `route`,
+/// measured back to back in every round.
+struct Pair {
+    issue: &'static str,
+    base: &'static str,
+    variant: &'static str,
+    route: Route,
+    /// The least `variant / base` throughput the issue accepts.
+    goal: f64,
+}
+
+const PAIRS: &[Pair] = &[
+    Pair {
+        issue: "11 tenancy",
+        base: TENANCY_OFF,
+        variant: TENANCY_ON,
+        route: Route::Invoke,
+        goal: 0.95,
+    },
+    Pair {
+        issue: "14 production",
+        base: PRODUCTION_OFF,
+        variant: PRODUCTION_ON,
+        route: Route::Invoke,
+        goal: 0.95,
+    },
+    Pair {
+        issue: "14 production",
+        base: PRODUCTION_OFF,
+        variant: PRODUCTION_ON,
+        route: Route::Whoami,
+        goal: 0.95,
+    },
+    Pair {
+        issue: "15 PostgreSQL",
+        base: KEY_SLED,
+        variant: KEY_PG,
+        route: Route::Invoke,
+        goal: 0.9,
+    },
+    Pair {
+        issue: "15 PostgreSQL",
+        base: KEY_SLED,
+        variant: KEY_PG,
+        route: Route::Whoami,
+        goal: 0.9,
+    },
+    Pair {
+        issue: "15 PostgreSQL",
+        base: LOGIN_JWT_SLED,
+        variant: LOGIN_JWT_PG,
+        route: Route::Invoke,
+        goal: 0.9,
+    },
+    Pair {
+        issue: "15 PostgreSQL",
+        base: LOGIN_JWT_SLED,
+        variant: LOGIN_JWT_PG,
+        route: Route::Whoami,
+        goal: 0.9,
+    },
+    Pair {
+        issue: "15 PostgreSQL",
+        base: LOGINS_SLED,
+        variant: LOGINS_PG,
+        route: Route::Login,
+        goal: 0.9,
+    },
+];
+
+/// Runs without errors, or why there are none. On the login route, logins
+/// shed because the hashing slot stayed busy (503) are part of what is
+/// measured: they are counted, and only answered logins count as throughput.
+fn clean<'a>(runs: &'a Runs, name: &'static str, route: Route) -> Result<&'a [WrkResult], String> {
+    match runs.get(&(name, route)) {
+        Some(Ok(r)) if r.is_empty() => Err("not run".into()),
+        Some(Ok(r))
+            if route != Route::Login && r.iter().any(|w| w.non_2xx + w.socket_errors > 0) =>
+        {
+            Err("errors under load".into())
+        }
+        Some(Ok(r)) => Ok(r.as_slice()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("not run".into()),
+    }
+}
+
+/// The pairs' table: each pair's ratio is the median of its per-round
+/// ratios (the two ran one after the other in every round).
+fn pairs(runs: &Runs, report: &mut Report) {
+    println!(
+        "## Issue pairs (run back to back in every round; ratio = median of the per-round ratios)"
+    );
+    println!();
+    println!(
+        "| issue | route | base → variant | base req/s | variant req/s | ratio | base p99 → variant p99 | goal |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---|");
+    for p in PAIRS {
+        let (base, variant) = match (
+            clean(runs, p.base, p.route),
+            clean(runs, p.variant, p.route),
+        ) {
+            (Ok(b), Ok(v)) => (b, v),
+            (b, v) => {
+                let why = b.err().or(v.err()).unwrap_or_default();
+                println!(
+                    "| {} | {} | {} → {} | — | — | — | — | ≥ {}×: not measured ({why}) |",
+                    p.issue,
+                    p.route.label(),
+                    p.base,
+                    p.variant,
+                    p.goal
+                );
+                report.pairs.push((p, None));
+                continue;
+            }
+        };
+        let ratio = median(
+            base.iter()
+                .zip(variant)
+                .map(|(b, v)| v.ok_rps() / b.ok_rps()),
+        );
+        let p99 = |r: &[WrkResult]| {
+            Duration::from_secs_f64(median(r.iter().map(|w| w.p99.as_secs_f64())))
+        };
+        println!(
+            "| {} | {} | {} → {} | {:.0} | {:.0} | {ratio:.2}× | {} → {} | ≥ {}×: {} |",
+            p.issue,
+            p.route.label(),
+            p.base,
+            p.variant,
+            median(base.iter().map(WrkResult::ok_rps)),
+            median(variant.iter().map(WrkResult::ok_rps)),
+            ms(p99(base)),
+            ms(p99(variant)),
+            p.goal,
+            met(ratio >= p.goal)
+        );
+        report.pairs.push((p, Some(ratio)));
+    }
+    println!();
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+/// The stream's time to first event, tenancy off and on: the samples of
+/// all rounds pooled for the percentiles; the p50 ratio is the median of
+/// the per-round ratios.
+fn stream_ttfe(
+    ttfe: &HashMap<&'static str, Result<Vec<Vec<Duration>>, String>>,
+    report: &mut Report,
+) {
+    println!(
+        "## Stream time to first event (`POST /v1/graph/stream` through the gateway, one request at a time; the upstream sends its first event at once and the next 10 ms later)"
+    );
+    println!();
+    println!("| variant | samples | p50 | p90 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let pooled = |rounds: &Vec<Vec<Duration>>| {
+        let mut all: Vec<Duration> = rounds.iter().flatten().copied().collect();
+        all.sort();
+        Samples(all)
+    };
+    for name in [TENANCY_OFF, TENANCY_ON] {
+        match ttfe.get(name) {
+            Some(Ok(rounds)) if rounds.iter().any(|r| !r.is_empty()) => {
+                let s = pooled(rounds);
+                println!(
+                    "| {name} | {} | {} | {} | {} | {} |",
+                    s.0.len(),
+                    ms(s.pct(0.5)),
+                    ms(s.pct(0.9)),
+                    ms(s.pct(0.99)),
+                    ms(*s.0.last().unwrap())
+                );
+            }
+            Some(Err(e)) => println!("| {name} | not run: {e} |||||"),
+            _ => println!("| {name} | not run |||||"),
         }
     }
     println!();
+    if let (Some(Ok(off)), Some(Ok(on))) = (ttfe.get(TENANCY_OFF), ttfe.get(TENANCY_ON))
+        && !off.is_empty()
+        && off.len() == on.len()
+    {
+        let p50 = |r: &Vec<Duration>| {
+            let mut r = r.clone();
+            r.sort();
+            Samples(r).pct(0.5).as_secs_f64()
+        };
+        let ratio = median(off.iter().zip(on).map(|(a, b)| p50(b) / p50(a)));
+        let (off, on) = (pooled(off), pooled(on));
+        report.ttfe = Some(Ttfe {
+            off_p50: off.pct(0.5),
+            on_p50: on.pct(0.5),
+            off_p99: off.pct(0.99),
+            on_p99: on.pct(0.99),
+            p50_ratio: ratio,
+        });
+    }
+}
+
+/// Login throughput on each store next to what password hashing allows.
+fn logins(runs: &Runs, report: &mut Report) {
+    let argon2 = if report.argon2_in_load.is_empty() {
+        argon2_samples(10).pct(0.5)
+    } else {
+        let mut v = report.argon2_in_load.clone();
+        v.sort();
+        Samples(v).pct(0.5)
+    };
+    let permits = agentflow::passwords::pool::default_permits();
+    let ceiling = permits as f64 / argon2.as_secs_f64();
+    report.login_ceiling = Some(ceiling);
+    println!(
+        "## Logins against the hashing ceiling: argon2id verify p50 {} on one thread (sampled in the bench process just before each login run), {permits} hashing slot(s) (`AGENTFLOW_PASSWORD_HASH_CONCURRENCY` default: cores − 1) → at most {ceiling:.1} logins/s",
+        ms(argon2)
+    );
+    println!();
+    println!(
+        "| store | logins answered/s | p50 | p99 | share of the hashing ceiling | shed (503) or failed |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for name in [LOGINS_SLED, LOGINS_PG] {
+        match clean(runs, name, Route::Login) {
+            Ok(r) => {
+                let rps = median(r.iter().map(WrkResult::ok_rps));
+                let secs = |f: fn(&WrkResult) -> Duration| {
+                    Duration::from_secs_f64(median(r.iter().map(|w| f(w).as_secs_f64())))
+                };
+                let failed: u64 = r.iter().map(|w| w.non_2xx + w.socket_errors).sum();
+                let requests: u64 = r.iter().map(|w| w.requests).sum();
+                println!(
+                    "| {name} | {rps:.1} | {} | {} | {:.2}× | {failed} of {requests} |",
+                    ms(secs(|w| w.p50)),
+                    ms(secs(|w| w.p99)),
+                    rps / ceiling
+                );
+                report.logins.insert(name, rps);
+            }
+            Err(e) => println!("| {name} | not run: {e} ||||"),
+        }
+    }
+    println!();
+}
+
+/// argon2id verifications with the server's parameters, one at a time.
+fn argon2_samples(n: usize) -> Samples {
+    let phc = agentflow::passwords::hash_password(login_flood::ADMIN_PW).expect("hashing");
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + 2 {
+        let t = Instant::now();
+        assert!(agentflow::passwords::verify_password(
+            std::hint::black_box(login_flood::ADMIN_PW),
+            &phc
+        ));
+        if i >= 2 {
+            v.push(t.elapsed());
+        }
+    }
+    v.sort();
+    Samples(v)
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -1089,6 +1730,34 @@ struct Report {
     startup_warm: Option<Duration>,
     /// (variant, route) → (throughput ratio, p99 ratio) against no auth.
     load: HashMap<(&'static str, Route), (f64, f64)>,
+    /// The issue pairs and their throughput ratios (`None`: not measured).
+    pairs: Vec<(&'static Pair, Option<f64>)>,
+    /// The stream's time to first event, tenancy off and on.
+    ttfe: Option<Ttfe>,
+    /// Logins per second by variant.
+    logins: HashMap<&'static str, f64>,
+    /// Logins per second the hashing slots allow at most.
+    login_ceiling: Option<f64>,
+    /// argon2id verifications timed next to the login runs.
+    argon2_in_load: Vec<Duration>,
+}
+
+/// Time to first event of the stream route, tenancy off and on.
+struct Ttfe {
+    off_p50: Duration,
+    on_p50: Duration,
+    off_p99: Duration,
+    on_p99: Duration,
+    /// Median over rounds of (on p50 / off p50).
+    p50_ratio: f64,
+}
+
+/// How much a time-to-first-event percentile may grow before it counts as
+/// "measurably" longer: 5 % or 50 µs, whichever is larger (below that,
+/// back-to-back runs of the same server differ by as much on this machine).
+fn ttfe_grew(off: Duration, on: Duration) -> bool {
+    let slack = (off.as_secs_f64() * 0.05).max(50e-6);
+    on.as_secs_f64() - off.as_secs_f64() > slack
 }
 
 impl Report {
@@ -1151,6 +1820,72 @@ impl Report {
             None => println!("| server start with three plugins, warm | ≤ 300 ms | not measured |"),
         }
         println!();
+        self.issue_targets();
+    }
+
+    /// The targets of issues 11 (tenancy), 14 (production gateway) and 15
+    /// (PostgreSQL), from pairs run back to back in every round.
+    fn issue_targets(&self) {
+        if self.pairs.is_empty() {
+            return;
+        }
+        println!("| issue | target | goal | measured |");
+        println!("|---|---|---|---:|");
+        for (p, ratio) in &self.pairs {
+            println!(
+                "| {} | {}, {}: {} vs {} | ≥ {}× | {} |",
+                p.issue,
+                if p.route == Route::Login {
+                    "login throughput"
+                } else {
+                    "throughput"
+                },
+                p.route.label(),
+                p.variant,
+                p.base,
+                p.goal,
+                match ratio {
+                    Some(r) => format!("{r:.2}× {}", met(*r >= p.goal)),
+                    None => "not measured (or errors)".into(),
+                }
+            );
+        }
+        match &self.ttfe {
+            Some(t) => {
+                println!(
+                    "| 11 tenancy | stream time to first event p50, tenancy on vs off | does not grow measurably (≤ +5 % or +50 µs) | {} → {} ({:.2}× per-round median) {} |",
+                    ms(t.off_p50),
+                    ms(t.on_p50),
+                    t.p50_ratio,
+                    met(!ttfe_grew(t.off_p50, t.on_p50))
+                );
+                println!(
+                    "| 11 tenancy | stream time to first event p99, tenancy on vs off | (same, informative: p99 of one-at-a-time requests is noisy) | {} → {} {} |",
+                    ms(t.off_p99),
+                    ms(t.on_p99),
+                    met(!ttfe_grew(t.off_p99, t.on_p99))
+                );
+            }
+            None => println!(
+                "| 11 tenancy | stream time to first event, tenancy on vs off | does not grow measurably | not measured |"
+            ),
+        }
+        if let Some(ceiling) = self.login_ceiling {
+            for name in [LOGINS_SLED, LOGINS_PG] {
+                println!(
+                    "| 15 PostgreSQL | {name}: bounded by password hashing | ≥ 0.8× the hashing ceiling ({ceiling:.1}/s) | {} |",
+                    match self.logins.get(name) {
+                        Some(rps) => format!(
+                            "{rps:.1}/s = {:.2}× {}",
+                            rps / ceiling,
+                            met(rps / ceiling >= 0.8)
+                        ),
+                        None => "not measured".into(),
+                    }
+                );
+            }
+        }
+        println!();
     }
 }
 
@@ -1167,7 +1902,13 @@ mod upstream {
     const ANSWER: &str =
         r#"{"ok":true,"output":{"messages":[{"role":"assistant","content":"hi"}]}}"#;
 
-    /// A single-threaded server answering every request with a small JSON body.
+    /// Events of one `POST /v1/graph/stream` answer.
+    pub const STREAM_EVENTS: usize = 3;
+    /// The pause before each event after the first.
+    const STREAM_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+
+    /// A single-threaded server answering every request with a small JSON
+    /// body, and `POST /v1/graph/stream` with server-sent events.
     pub fn main() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1179,9 +1920,33 @@ mod upstream {
                 "bench upstream listening on http://{}",
                 listener.local_addr().unwrap()
             );
-            let app = Router::new().fallback(answer);
+            let app = Router::new()
+                .route("/v1/graph/stream", axum::routing::post(stream))
+                .fallback(answer);
             axum::serve(listener, app).await.unwrap();
         });
+    }
+
+    /// The first event at once (with the response head), the others
+    /// [`STREAM_GAP`] apart, as an agent streams a run.
+    async fn stream(req: Request) -> Response {
+        let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+        let events = futures_util::stream::unfold(0, |n| async move {
+            if n == STREAM_EVENTS {
+                return None;
+            }
+            if n > 0 {
+                tokio::time::sleep(STREAM_GAP).await;
+            }
+            let event = format!(
+                "event: values\ndata: {{\"n\":{n},\"messages\":[{{\"role\":\"assistant\",\"content\":\"hi\"}}]}}\n\n"
+            );
+            Some((Ok::<_, std::convert::Infallible>(event), n + 1))
+        });
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(events))
+            .unwrap()
     }
 
     async fn answer(req: Request) -> Response {

@@ -10,8 +10,8 @@
 
 use super::*;
 
-const ADMIN: &str = "bench-admin";
-const ADMIN_PW: &str = "bench-admin-password";
+pub(crate) const ADMIN: &str = "bench-admin";
+pub(crate) const ADMIN_PW: &str = "bench-admin-password";
 
 const FLOOD_LUA: &str = r#"wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -58,7 +58,13 @@ pub fn run(fx: &Fixtures, opts: &LoadOpts) {
             }
         };
         let headers = [("Authorization", format!("Bearer {token}"))];
-        let script = wrk_script(fx.dir.path(), "login-flood-whoami", Route::Whoami, &headers);
+        let script = wrk_script(
+            fx.dir.path(),
+            "login-flood-whoami",
+            Route::Whoami,
+            INVOKE_BODY,
+            &headers,
+        );
         let url = format!("{base}/v1/whoami");
         run_wrk(opts, 1, &script, &url); // warm-up, discarded
         let quiet = run_wrk(opts, opts.duration_s, &script, &url);
@@ -103,7 +109,7 @@ pub fn run(fx: &Fixtures, opts: &LoadOpts) {
 }
 
 /// Logs the bench admin in; its access token.
-fn admin_token(base: &str) -> Result<String, String> {
+pub(crate) fn admin_token(base: &str) -> Result<String, String> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
