@@ -1526,7 +1526,8 @@ fn clean<'a>(runs: &'a Runs, name: &'static str, route: Route) -> Result<&'a [Wr
 }
 
 /// The pairs' table: each pair's ratio is the median of its per-round
-/// ratios (the two ran one after the other in every round).
+/// ratios (the two ran one after the other in every round), printed with
+/// three decimals so a ratio just under its goal does not read as equal.
 fn pairs(runs: &Runs, report: &mut Report) {
     println!(
         "## Issue pairs (run back to back in every round; ratio = median of the per-round ratios)"
@@ -1565,7 +1566,7 @@ fn pairs(runs: &Runs, report: &mut Report) {
             Duration::from_secs_f64(median(r.iter().map(|w| w.p99.as_secs_f64())))
         };
         println!(
-            "| {} | {} | {} → {} | {:.0} | {:.0} | {ratio:.2}× | {} → {} | ≥ {}×: {} |",
+            "| {} | {} | {} → {} | {:.0} | {:.0} | {ratio:.3}× | {} → {} | ≥ {}×: {} |",
             p.issue,
             p.route.label(),
             p.base,
@@ -1845,7 +1846,7 @@ impl Report {
                 p.base,
                 p.goal,
                 match ratio {
-                    Some(r) => format!("{r:.2}× {}", met(*r >= p.goal)),
+                    Some(r) => format!("{r:.3}× {}", met(*r >= p.goal)),
                     None => "not measured (or errors)".into(),
                 }
             );
