@@ -411,6 +411,11 @@ impl Plugin {
             .clone()
     }
 
+    /// The contract version the loaded component was built against.
+    pub fn contract(&self) -> &'static str {
+        self.version().exports.contract()
+    }
+
     /// Status for listings.
     pub fn status(&self) -> PluginStatus {
         let v = self.version();
