@@ -404,6 +404,14 @@ impl Plugin {
         self.slot
     }
 
+    /// Its key-value namespace, when `cfg` (the entry replacing it on a
+    /// config reload) would open the same one: same name, same size cap.
+    pub(crate) fn kv_if_fits(&self, cfg: &PluginConfig) -> Option<Arc<super::kv::PluginKv>> {
+        (self.cfg.name == cfg.name && self.cfg.kv_kb == cfg.kv_kb)
+            .then(|| self.shared.kv.clone())
+            .flatten()
+    }
+
     fn version(&self) -> Arc<LoadedVersion> {
         self.current
             .read()
