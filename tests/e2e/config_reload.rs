@@ -11,6 +11,7 @@ use crate::support::*;
 
 const KEY: &str = "svc-key-0123456789";
 const METRICS_TOKEN: &str = "metrics-token-for-config-reload";
+const ADMIN_PW: &str = "admin-password-1";
 
 fn token(sub: &str, role: &str) -> String {
     bearer(&hs256(
@@ -200,6 +201,8 @@ fn a_broken_config_is_refused_and_the_last_good_setup_keeps_serving() {
         &[
             ("JWT_SECRET_KEY", SECRET),
             ("AGENTFLOW_METRICS_TOKEN", METRICS_TOKEN),
+            ("AGENTFLOW_SUPERUSER", "admin"),
+            ("AGENTFLOW_SUPERUSER_PASSWORD", ADMIN_PW),
         ],
     );
     let user = token("u-1", "user");
@@ -267,6 +270,41 @@ fn a_broken_config_is_refused_and_the_last_good_setup_keeps_serving() {
         text.contains("agentflow_config_reloads_total{outcome=\"refused\"} 4"),
         "{text}"
     );
+
+    // The audit trail keeps each attempt, with the reason.
+    let login = post(
+        &server.url("/v1/login"),
+        &[],
+        json!({"username": "admin", "password": ADMIN_PW}),
+    );
+    assert_eq!(login.status, 200, "{:?}", login.body);
+    let superuser = bearer(login.body["access_token"].as_str().unwrap());
+    let events = |kind: &str| {
+        let r = get(
+            &server.url(&format!("/v1/audit?type={kind}")),
+            &[("authorization", &superuser)],
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["items"].as_array().unwrap().clone()
+    };
+    let mut failed = Vec::new();
+    wait_for(Duration::from_secs(10), || {
+        failed = events("config.reload_failed");
+        failed.len() == 4
+    })
+    .unwrap_or_else(|| panic!("{failed:#?}"));
+    // Newest first: the restart-only key, the refused init, the typo, the JSON.
+    let errors: Vec<&str> = failed
+        .iter()
+        .map(|e| e["details"]["error"].as_str().unwrap())
+        .collect();
+    assert!(errors[0].contains("`agent`"), "{errors:?}");
+    assert!(errors[1].contains("`authorization.config`"), "{errors:?}");
+    assert!(errors[2].contains("authorisation"), "{errors:?}");
+    assert!(errors[3].contains("EOF"), "{errors:?}");
+    let applied = events("config.reloaded");
+    assert_eq!(applied.len(), 1, "{applied:#?}");
+    assert_eq!(applied[0]["details"]["loaded"], json!(["rbac"]));
 }
 
 #[test]
