@@ -351,3 +351,38 @@ fn a_request_in_flight_finishes_on_the_setup_it_started_with() {
         "the unchanged plugin kept its instance (and counters): {slow}"
     );
 }
+
+#[test]
+fn a_plugin_added_by_a_reload_is_watched_for_new_builds() {
+    let mut config = json!({"auth": "jwt", "plugins": {"watch": true}});
+    let server = Server::start(config.clone(), &[("JWT_SECRET_KEY", SECRET)]);
+    let wasm = server.dir.path().join("added.wasm");
+    std::fs::copy(&plugins().probe, &wasm).unwrap();
+    assert_eq!(get(&server.url("/v1/whoami"), &[]).status, 401);
+
+    config["auth"] = json!(["jwt", {"method": "custom", "name": "added", "path": wasm, "config": {"mode": "echo"}}]);
+    save(&server, &config);
+    wait_reloads(&server, 1);
+    let r = get(&server.url("/v1/whoami"), &[]);
+    assert_eq!(r.body["user_id"], "probe", "{:?}", r.body);
+
+    // A new build of the added file is picked up like any plugin's.
+    let before = plugin_status(&server, "added")["sha256"].clone();
+    let mut rebuilt = std::fs::read(&plugins().probe).unwrap();
+    // A custom section: a different file with the same behaviour.
+    let (name, marker) = (b"agentflow-test", b"v2");
+    rebuilt.extend([0, (1 + name.len() + marker.len()) as u8, name.len() as u8]);
+    rebuilt.extend_from_slice(name);
+    rebuilt.extend_from_slice(marker);
+    std::fs::write(&wasm, rebuilt).unwrap();
+    wait_for(Duration::from_secs(20), || {
+        plugin_status(&server, "added")["sha256"] != before
+    })
+    .unwrap_or_else(|| panic!("the new build was not loaded:\n{}", server.logs()));
+    assert!(server.logged("plugin reloaded"), "{}", server.logs());
+    assert_eq!(
+        config_status(&server)["reloads"],
+        1,
+        "a plugin file is not a config change"
+    );
+}
