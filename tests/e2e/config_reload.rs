@@ -266,10 +266,14 @@ fn a_broken_config_is_refused_and_the_last_good_setup_keeps_serving() {
         text.contains("agentflow_config_reloads_total{outcome=\"applied\"} 1"),
         "{text}"
     );
-    assert!(
-        text.contains("agentflow_config_reloads_total{outcome=\"refused\"} 4"),
-        "{text}"
-    );
+    // At least the four refusals above (a write in place can be seen as two
+    // saves on a very slow machine).
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("agentflow_config_reloads_total{outcome=\"refused\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(refused >= 4, "{text}");
 
     // The audit trail keeps each attempt, with the reason.
     let login = post(
@@ -290,7 +294,7 @@ fn a_broken_config_is_refused_and_the_last_good_setup_keeps_serving() {
     let mut failed = Vec::new();
     wait_for(Duration::from_secs(10), || {
         failed = events("config.reload_failed");
-        failed.len() == 4
+        failed.len() as u64 == refused
     })
     .unwrap_or_else(|| panic!("{failed:#?}"));
     // Newest first: the restart-only key, the refused init, the typo, the JSON.
@@ -301,7 +305,7 @@ fn a_broken_config_is_refused_and_the_last_good_setup_keeps_serving() {
     assert!(errors[0].contains("`agent`"), "{errors:?}");
     assert!(errors[1].contains("`authorization.config`"), "{errors:?}");
     assert!(errors[2].contains("authorisation"), "{errors:?}");
-    assert!(errors[3].contains("EOF"), "{errors:?}");
+    assert!(errors[3..].iter().all(|e| e.contains("EOF")), "{errors:?}");
     let applied = events("config.reloaded");
     assert_eq!(applied.len(), 1, "{applied:#?}");
     assert_eq!(applied[0]["details"]["loaded"], json!(["rbac"]));
