@@ -41,7 +41,7 @@ pub enum StartError {
     /// The encrypted variables granted to plugins cannot be read.
     #[error("{0}")]
     Secrets(String),
-    /// Plugin files cannot be watched for hot reload.
+    /// The config file or plugin files cannot be watched for hot reload.
     #[error("{0}")]
     Watch(String),
     /// The upstream token cannot be signed with the configured key.

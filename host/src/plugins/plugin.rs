@@ -320,7 +320,7 @@ impl Plugin {
         {
             return Err(self.init_error(
                 "credential_headers",
-                format!("the new version reads credentials from {h:?}, which the running server does not strip: add it to \"credential_headers\" and restart"),
+                format!("the new version reads credentials from {h:?}, which the running server does not strip: add it to this plugin's \"credential_headers\" in the config file (a config reload applies it)"),
             ));
         }
         Ok(())
