@@ -390,3 +390,30 @@ fn a_plugin_added_by_a_reload_is_watched_for_new_builds() {
         "a plugin file is not a config change"
     );
 }
+
+#[test]
+fn changed_jwt_options_drop_the_verified_token_cache() {
+    let mut config = json!({"auth": "jwt", "plugins": {"watch": true}});
+    let server = Server::start(config.clone(), &[("JWT_SECRET_KEY", SECRET)]);
+    let no_aud = token("alice", "user");
+    let whoami = |t: &str| get(&server.url("/v1/whoami"), &[("authorization", t)]);
+    assert_eq!(whoami(&no_aud).status, 200);
+    assert_eq!(whoami(&no_aud).status, 200, "now from the token cache");
+
+    config["auth"] = json!({"method": "jwt", "audience": ["gateway"]});
+    save(&server, &config);
+    // The listing's admin token has no `aud` either: watch the log.
+    wait_for(Duration::from_secs(20), || server.logged("config reloaded"))
+        .unwrap_or_else(|| panic!("not reloaded:\n{}", server.logs()));
+    let r = whoami(&no_aud);
+    assert_eq!(
+        r.status, 401,
+        "a token the old options accepted is checked again: {:?}",
+        r.body
+    );
+    let with_aud = bearer(&hs256(
+        SECRET,
+        json!({"sub": "bob", "aud": "gateway", "exp": now() + 600}),
+    ));
+    assert_eq!(whoami(&with_aud).body["user_id"], "bob");
+}
