@@ -218,6 +218,7 @@ impl Accounts {
         let mut ticket = match self.throttle.admit(&address, Instant::now()) {
             Ok(ticket) => ticket,
             Err(t) => {
+                crate::metrics::global().login_refused("throttled");
                 let key = FloodKey::new(AuditKind::LoginFailed, address.as_str(), "throttled");
                 self.record_limited(failed("throttled"), key).await;
                 return Err(too_many(
@@ -234,6 +235,7 @@ impl Accounts {
         }
         let name = canonical_username(username);
         let locked = |scope: &str| {
+            crate::metrics::global().login_refused(&format!("locked_{scope}"));
             let entry = Entry::new(AuditKind::LoginLocked)
                 .subject(attempted.clone())
                 .client(client_ip.clone())

@@ -477,6 +477,12 @@ impl Config {
                 "needs authentication: with \"auth\": null every caller is the same anonymous tenant".into(),
             ));
         }
+        if tenancy.as_ref().is_some_and(|t| t.share_via_authorizer) && authorization.is_none() {
+            return Err(err(
+                "tenancy.share_via_authorizer",
+                "needs an authorizer (`authorization`): it is the authorizer that decides what another tenant may use".into(),
+            ));
+        }
 
         Ok(Config {
             file: path.to_path_buf(),

@@ -37,8 +37,20 @@ pub struct Metrics {
     pub plugin_failures: IntCounterVec,
     /// `agentflow_rate_limited_total{class, scope}`.
     pub rate_limited: IntCounterVec,
-    /// `agentflow_login_refusals_total{reason}`: throttled (429 on a login).
+    /// `agentflow_login_refusals_total{reason}`: logins refused before the
+    /// password was checked: `throttled` (the address's attempt budget),
+    /// `locked_address` and `locked_account` (lockouts).
     pub login_refusals: IntCounterVec,
+    /// `agentflow_plugin_call_duration_seconds{plugin}`: time inside the
+    /// sandbox per plugin call (cache hits are not calls).
+    pub plugin_seconds: HistogramVec,
+    /// `agentflow_plugin_reloads_total{plugin, result}`: swapped, failed
+    /// (the last good version kept serving).
+    pub plugin_reloads: IntCounterVec,
+    /// `agentflow_cache_lookups_total{cache, result}`: `token` (verified
+    /// JWTs) and `plugin_outcome` (plugin answers with a cache hint), hit or
+    /// miss.
+    pub cache_lookups: IntCounterVec,
     /// `agentflow_upstream_duration_seconds{class}`: time to the agent's
     /// response head, for proxied requests.
     pub upstream_seconds: HistogramVec,
@@ -53,6 +65,13 @@ const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Plugin call buckets from 10 µs to 1 s: a warm call takes tens of µs,
+/// a plugin's timeout is a few hundred ms.
+const PLUGIN_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
+];
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
@@ -62,8 +81,18 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    histogram_in(registry, name, help, labels, BUCKETS)
+}
+
+fn histogram_in(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
     let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
         labels,
     )
     .expect("valid metric");
@@ -128,6 +157,25 @@ impl Metrics {
                 "Logins refused before the password was checked.",
                 &["reason"],
             ),
+            plugin_seconds: histogram_in(
+                &registry,
+                "agentflow_plugin_call_duration_seconds",
+                "Time inside the sandbox per plugin call.",
+                &["plugin"],
+                PLUGIN_BUCKETS,
+            ),
+            plugin_reloads: counter(
+                &registry,
+                "agentflow_plugin_reloads_total",
+                "Plugin reloads: swapped in, or failed (the last good version kept serving).",
+                &["plugin", "result"],
+            ),
+            cache_lookups: counter(
+                &registry,
+                "agentflow_cache_lookups_total",
+                "Lookups in the verified-token and plugin-outcome caches.",
+                &["cache", "result"],
+            ),
             upstream_seconds: histogram(
                 &registry,
                 "agentflow_upstream_duration_seconds",
@@ -174,6 +222,17 @@ impl Metrics {
             }
         };
         self.auth.with_label_values(&[method, outcome]).inc();
+    }
+
+    /// Counts a lookup in `cache` (`token`, `plugin_outcome`).
+    pub fn cache_lookup(&self, cache: &str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_lookups.with_label_values(&[cache, result]).inc();
+    }
+
+    /// Counts a login refused before its password was checked.
+    pub fn login_refused(&self, reason: &str) {
+        self.login_refusals.with_label_values(&[reason]).inc();
     }
 
     /// Counts an authorization decision.
@@ -224,9 +283,6 @@ pub async fn track(req: Request, next: Next) -> Response {
     m.requests
         .with_label_values(&[class.name(), response.status().as_str()])
         .inc();
-    if class == RouteClass::Login && response.status() == http::StatusCode::TOO_MANY_REQUESTS {
-        m.login_refusals.with_label_values(&["throttled"]).inc();
-    }
     response
 }
 

@@ -188,6 +188,16 @@ impl Gate {
         self.methods.is_empty()
     }
 
+    /// Whether the authorizer may share another tenant's resource
+    /// (`tenancy.share_via_authorizer`): there must be one, and it must see
+    /// owners (contract 0.3): a 0.2 authorizer cannot tell another tenant's
+    /// thread from the caller's own, so its allow shares nothing.
+    pub fn authorizer_can_share(&self) -> bool {
+        self.authorizer
+            .as_ref()
+            .is_some_and(|p| p.contract() != "0.2.0")
+    }
+
     /// Whether any plugin needs the plugin view of requests.
     pub fn uses_plugins(&self) -> bool {
         self.authorizer.is_some()

@@ -183,6 +183,12 @@ impl Access {
         self.resource_owner = Some(owner.into());
         self
     }
+
+    /// Sets the caller's tenant key (builder style, for tests).
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.caller_tenant = Some(tenant.into());
+        self
+    }
 }
 
 /// What an authorizer concluded.

@@ -37,6 +37,7 @@ mod proxy;
 mod rate_limits;
 mod routes;
 mod tenancy;
+mod tenancy_sharing;
 mod tenancy_team;
 mod trusted_proxies;
 mod upstream_identity;

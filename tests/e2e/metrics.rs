@@ -166,6 +166,103 @@ fn metrics_count_real_traffic_and_need_the_token_or_a_superuser() {
 }
 
 #[test]
+fn plugin_calls_reloads_caches_and_lockouts_are_counted() {
+    let upstream = Upstream::start();
+    let plugin_dir = tempfile::tempdir().unwrap();
+    let wasm = plugin_dir.path().join("policy.wasm");
+    std::fs::copy(&plugins().rbac, &wasm).unwrap();
+    let server = Server::start(
+        json!({
+            "agent": upstream.base,
+            "auth": "jwt",
+            "authorization": {"name": "policy", "path": wasm,
+                              "config": {"roles": {"user": {"*": ["*"]}}}},
+            "plugins": {"watch": true},
+        }),
+        &[
+            ("JWT_SECRET_KEY", SECRET),
+            ("AGENTFLOW_SUPERUSER", "admin"),
+            ("AGENTFLOW_SUPERUSER_PASSWORD", "admin-password-1"),
+            ("AGENTFLOW_METRICS_TOKEN", METRICS_TOKEN),
+            ("AGENTFLOW_LOGIN_MAX_FAILURES", "2"),
+        ],
+    );
+    let alice = token("alice");
+    for _ in 0..3 {
+        let r = get(
+            &server.url("/v1/threads"),
+            &[("authorization", alice.as_str())],
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    // Two wrong passwords lock the account at this address; the third try
+    // is refused before any hashing.
+    let codes: Vec<u16> = (0..3)
+        .map(|_| {
+            post(
+                &server.url("/v1/login"),
+                &[],
+                json!({"username": "admin", "password": "wrong-password"}),
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(codes, [401, 401, 429]);
+    let read = || {
+        let bearer_token = format!("Bearer {METRICS_TOKEN}");
+        let r = metrics_text(&server, &[("authorization", bearer_token.as_str())]);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body.as_str().expect("text").to_owned()
+    };
+    let text = read();
+    let exactly = |series: &str, n: f64| {
+        assert_eq!(sample(&text, series), Some(n), "{series}:\n{text}");
+    };
+    // One verification, then the verified-token cache answers.
+    exactly(
+        "agentflow_cache_lookups_total{cache=\"token\",result=\"miss\"}",
+        1.0,
+    );
+    exactly(
+        "agentflow_cache_lookups_total{cache=\"token\",result=\"hit\"}",
+        2.0,
+    );
+    // rbac allows with a cache hint: one call into the sandbox (timed),
+    // then the outcome cache answers.
+    exactly(
+        "agentflow_plugin_call_duration_seconds_count{plugin=\"policy\"}",
+        // `init` at load, then the first authorize.
+        2.0,
+    );
+    exactly(
+        "agentflow_cache_lookups_total{cache=\"plugin_outcome\",result=\"hit\"}",
+        2.0,
+    );
+    exactly(
+        "agentflow_login_refusals_total{reason=\"locked_address\"}",
+        1.0,
+    );
+
+    // A rebuilt plugin is swapped in; a broken file is a failed reload.
+    std::fs::write(
+        &wasm,
+        crate::plugin_platform::with_marker(&plugins().rbac, "v2"),
+    )
+    .unwrap();
+    let swapped = "agentflow_plugin_reloads_total{plugin=\"policy\",result=\"swapped\"}";
+    let reloaded = wait_for(std::time::Duration::from_secs(15), || {
+        sample(&read(), swapped) == Some(1.0)
+    });
+    assert!(reloaded.is_some(), "{}\n{}", read(), server.logs());
+    std::fs::write(&wasm, b"not a component").unwrap();
+    let failed = "agentflow_plugin_reloads_total{plugin=\"policy\",result=\"failed\"}";
+    let counted = wait_for(std::time::Duration::from_secs(15), || {
+        sample(&read(), failed).is_some_and(|n| n >= 1.0)
+    });
+    assert!(counted.is_some(), "{}\n{}", read(), server.logs());
+}
+
+#[test]
 fn json_logs_are_one_object_per_line_without_colour_codes() {
     let server = Server::start_with_args(
         json!({"auth": "jwt"}),

@@ -304,7 +304,8 @@ fn the_database_going_away_mid_run_gives_503_and_recovers_without_a_restart() {
 fn store_migrate_copies_a_sled_data_dir_once_and_verifies_it() {
     let up = Upstream::start();
     let config = json!({"agent": up.base, "auth": ["jwt", "api_key",
-        {"method": "custom", "name": "probe", "path": plugins().probe, "config": {"mode": "kv"}}]});
+        {"method": "custom", "name": "probe", "path": plugins().probe, "config": {"mode": "kv"}}],
+        "tenancy": {"owner": "user_id"}});
     let env = [
         ("JWT_SECRET_KEY", SECRET),
         ("AGENTFLOW_SUPERUSER", "admin"),
@@ -330,6 +331,15 @@ fn store_migrate_copies_a_sled_data_dir_once_and_verifies_it() {
         let r = get(&sled.url("/v1/whoami"), &[]);
         assert_eq!(r.body["claims"]["count"], n, "{:?}", r.body);
     }
+    // Alice's thread: its owner must move too, or bob could claim it.
+    let alice = bearer(&hs256(SECRET, json!({"sub": "alice", "exp": now() + 600})));
+    let bob = bearer(&hs256(SECRET, json!({"sub": "bob", "exp": now() + 600})));
+    let r = post(
+        &sled.url("/v1/graph/invoke"),
+        &[("authorization", &alice)],
+        json!({"messages": [], "config": {"thread_id": "t-moved"}}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
     let stopped = sled.stop();
 
     let db = fresh_database();
@@ -351,6 +361,10 @@ fn store_migrate_copies_a_sled_data_dir_once_and_verifies_it() {
             out.contains("plugin storage of \"probe\": 1/1"),
             "run {run}: {out}"
         );
+        assert!(
+            out.contains("owned threads and memories: 1/1"),
+            "run {run}: {out}"
+        );
     }
 
     let pg = stopped.start(&[("AGENTFLOW_DATABASE_URL", &db)]);
@@ -363,6 +377,14 @@ fn store_migrate_copies_a_sled_data_dir_once_and_verifies_it() {
         "moved over and still decrypts: {:?}",
         vars.body
     );
+    let state = |who: &str| {
+        get(
+            &pg.url("/v1/threads/t-moved/state"),
+            &[("authorization", who)],
+        )
+    };
+    assert_eq!(state(&bob).status, 404, "alice's thread stays hers");
+    assert_eq!(state(&alice).status, 200, "and she still reaches it");
     let r = get(&pg.url("/v1/whoami"), &[]);
     assert_eq!(
         r.body["claims"]["count"], 3,

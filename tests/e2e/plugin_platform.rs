@@ -46,7 +46,7 @@ fn status_of(server: &Server, name: &str) -> Value {
 
 /// `wasm` plus a custom section: a different file (new sha256) with the
 /// same behaviour, as a rebuild with no code change would give.
-fn with_marker(wasm: &Path, marker: &str) -> Vec<u8> {
+pub fn with_marker(wasm: &Path, marker: &str) -> Vec<u8> {
     let mut bytes = std::fs::read(wasm).unwrap();
     let name = b"agentflow-test";
     let payload_len = 1 + name.len() + marker.len();

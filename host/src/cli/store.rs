@@ -1,7 +1,8 @@
 //! `agentflow store migrate --to postgres://…`: copies a sled data dir
-//! (accounts and plugin storage) into PostgreSQL so a single-node install
-//! can grow to several instances. Idempotent (ids are kept; rows already
-//! there are left alone) and verified (every copied entity is counted back).
+//! (accounts, audit trail, ownership registry and plugin storage) into
+//! PostgreSQL so a single-node install can grow to several instances.
+//! Idempotent (ids are kept; rows already there are left alone) and
+//! verified (every copied entity is counted back).
 
 use std::path::PathBuf;
 

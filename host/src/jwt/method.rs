@@ -89,11 +89,14 @@ impl JwtMethod {
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let now = unix_now();
         let digest = self.cache.as_ref().map(|_| cache::digest(token));
-        if let (Some(cache), Some(digest)) = (&self.cache, &digest)
-            && let Some(hit) = cache.get(digest, now)
-            && hit.key.as_ref().is_none_or(|key| self.is_live(key))
-        {
-            return Ok(hit.identity);
+        if let (Some(cache), Some(digest)) = (&self.cache, &digest) {
+            let hit = cache
+                .get(digest, now)
+                .filter(|hit| hit.key.as_ref().is_none_or(|key| self.is_live(key)));
+            crate::metrics::global().cache_lookup("token", hit.is_some());
+            if let Some(hit) = hit {
+                return Ok(hit.identity);
+            }
         }
         let (claims, key) = match &self.keys {
             Keys::Local(verifier) => (verifier.claims(token)?, None),

@@ -369,6 +369,14 @@ impl Plugin {
             Ok(Some(version))
         });
         let mut last_error = lock(&self.last_error);
+        let reloads = &crate::metrics::global().plugin_reloads;
+        match &result {
+            Ok(Some(_)) => reloads
+                .with_label_values(&[&self.cfg.name, "swapped"])
+                .inc(),
+            Err(_) => reloads.with_label_values(&[&self.cfg.name, "failed"]).inc(),
+            Ok(None) => {}
+        }
         match result {
             Ok(None) => Ok(Reloaded::Unchanged),
             Ok(Some(version)) => {
@@ -417,6 +425,11 @@ impl Plugin {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The contract version the loaded component was built against.
+    pub fn contract(&self) -> &'static str {
+        self.version().exports.contract()
     }
 
     /// Status for listings.
@@ -540,7 +553,12 @@ impl Plugin {
                 answer
             })
             .await;
-        self.counters.latency.record(started.elapsed());
+        let took = started.elapsed();
+        self.counters.latency.record(took);
+        crate::metrics::global()
+            .plugin_seconds
+            .with_label_values(&[self.cfg.name.as_str()])
+            .observe(took.as_secs_f64());
         sandbox.store.data().end_call();
         match result {
             Ok(answer) => {
@@ -561,7 +579,11 @@ impl Plugin {
     /// Asks the plugin who sent `req`.
     pub async fn authenticate(&self, req: &PluginRequest) -> Result<AuthnOutcome, PluginError> {
         let version = self.version();
-        if let Some(who) = version.authn_cache.lookup("", req) {
+        let cached = version.authn_cache.lookup("", req);
+        if !version.authn_cache.is_unused() {
+            crate::metrics::global().cache_lookup("plugin_outcome", cached.is_some());
+        }
+        if let Some(who) = cached {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(AuthnOutcome::Authenticated { who, cache: None });
         }
@@ -627,9 +649,13 @@ impl Plugin {
             ])
             .to_string()
         });
-        if !version.authz_cache.is_unused() && version.authz_cache.lookup(&scope, req).is_some() {
-            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(AuthzOutcome::Allow);
+        if !version.authz_cache.is_unused() {
+            let hit = version.authz_cache.lookup(&scope, req).is_some();
+            crate::metrics::global().cache_lookup("plugin_outcome", hit);
+            if hit {
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(AuthzOutcome::Allow);
+            }
         }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let (outcome, hint) = match &version.exports {

@@ -106,6 +106,13 @@ pub fn authorize<'a>(
             )
             .await;
         crate::metrics::global().authz_result(decision.as_ref().map(|_| ()));
+        if let Some(hidden) = grant.unless_shared() {
+            // Another tenant's resource: only an authorizer's allow shares
+            // it, and a refusal must look like "does not exist".
+            if decision.is_err() || !state.gate.authorizer_can_share() {
+                return Err(hidden);
+            }
+        }
         decision?;
         grant.claim().await?;
         Ok(grant)

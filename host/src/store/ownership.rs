@@ -27,6 +27,13 @@ impl ResourceKind {
             ResourceKind::Memory => "memory",
         }
     }
+
+    /// The kind named by [`as_str`](Self::as_str), if any.
+    pub fn parse(name: &str) -> Option<ResourceKind> {
+        [ResourceKind::Thread, ResourceKind::Memory]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
 }
 
 /// A recorded owner of one resource.

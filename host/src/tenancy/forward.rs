@@ -52,6 +52,9 @@ struct TenantGrant {
     owner: Option<String>,
     /// Claimed once the authorizer allowed the request, before forwarding.
     claim_first: Option<(ResourceKind, String)>,
+    /// Another tenant's resource, put to the authorizer
+    /// (`share_via_authorizer`): unless it allows, the answer is this 404.
+    foreign: Option<(ResourceKind, String)>,
     after: After,
 }
 
@@ -84,6 +87,7 @@ impl Grant {
             bypass,
             owner: None,
             claim_first: None,
+            foreign: None,
             after: After::Relay,
         }))
     }
@@ -112,6 +116,22 @@ impl Grant {
         if let Some(g) = &mut self.0 {
             g.owner = Some(owner);
         }
+    }
+
+    /// Marks the named resource as another tenant's, left to the authorizer.
+    pub(super) fn foreign(&mut self, kind: ResourceKind, id: String) {
+        if let Some(g) = &mut self.0 {
+            g.foreign = Some((kind, id));
+        }
+    }
+
+    /// When the request names another tenant's resource that only the
+    /// authorizer may share: the 404 to answer unless an authorizer allows
+    /// it. Any refusal (or failure) becomes that 404, so a caller cannot
+    /// tell another tenant's resource from one that does not exist.
+    pub fn unless_shared(&self) -> Option<ApiError> {
+        let (kind, id) = self.0.as_ref()?.foreign.as_ref()?;
+        Some(not_found(*kind, id))
     }
 
     pub(super) fn claim_first(&mut self, kind: ResourceKind, id: String) {

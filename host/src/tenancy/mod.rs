@@ -12,7 +12,10 @@
 //! - naming another tenant's (or an unowned) resource anywhere answers 404
 //!   with nothing forwarded; listings are filtered; `forget` is refused
 //!   (403) unless the agent scopes its store by user; deletes release;
-//! - callers with a bypass role see and manage everything.
+//! - callers with a bypass role see and manage everything;
+//! - with `share_via_authorizer`, another tenant's resource named by id is
+//!   put to the authorizer (which sees its owner) instead of refused: a
+//!   sharing rule may allow it, any refusal is still the 404.
 //!
 //! [`Tenancy::check`] decides before the authorizer runs and yields a
 //! [`Grant`]: the ownership facts authorizers see, the claim to make once
@@ -280,6 +283,10 @@ impl Tenancy {
         let bypass = grant.bypass();
         match owner {
             Some(owner) if owner == tenant || bypass => grant.set_owner(owner),
+            Some(owner) if self.settings.share_via_authorizer => {
+                grant.set_owner(owner);
+                grant.foreign(kind, id);
+            }
             Some(_) => return Err(not_found(kind, &id)),
             None if creates => grant.claim_first(kind, id),
             None if bypass => {}

@@ -1,7 +1,8 @@
 //! The `tenancy` section of agentflow.json:
 //!
 //! ```json
-//! "tenancy": {"owner": "user_id", "bypass_roles": ["admin"], "agent_scopes_store": false}
+//! "tenancy": {"owner": "user_id", "bypass_roles": ["admin"], "agent_scopes_store": false,
+//!             "share_via_authorizer": false}
 //! ```
 //!
 //! Absent or `null`: tenancy is off. Every mistake names its key.
@@ -32,6 +33,13 @@ pub struct TenancySettings {
     /// and may be forwarded for tenants. Off by default: then the gateway
     /// refuses it (403), since it cannot scope a bulk delete itself.
     pub agent_scopes_store: bool,
+    /// `tenancy.share_via_authorizer`: another tenant's thread or memory is
+    /// not refused outright but put to the authorizer, which sees its
+    /// recorded owner and may allow it (sharing rules: team members, shared
+    /// threads, read-only guests). A refusal still answers 404, so it never
+    /// confirms the resource exists. Off by default: then only the owner
+    /// (and bypass roles) may use a resource, whatever the authorizer says.
+    pub share_via_authorizer: bool,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +50,8 @@ struct RawTenancy {
     bypass_roles: Option<Value>,
     #[serde(default)]
     agent_scopes_store: Option<Value>,
+    #[serde(default)]
+    share_via_authorizer: Option<Value>,
 }
 
 /// Parses `tenancy`; `Ok(None)` when it is absent or `null`. `Err` is
@@ -62,7 +72,9 @@ pub fn parse(v: &Value) -> Result<Option<TenancySettings>, (String, String)> {
     let raw: RawTenancy = serde_json::from_value(v.clone()).map_err(|e| {
         (
             "tenancy".to_owned(),
-            format!("{e} (known keys: owner, bypass_roles, agent_scopes_store)"),
+            format!(
+                "{e} (known keys: owner, bypass_roles, agent_scopes_store, share_via_authorizer)"
+            ),
         )
     })?;
     let owner = match raw.owner {
@@ -115,17 +127,16 @@ pub fn parse(v: &Value) -> Result<Option<TenancySettings>, (String, String)> {
             ));
         }
     };
-    let agent_scopes_store = match raw.agent_scopes_store {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => {
-            return Err((key("agent_scopes_store"), "must be true or false".into()));
-        }
+    let flag = |name: &str, v: Option<Value>| match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err((key(name), "must be true or false".to_owned())),
     };
     Ok(Some(TenancySettings {
         owner,
         bypass_roles,
-        agent_scopes_store,
+        agent_scopes_store: flag("agent_scopes_store", raw.agent_scopes_store)?,
+        share_via_authorizer: flag("share_via_authorizer", raw.share_via_authorizer)?,
     }))
 }
 
@@ -143,15 +154,16 @@ mod tests {
         assert_eq!(parse(&Value::Null), Ok(None));
         let s = parse(&json!({"owner": "user_id"})).unwrap().unwrap();
         assert_eq!(s.owner, TenantKey::UserId);
-        assert!(s.bypass_roles.is_empty() && !s.agent_scopes_store);
+        assert!(s.bypass_roles.is_empty() && !s.agent_scopes_store && !s.share_via_authorizer);
         let s = parse(
-            &json!({"owner": "org_id", "bypass_roles": ["admin"], "agent_scopes_store": true}),
+            &json!({"owner": "org_id", "bypass_roles": ["admin"], "agent_scopes_store": true,
+                    "share_via_authorizer": true}),
         )
         .unwrap()
         .unwrap();
         assert_eq!(s.owner, TenantKey::Claim("org_id".into()));
         assert_eq!(s.bypass_roles, vec!["admin"]);
-        assert!(s.agent_scopes_store);
+        assert!(s.agent_scopes_store && s.share_via_authorizer);
     }
 
     #[test]
@@ -172,6 +184,10 @@ mod tests {
         assert_eq!(
             err(json!({"owner": "user_id", "agent_scopes_store": "yes"})).0,
             "tenancy.agent_scopes_store"
+        );
+        assert_eq!(
+            err(json!({"owner": "user_id", "share_via_authorizer": 1})).0,
+            "tenancy.share_via_authorizer"
         );
         let (k, reason) = err(json!({"owner": "user_id", "bypass": []}));
         assert_eq!(k, "tenancy");

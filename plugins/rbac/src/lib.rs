@@ -22,15 +22,23 @@
 //! {
 //!   "roles": {"guest": {"graph": ["invoke"]}},
 //!   "owner_actions": ["read", "write", "delete"],
-//!   "sharing": {"claim": "shared_threads", "actions": ["read"]}
+//!   "sharing": {"claim": "shared_threads", "actions": ["read"], "bypass_roles": ["admin"]}
 //! }
 //! ```
 //!
-//! - `owner_actions`: the resource's recorded owner may perform these
-//!   actions on it, whatever their roles.
+//! - `owner_actions`: the resource's recorded owner (the caller's tenant:
+//!   their user id, or their team's claim value) may perform these actions
+//!   on it, whatever their roles.
 //! - `sharing`: a caller whose claim `claim` (a list of ids, e.g. from the
 //!   JWT) contains the resource id may perform `actions` (default
 //!   `["read"]`) on it: a guest reads a thread someone shared with them.
+//!   It needs the server's `tenancy.share_via_authorizer` (otherwise the
+//!   server refuses another tenant's resource before asking this plugin),
+//!   and with it, role grants reach only the caller's own (and unowned)
+//!   resources, except for `sharing.bypass_roles` (list the server's
+//!   `tenancy.bypass_roles` there): the server now asks this plugin about
+//!   every other tenant's resource, and a role that may read threads must
+//!   not read everyone's.
 //!
 //! `roles` maps role → resource → actions. Resources are `graph`,
 //! `checkpointer`, `store`, `files` and `config`; actions are `invoke`,
@@ -96,6 +104,11 @@ pub struct Sharing {
     /// What a caller may do with a resource shared with them.
     #[serde(default = "read_only")]
     pub actions: Vec<String>,
+    /// Roles whose grants reach every tenant's resources (list the
+    /// server's `tenancy.bypass_roles` here). Everyone else's role grants
+    /// reach only their own resources and unowned ones.
+    #[serde(default)]
+    pub bypass_roles: Vec<String>,
 }
 
 fn read_only() -> Vec<String> {
@@ -143,7 +156,9 @@ impl Authorizer for Rbac {
     fn authorize(&self, who: &Identity, access: &Access, _req: &Request) -> Result<AuthzOutcome> {
         // Any one role granting the access is enough; so is owning the
         // resource, or having it shared with you, for the actions allowed.
-        if who.roles.iter().any(|role| self.role_allows(role, access))
+        let by_role =
+            |role: &String| self.role_allows(role, access) && self.role_reaches(role, who, access);
+        if who.roles.iter().any(by_role)
             || self.owner_allows(who, access)
             || self.sharing_allows(who, access)
         {
@@ -167,8 +182,28 @@ impl Rbac {
     /// Whether the caller is the resource's recorded owner and owners may
     /// perform this action.
     fn owner_allows(&self, who: &Identity, access: &Access) -> bool {
-        access.resource_owner.as_deref() == Some(who.user_id.as_str())
+        // The owner is a tenant key: the user id, or a team claim's value.
+        let caller = access.caller_tenant.as_deref().unwrap_or(&who.user_id);
+        access.resource_owner.as_deref() == Some(caller)
             && grants(&self.owner_actions, &access.action)
+    }
+
+    /// Whether a role's grants reach this resource. Without `sharing`, the
+    /// server's tenancy already refused every other tenant's resource, so
+    /// they reach everything the server lets through. With `sharing` (the
+    /// server's `tenancy.share_via_authorizer`), another tenant's resource
+    /// reaches this plugin too: then only the sharing rule and
+    /// `sharing.bypass_roles` may allow it, or every `user` who may read
+    /// their own threads could read everyone's.
+    fn role_reaches(&self, role: &str, who: &Identity, access: &Access) -> bool {
+        let Some(sharing) = &self.sharing else {
+            return true;
+        };
+        let caller = access.caller_tenant.as_deref().unwrap_or(&who.user_id);
+        match access.resource_owner.as_deref() {
+            Some(owner) if owner != caller => sharing.bypass_roles.iter().any(|r| r == role),
+            _ => true,
+        }
     }
 
     /// Whether the resource is listed in the caller's sharing claim and

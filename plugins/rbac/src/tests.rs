@@ -194,6 +194,42 @@ fn owners_and_callers_a_thread_was_shared_with_get_the_configured_actions() {
     // A claim that is not a list of ids shares nothing.
     let odd = bob.with_claim("shared_threads", "t1");
     assert!(!is_allowed(decide(&odd, &read_own)));
+    // With a team as the tenant, the owner is the team's claim value: any
+    // member owns it, whatever their user id.
+    let team_read = Access::new("checkpointer", "read")
+        .with_id("t2")
+        .with_owner("acme")
+        .with_tenant("acme");
+    let carol = Identity::new("carol").with_role("guest");
+    assert!(is_allowed(decide(&carol, &team_read)));
+    assert!(!is_allowed(decide(
+        &carol,
+        &team_read.clone().with_tenant("globex")
+    )));
+    // With sharing on, a role grant reaches only the caller's own
+    // resources, unless the role is one of sharing.bypass_roles.
+    let config = json!({
+        "roles": {"user": {"checkpointer": ["read"]}, "admin": {"*": ["*"]}},
+        "sharing": {"claim": "shared_threads", "bypass_roles": ["admin"]}
+    });
+    let strict = Rbac::new(serde_json::from_value(config).unwrap()).unwrap();
+    let decide_strict =
+        |who: &Identity, access: &Access| strict.authorize(who, access, &req).unwrap();
+    let alices = Access::new("checkpointer", "read")
+        .with_id("t1")
+        .with_owner("alice")
+        .with_tenant("bob");
+    let bob_user = Identity::new("bob").with_role("user");
+    assert!(!is_allowed(decide_strict(&bob_user, &alices)));
+    let bob_own = alices.clone().with_owner("bob");
+    assert!(is_allowed(decide_strict(&bob_user, &bob_own)));
+    let admin = Identity::new("root").with_role("admin");
+    assert!(is_allowed(decide_strict(
+        &admin,
+        &alices.clone().with_tenant("root")
+    )));
+    let shared = bob_user.with_claim("shared_threads", json!(["t1"]));
+    assert!(is_allowed(decide_strict(&shared, &alices)));
     // Without recorded owner, ownership grants nothing.
     let unowned = Access::new("checkpointer", "read").with_id("t1");
     assert!(!is_allowed(decide(&owner, &unowned)));

@@ -146,6 +146,20 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         }
+        for (kind, id, o) in &export.owners {
+            tx.execute(
+                "INSERT INTO resource_owners (kind, id, owner, claimed_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &kind.as_str(),
+                    &id.as_bytes(),
+                    &o.owner.as_bytes(),
+                    &secs(o.claimed_at),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
         let ids = |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>();
         let mut counts = ImportCounts::default();
         let users = count_ids(
@@ -197,6 +211,34 @@ impl PgStore {
         counts
             .rows
             .push(("audit events", export.audit.len() as u64, audit.await?));
+        // Counted only where the owner is the same: a clashing row already
+        // there is a mismatch, not a copy.
+        let kinds: Vec<&str> = export.owners.iter().map(|(k, _, _)| k.as_str()).collect();
+        let owner_ids: Vec<&[u8]> = export
+            .owners
+            .iter()
+            .map(|(_, id, _)| id.as_bytes())
+            .collect();
+        let owners: Vec<&[u8]> = export
+            .owners
+            .iter()
+            .map(|(_, _, o)| o.owner.as_bytes())
+            .collect();
+        let owned: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM resource_owners r \
+                 JOIN unnest($1::text[], $2::bytea[], $3::bytea[]) AS x(kind, id, owner) \
+                 ON r.kind = x.kind AND r.id = x.id AND r.owner = x.owner",
+                &[&kinds, &owner_ids, &owners],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        counts.rows.push((
+            "owned threads and memories",
+            export.owners.len() as u64,
+            unsecs(owned),
+        ));
         counts.rows.push((
             "failed-login counters",
             export.failures.len() as u64,

@@ -18,6 +18,8 @@ pub struct Export {
     pub failures: Vec<(Vec<u8>, FailureState)>,
     /// The audit trail, oldest first.
     pub audit: Vec<AuditEvent>,
+    /// The ownership registry (tenancy): kind, resource id, owner.
+    pub owners: Vec<(ResourceKind, String, Ownership)>,
 }
 
 fn all<T: DeserializeOwned>(tree: &Tree, what: &str) -> StoreResult<Vec<T>> {
@@ -51,8 +53,18 @@ impl SledStore {
                 })
             })
             .collect::<StoreResult<_>>()?;
+        let owners = self
+            .owners
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(storage)?;
+                let (kind, id) = ownership::parse_owner_key(&k)?;
+                Ok((kind, id, dec("ownership", &v)?))
+            })
+            .collect::<StoreResult<_>>()?;
         Ok(Export {
             audit,
+            owners,
             users: all(&self.users, "user")?,
             api_keys: all(&self.api_keys, "api key")?,
             families: all(&self.families, "refresh family")?,

@@ -15,6 +15,18 @@ fn owner_key(kind: ResourceKind, id: &str) -> Vec<u8> {
     k
 }
 
+/// The kind and id of an `owners` key (the inverse of `owner_key`).
+pub(super) fn parse_owner_key(key: &[u8]) -> StoreResult<(ResourceKind, String)> {
+    let corrupt = || StoreError::Corrupt("an ownership registry key is malformed".into());
+    let split = key.iter().position(|b| *b == 0).ok_or_else(corrupt)?;
+    let kind = std::str::from_utf8(&key[..split])
+        .ok()
+        .and_then(ResourceKind::parse)
+        .ok_or_else(corrupt)?;
+    let id = String::from_utf8(key[split + 1..].to_vec()).map_err(|_| corrupt())?;
+    Ok((kind, id))
+}
+
 fn owned_prefix(kind: ResourceKind, owner: &str) -> Vec<u8> {
     let len = u32::try_from(owner.len()).unwrap_or(u32::MAX);
     let mut k = Vec::with_capacity(kind.as_str().len() + 5 + owner.len());

@@ -1,0 +1,153 @@
+//! Sharing on top of tenancy (`tenancy.share_via_authorizer` with the rbac
+//! example's `sharing` rule), against the real AgentFlow server: bob reads
+//! the thread alice shared with him through a claim, and nothing more; a
+//! refusal on another tenant's thread is still the gateway's 404; without
+//! `share_via_authorizer` a sharing claim opens nothing.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+use crate::support_agentflow::*;
+use crate::tenancy::*;
+
+/// The gateway with jwt, tenancy sharing through `authorization`.
+fn sharing_gateway(agent: &str, authorization: Value) -> Server {
+    Server::start(
+        json!({
+            "agent": agent,
+            "auth": "jwt",
+            "authorization": authorization,
+            "tenancy": {"owner": "user_id", "bypass_roles": ["admin"], "share_via_authorizer": true},
+        }),
+        &[("JWT_SECRET_KEY", SECRET)],
+    )
+}
+
+fn rbac_sharing() -> Value {
+    json!({"path": plugins().rbac, "config": {
+        "roles": {
+            "user": {"graph": ["invoke", "stream"], "checkpointer": ["read", "write", "delete"], "store": ["*"]},
+            "admin": {"*": ["*"]}
+        },
+        "sharing": {"claim": "shared_threads", "actions": ["read"], "bypass_roles": ["admin"]}
+    }})
+}
+
+#[test]
+fn a_thread_shared_through_a_claim_is_readable_and_nothing_more() {
+    let agent = AgentflowServer::start(None);
+    let gw = sharing_gateway(agent.url(), rbac_sharing());
+    let alice = auth_for("alice", &["user"], json!({}));
+    let bob = auth_for("bob", &["user"], json!({"shared_threads": ["t-shared"]}));
+    let carol = auth_for("carol", &["user"], json!({}));
+    let admin = auth_for("root", &["admin"], json!({}));
+
+    for thread in ["t-shared", "t-private"] {
+        let r = invoke_on(&gw, &alice, thread, &format!("alice on {thread}"));
+        assert_eq!(r.status, 200, "{}\n{}", r.body, agent.logs());
+    }
+
+    // Bob reads the shared thread (the rbac sharing rule allows `read`).
+    let state = call(&gw, &bob, "GET", "/v1/threads/t-shared/state", None);
+    assert_reached(&state, "bob reads the thread shared with him");
+    let messages = call(&gw, &bob, "GET", "/v1/threads/t-shared/messages", None);
+    assert_reached(&messages, "bob reads its messages");
+    assert!(
+        messages.body.to_string().contains("alice on t-shared"),
+        "{}",
+        messages.body
+    );
+
+    // ...but may not write to it, continue it or delete it: refused as if
+    // it did not exist, and nothing reached the agent.
+    assert_hidden(
+        &invoke_on(&gw, &bob, "t-shared", "bob writes"),
+        "bob continues the shared thread",
+    );
+    assert_hidden(
+        &call(&gw, &bob, "DELETE", "/v1/threads/t-shared", Some(json!({}))),
+        "bob deletes the shared thread",
+    );
+    let after = call(&gw, &alice, "GET", "/v1/threads/t-shared/messages", None);
+    assert!(
+        !after.body.to_string().contains("bob writes"),
+        "bob's invoke reached the agent: {}",
+        after.body
+    );
+
+    // Nothing else of alice's is his, and nobody else reads t-shared.
+    assert_hidden(
+        &call(&gw, &bob, "GET", "/v1/threads/t-private/state", None),
+        "bob reads an unshared thread",
+    );
+    assert_hidden(
+        &call(&gw, &carol, "GET", "/v1/threads/t-shared/state", None),
+        "carol reads a thread shared with bob",
+    );
+    // A foreign id and an unknown id answer alike.
+    let unknown = call(&gw, &carol, "GET", "/v1/threads/t-nothing/state", None);
+    assert_hidden(&unknown, "an unknown thread");
+    // The shared thread is not listed as bob's: listings stay his own.
+    assert!(listed_threads(&call(&gw, &bob, "GET", "/v1/threads", None)).is_empty());
+
+    // The owner and the bypass role keep every right.
+    assert_reached(
+        &call(&gw, &alice, "GET", "/v1/threads/t-private/state", None),
+        "alice reads her own",
+    );
+    assert_reached(
+        &call(&gw, &admin, "GET", "/v1/threads/t-private/state", None),
+        "an admin reads any",
+    );
+    let r = call(
+        &gw,
+        &alice,
+        "DELETE",
+        "/v1/threads/t-shared",
+        Some(json!({})),
+    );
+    assert_reached(&r, "alice deletes her shared thread");
+}
+
+#[test]
+fn without_share_via_authorizer_a_sharing_claim_opens_nothing() {
+    let agent = AgentflowServer::start(None);
+    let gw = Server::start(
+        json!({
+            "agent": agent.url(),
+            "auth": "jwt",
+            "authorization": rbac_sharing(),
+            "tenancy": {"owner": "user_id"},
+        }),
+        &[("JWT_SECRET_KEY", SECRET)],
+    );
+    let alice = auth_for("alice", &["user"], json!({}));
+    let bob = auth_for("bob", &["user"], json!({"shared_threads": ["t-shared"]}));
+    let r = invoke_on(&gw, &alice, "t-shared", "alice");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_hidden(
+        &call(&gw, &bob, "GET", "/v1/threads/t-shared/state", None),
+        "sharing is off",
+    );
+}
+
+#[test]
+fn sharing_without_an_authorizer_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentflow.json");
+    let config = json!({
+        "agent": "http://127.0.0.1:9",
+        "auth": "jwt",
+        "tenancy": {"owner": "user_id", "share_via_authorizer": true},
+    });
+    std::fs::write(&path, config.to_string()).unwrap();
+    let (code, _, err) = run_agentflow(
+        &["run", "--port", "0", "--config", path.to_str().unwrap()],
+        &[("JWT_SECRET_KEY", SECRET)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("tenancy.share_via_authorizer") && err.contains("needs an authorizer"),
+        "{err}"
+    );
+}
