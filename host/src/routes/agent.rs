@@ -109,7 +109,7 @@ pub fn authorize<'a>(
         if let Some(hidden) = grant.unless_shared() {
             // Another tenant's resource: only an authorizer's allow shares
             // it, and a refusal must look like "does not exist".
-            if decision.is_err() || !state.gate.authorizer_can_share() {
+            if decision.is_err() || !caller.setup.gate.authorizer_can_share() {
                 return Err(hidden);
             }
         }
