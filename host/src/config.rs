@@ -58,7 +58,27 @@ pub struct Config {
     pub rate_limits: crate::rate_limit::RateLimitConfig,
     /// The ownership policy (`tenancy`); `None`: off.
     pub tenancy: Option<crate::tenancy::TenancySettings>,
+    /// The file's top-level JSON, as written: what a reload compares to
+    /// tell which keys changed (see [`Config::restart_only_changes`]).
+    raw: Value,
 }
+
+/// The top-level keys a running server takes only at start: the listener's
+/// neighbours (`agent`, `cors`, `trusted_proxies`, `rate_limits`), the
+/// stores and keys (`database`, `upstream`, `env`) and the ownership policy
+/// (`tenancy`), whose state lives beside the router. A reload that changes
+/// one of them is refused as a whole (see the README, "Reloading
+/// agentflow.json").
+pub const RESTART_KEYS: [&str; 8] = [
+    "agent",
+    "env",
+    "cors",
+    "upstream",
+    "database",
+    "trusted_proxies",
+    "rate_limits",
+    "tenancy",
+];
 
 /// One entry of `auth`.
 #[derive(Debug, Clone)]
@@ -72,7 +92,7 @@ pub enum AuthMethodConfig {
 }
 
 /// Options of the built-in JWT method (`{"method": "jwt", ...}`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtOptions {
     /// Clock skew tolerated for `exp` and `nbf`, in seconds (at most 60).
@@ -197,8 +217,9 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A plugin named in the config, with its limits resolved.
-#[derive(Debug, Clone)]
+/// A plugin named in the config, with its limits resolved. Two equal
+/// entries load the same plugin (a config reload keeps such a plugin).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginConfig {
     /// Short name used in logs and errors (`name`, else the file stem).
     pub name: String,
@@ -284,7 +305,7 @@ pub fn data_dir(env: &Env, config_dir: &Path) -> PathBuf {
 }
 
 /// Environment variables: the real environment over the `env` file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Env {
     from_file: HashMap<String, String>,
 }
@@ -379,6 +400,8 @@ impl Config {
             .map_err(|e| err("(file)", format!("cannot read: {e}")))?;
         let raw: RawConfig =
             serde_json::from_str(&text).map_err(|e| err(top_level_key(&e), e.to_string()))?;
+        // Parsed above, so this parses too.
+        let raw_json: Value = serde_json::from_str(&text).unwrap_or_default();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")
@@ -474,7 +497,31 @@ impl Config {
             trusted_proxies,
             rate_limits,
             tenancy,
+            raw: raw_json,
         })
+    }
+
+    /// Whether `next` (this file read again) says exactly the same: same
+    /// JSON, same `env` file contents.
+    pub fn same_file(&self, next: &Config) -> bool {
+        self.raw == next.raw && self.env == next.env
+    }
+
+    /// The keys `next` (this file reloaded) changes that the running server
+    /// takes only at start ([`RESTART_KEYS`] and the contents of the `env`
+    /// file), as key paths; empty when a reload can apply everything that
+    /// changed. (`plugins.watch` is read at start too, but turning it off
+    /// in the file is no reason to refuse the rest.)
+    pub fn restart_only_changes(&self, next: &Config) -> Vec<String> {
+        let mut changed: Vec<String> = RESTART_KEYS
+            .iter()
+            .filter(|k| self.raw.get(**k) != next.raw.get(**k))
+            .map(|k| (*k).to_owned())
+            .collect();
+        if self.env != next.env && !changed.iter().any(|k| k == "env") {
+            changed.push("env (the file's contents)".into());
+        }
+        changed
     }
 
     /// Every plugin the config names: the `auth` plugins, then the
@@ -1026,6 +1073,44 @@ mod tests {
         let file = dir.path().join("agentflow.json");
         std::fs::write(&file, json).unwrap();
         Config::load(&file)
+    }
+
+    #[test]
+    fn a_reload_names_the_keys_that_need_a_restart() {
+        let running = load(r#"{"agent": "http://127.0.0.1:9000", "auth": "jwt"}"#).unwrap();
+        let same = load(r#"{"auth": "jwt", "agent": "http://127.0.0.1:9000"}"#).unwrap();
+        assert!(running.same_file(&same), "key order is not a change");
+        let chain = load(
+            r#"{"agent": "http://127.0.0.1:9000", "auth": ["jwt", "api_key"], "authorization": "p.wasm", "plugins": {"timeout_ms": 50}}"#,
+        )
+        .unwrap();
+        assert!(!running.same_file(&chain));
+        assert!(
+            running.restart_only_changes(&chain).is_empty(),
+            "auth, authorization and plugin defaults reload"
+        );
+        let moved = load(
+            r#"{"agent": "http://127.0.0.1:9001", "auth": "jwt", "cors": {"origins": ["https://a.example"]}, "tenancy": {"owner": "user_id"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            running.restart_only_changes(&moved),
+            ["agent", "cors", "tenancy"]
+        );
+        let env_changed = load_with_env(
+            r#"{"agent": "http://127.0.0.1:9000", "auth": "jwt", "env": ".env"}"#,
+            "A=1\n",
+        )
+        .unwrap();
+        let env_again = load_with_env(
+            r#"{"agent": "http://127.0.0.1:9000", "auth": "jwt", "env": ".env"}"#,
+            "A=2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            env_changed.restart_only_changes(&env_again),
+            ["env (the file's contents)"]
+        );
     }
 
     #[test]

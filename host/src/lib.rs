@@ -16,6 +16,7 @@ pub mod extract;
 pub mod gateway;
 pub mod identity;
 pub mod jwt;
+pub mod live;
 pub mod login_throttle;
 pub mod metrics;
 pub mod passwords;

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub upstream_seconds: HistogramVec,
     /// `agentflow_upstream_errors_total{kind}`: unreachable, 5xx.
     pub upstream_errors: IntCounterVec,
+    /// `agentflow_config_reloads_total{outcome}`: applied, refused.
+    pub config_reloads: IntCounterVec,
 }
 
 /// Latency buckets from 1 ms to 30 s.
@@ -185,6 +187,12 @@ impl Metrics {
                 "agentflow_upstream_errors_total",
                 "Proxied requests the agent did not answer well.",
                 &["kind"],
+            ),
+            config_reloads: counter(
+                &registry,
+                "agentflow_config_reloads_total",
+                "Reloads of agentflow.json while running, applied or refused.",
+                &["outcome"],
             ),
             registry,
         }

@@ -1,12 +1,13 @@
 //! The gate every request passes: the authentication chain, then the
-//! authorizer. Built once from the config; shared by all requests.
+//! authorizer. Built from the config at start and again on every reload of
+//! it (see [`crate::live`]); shared by all requests.
 
 use std::sync::Arc;
 
 use http::HeaderMap;
 
 use crate::accounts::{Accounts, TOKEN_TYPE_CLAIM};
-use crate::config::{AuthMethodConfig, Config};
+use crate::config::{AuthMethodConfig, Config, JwtOptions};
 use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::jwt::{JwtConfigError, JwtMethod, TokenError};
@@ -41,13 +42,11 @@ pub enum GateError {
 }
 
 /// One way of proving identity, tried in order.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a handful per server, built at start: boxing buys nothing"
-)]
 pub enum AuthMethod {
-    /// The built-in JWT method (the `.env` key or a provider's JWKS).
-    Jwt(JwtMethod),
+    /// The built-in JWT method (the `.env` key or a provider's JWKS);
+    /// shared with the gate a reload builds when its options are unchanged,
+    /// so its token cache and fetched keys survive the reload.
+    Jwt(Arc<JwtMethod>),
     /// API keys from the account system.
     ApiKey(Arc<Accounts>),
     /// An authenticator plugin.
@@ -63,6 +62,8 @@ pub struct Gate {
     /// Checks tokens from `POST /v1/login` against their login and account.
     accounts: Arc<Accounts>,
     authorizer: Option<Arc<Plugin>>,
+    /// The options each jwt method was built from, for reuse by a reload.
+    jwt_built: Vec<(JwtOptions, Arc<JwtMethod>)>,
 }
 
 impl Gate {
@@ -76,7 +77,46 @@ impl Gate {
         runtime: &PluginRuntime,
         accounts: &Arc<Accounts>,
     ) -> Result<Gate, GateError> {
+        Gate::build_beside(cfg, runtime, accounts, None)
+    }
+
+    /// Builds the gate for a reloaded config beside the running one
+    /// (`previous`): a plugin entry whose settings (path, config, grants,
+    /// limits, name) and slot are unchanged keeps its loaded plugin, with
+    /// its warm sandboxes, answer caches and counters; a changed one is
+    /// loaded anew, with empty caches, and must pass `init` with its new
+    /// config. A jwt method with unchanged options is kept likewise.
+    /// Nothing in `previous` is touched: on an error it serves on.
+    #[allow(
+        clippy::result_large_err,
+        reason = "runs once at start or reload; the error names the file and key"
+    )]
+    pub fn build_beside(
+        cfg: &Config,
+        runtime: &PluginRuntime,
+        accounts: &Arc<Accounts>,
+        previous: Option<&Gate>,
+    ) -> Result<Gate, GateError> {
         let file = cfg.file.display().to_string();
+        let load = |p: &crate::config::PluginConfig, slot: Slot| {
+            let kept = previous.and_then(|g| {
+                g.plugins()
+                    .find(|old| old.slot() == slot && old.config() == p)
+                    .cloned()
+            });
+            match kept {
+                Some(plugin) => Ok(plugin),
+                None => {
+                    // Same name: the same key-value namespace, shared so its
+                    // size accounting stays one while old calls finish.
+                    let kv = previous
+                        .and_then(|g| g.plugins().find(|old| old.config().name == p.name))
+                        .and_then(|old| old.kv_if_fits(p));
+                    runtime.load_with_kv(p, slot, &cfg.env, kv).map(Arc::new)
+                }
+            }
+        };
+        let mut jwt_built: Vec<(JwtOptions, Arc<JwtMethod>)> = Vec::new();
         let list = cfg.auth.len() > 1;
         let mut methods = Vec::new();
         for (i, method) in cfg.auth.iter().enumerate() {
@@ -87,36 +127,45 @@ impl Gate {
             };
             methods.push(match method {
                 AuthMethodConfig::Jwt(opts) => {
-                    AuthMethod::Jwt(JwtMethod::build(&cfg.env, &cfg.dir(), opts).map_err(
-                        |error| GateError::Jwt {
-                            file: file.clone(),
-                            error,
-                        },
-                    )?)
+                    let kept = previous.and_then(|g| {
+                        g.jwt_built
+                            .iter()
+                            .find(|(o, _)| o == opts)
+                            .map(|(_, m)| m.clone())
+                    });
+                    let method = match kept {
+                        Some(method) => method,
+                        None => Arc::new(JwtMethod::build(&cfg.env, &cfg.dir(), opts).map_err(
+                            |error| GateError::Jwt {
+                                file: file.clone(),
+                                error,
+                            },
+                        )?),
+                    };
+                    jwt_built.push((opts.clone(), method.clone()));
+                    AuthMethod::Jwt(method)
                 }
                 AuthMethodConfig::ApiKey => AuthMethod::ApiKey(accounts.clone()),
-                AuthMethodConfig::Plugin(p) => AuthMethod::Plugin(Arc::new(
-                    runtime
-                        .load(p, Slot::Authenticator, &cfg.env)
-                        .map_err(|error| GateError::Plugin {
+                AuthMethodConfig::Plugin(p) => {
+                    AuthMethod::Plugin(load(p, Slot::Authenticator).map_err(|error| {
+                        GateError::Plugin {
                             file: file.clone(),
                             key: plugin_key(&key, &error),
                             error,
-                        })?,
-                )),
+                        }
+                    })?)
+                }
             });
         }
         let authorizer = match &cfg.authorization {
             None => None,
-            Some(p) => Some(Arc::new(
-                runtime
-                    .load(p, Slot::Authorizer, &cfg.env)
-                    .map_err(|error| GateError::Plugin {
-                        file: file.clone(),
-                        key: plugin_key("authorization", &error),
-                        error,
-                    })?,
-            )),
+            Some(p) => Some(
+                load(p, Slot::Authorizer).map_err(|error| GateError::Plugin {
+                    file: file.clone(),
+                    key: plugin_key("authorization", &error),
+                    error,
+                })?,
+            ),
         };
         let jwt_issuers = methods
             .iter()
@@ -130,6 +179,7 @@ impl Gate {
             jwt_issuers,
             accounts: accounts.clone(),
             authorizer,
+            jwt_built,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Assembling a running server from a validated config: plugins loaded,
 //! gate built, router served by [`connections`] within the connection limits.
 
+mod config_reload;
 mod connections;
 mod deadline;
 mod fd_limit;
@@ -38,9 +39,9 @@ pub enum StartError {
     #[error(transparent)]
     Settings(#[from] SettingError),
     /// The encrypted variables granted to plugins cannot be read.
-    #[error("cannot read plugin secrets from the encrypted variables: {0}")]
+    #[error("{0}")]
     Secrets(String),
-    /// Plugin files cannot be watched for hot reload.
+    /// The config file or plugin files cannot be watched for hot reload.
     #[error("{0}")]
     Watch(String),
     /// The upstream token cannot be signed with the configured key.
@@ -58,22 +59,22 @@ pub enum StartError {
 
 /// Everything a running server needs, built from the config.
 pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
+    Ok(build(cfg).await?.0)
+}
+
+/// The state, and the plugin runtime a config reload loads new plugins with
+/// (its storage and compile cache; secrets are read again per reload).
+async fn build(cfg: &Config) -> Result<(AppState, PluginRuntime), StartError> {
     let accounts = Arc::new(Accounts::open(cfg).await?);
     accounts.spawn_maintenance();
-    let mut runtime = PluginRuntime::new()?;
+    let mut base = PluginRuntime::new()?;
     if let Some(storage) = crate::plugins::open_storage(cfg)? {
-        runtime = runtime.with_storage(storage);
+        base = base.with_storage(storage);
     }
-    let granted: Vec<&str> = cfg
-        .plugins()
-        .flat_map(|p| p.secrets.iter().map(String::as_str))
-        .collect();
-    let secrets = crate::accounts::PluginSecrets::load(&accounts, cfg.env.clone(), &granted)
+    base = base.with_compile_cache(crate::config::data_dir(&cfg.env, &cfg.dir()).join("compiled"));
+    let runtime = with_plugin_secrets(&base, cfg, &accounts)
         .await
-        .map_err(|e| StartError::Secrets(e.to_string()))?;
-    runtime = runtime.with_secrets(Arc::new(secrets));
-    runtime =
-        runtime.with_compile_cache(crate::config::data_dir(&cfg.env, &cfg.dir()).join("compiled"));
+        .map_err(StartError::Secrets)?;
     let gate = Gate::build(cfg, &runtime, &accounts)?;
     if gate.is_open() {
         tracing::warn!("\"auth\" is null: every request is accepted without credentials");
@@ -106,34 +107,67 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
             .filter(|t| !t.is_empty()),
         readiness: Arc::new(crate::readiness::Readiness::new(cfg.agent.as_deref())),
     });
-    if cfg.upstream.token.is_some() && gate.is_open() {
-        tracing::warn!(
-            "\"upstream.token\" is set but \"auth\" is null: every request reaches the agent with a token for `anonymous`"
-        );
-    }
-    // What each plugin's config and manifest name as credential headers.
-    let headers = HeaderPolicy::new(
-        gate.plugins()
-            .flat_map(|p| p.credential_headers().to_vec())
-            .chain(cfg.plugins().flat_map(|p| p.credential_headers.clone())),
-    );
-    let upstream = cfg
-        .agent
-        .clone()
-        .map(|base| Arc::new(Upstream::new(base, headers).with_identity(identity)));
+    warn_open_upstream(cfg, &gate);
+    let upstream = cfg.agent.clone().map(|base| {
+        Arc::new(Upstream::new(base, header_policy(cfg, &gate)).with_identity(identity))
+    });
     let cors = cfg.cors.clone().map(Arc::new);
     let tenancy = cfg
         .tenancy
         .clone()
         .map(|t| Arc::new(crate::tenancy::Tenancy::new(t, accounts.clone())));
-    Ok(AppState {
+    let setup = crate::live::Setup {
         gate: Arc::new(gate),
         upstream,
-        accounts,
-        cors,
-        gateway,
-        tenancy,
-    })
+    };
+    let live =
+        crate::live::LiveSetup::new(setup, cfg.file.display().to_string(), cfg.plugins.watch);
+    Ok((
+        AppState {
+            live: Arc::new(live),
+            accounts,
+            cors,
+            gateway,
+            tenancy,
+        },
+        base,
+    ))
+}
+
+/// `base` with the secrets `cfg` grants its plugins: from the environment,
+/// else from the superuser's encrypted variables.
+pub(crate) async fn with_plugin_secrets(
+    base: &PluginRuntime,
+    cfg: &Config,
+    accounts: &Accounts,
+) -> Result<PluginRuntime, String> {
+    let granted: Vec<&str> = cfg
+        .plugins()
+        .flat_map(|p| p.secrets.iter().map(String::as_str))
+        .collect();
+    let secrets = crate::accounts::PluginSecrets::load(accounts, cfg.env.clone(), &granted)
+        .await
+        .map_err(|e| format!("cannot read plugin secrets from the encrypted variables: {e}"))?;
+    Ok(base.clone().with_secrets(Arc::new(secrets)))
+}
+
+/// What each plugin's config and manifest name as credential headers: never
+/// forwarded to the agent.
+pub(crate) fn header_policy(cfg: &Config, gate: &Gate) -> HeaderPolicy {
+    HeaderPolicy::new(
+        gate.plugins()
+            .flat_map(|p| p.credential_headers().to_vec())
+            .chain(cfg.plugins().flat_map(|p| p.credential_headers.clone())),
+    )
+}
+
+/// A signed upstream token for everyone is worth a warning.
+pub(crate) fn warn_open_upstream(cfg: &Config, gate: &Gate) {
+    if cfg.upstream.token.is_some() && gate.is_open() {
+        tracing::warn!(
+            "\"upstream.token\" is set but \"auth\" is null: every request reaches the agent with a token for `anonymous`"
+        );
+    }
 }
 
 /// Binds `host:port` first (a port in use is reported at once), answers
@@ -207,21 +241,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// The state, the hot-reload watcher (kept alive while serving: dropping it
-/// stops hot reload) and the metrics listener.
+/// The state, the hot-reload watchers (of the config file and of the
+/// plugins; kept alive while serving: dropping them stops hot reload) and
+/// the metrics listener.
 async fn start(
     cfg: &Config,
     metrics_addr: Option<&str>,
-) -> Result<(AppState, Option<crate::plugins::reload::PluginWatcher>), StartError> {
-    let state = build_state(cfg).await?;
-    let watcher = if cfg.plugins.watch && state.gate.uses_plugins() {
-        Some(
-            crate::plugins::reload::watch(
-                state.gate.plugins().cloned().collect(),
-                crate::audit::plugins::reload_recorder(state.accounts.clone()),
-            )
-            .map_err(StartError::Watch)?,
-        )
+) -> Result<(AppState, Option<config_reload::ConfigWatcher>), StartError> {
+    let (state, runtime) = build(cfg).await?;
+    let watcher = if cfg.plugins.watch {
+        Some(config_reload::watch(cfg, runtime, &state).map_err(StartError::Watch)?)
     } else {
         None
     };

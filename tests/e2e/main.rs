@@ -12,6 +12,7 @@ mod audit;
 mod audit_plugins;
 mod auth_chain;
 mod config_errors;
+mod config_reload;
 mod console;
 mod contract_v0_3;
 mod envelope;

@@ -1,5 +1,6 @@
 //! Audit entries for the plugin lifecycle: loaded at start, reloaded, a
-//! reload refused (fail-closed calls are in `refusals`).
+//! reload refused (fail-closed calls are in `refusals`); and for reloads of
+//! the config file that names the plugins.
 
 use std::sync::Arc;
 
@@ -37,4 +38,21 @@ pub fn reload_recorder(accounts: Arc<Accounts>) -> ReloadCallback {
         let accounts = accounts.clone();
         runtime.spawn(async move { accounts.record(reloaded(report)).await });
     })
+}
+
+/// `config.reloaded`: the changed file `file` is serving; `loaded` names
+/// the plugins loaded anew (a changed entry), `kept` those that kept their
+/// running instance.
+pub fn config_reloaded(file: &str, loaded: Vec<String>, kept: Vec<String>) -> Entry {
+    Entry::new(AuditKind::ConfigReloaded)
+        .subject(file.to_owned())
+        .detail("loaded", loaded)
+        .detail("kept", kept)
+}
+
+/// `config.reload_failed`: the changed file `file` was refused for `error`.
+pub fn config_reload_failed(file: &str, error: &str) -> Entry {
+    Entry::new(AuditKind::ConfigReloadFailed)
+        .subject(file.to_owned())
+        .detail("error", error.to_owned())
 }

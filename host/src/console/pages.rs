@@ -464,6 +464,27 @@ pub async fn plugins(State(state): State<AppState>, browser: Browser) -> Respons
         );
     }
     body.push_str("</tbody></table>");
+    // What the last reload of agentflow.json did (a refused one keeps the
+    // last good setup serving, so the error is worth seeing here).
+    let config = &list["config"];
+    if config.is_object() {
+        let _ = write!(
+            body,
+            "<p id=\"config-reload\">Config <code>{}</code>: watched {}, {} reloads, serving since {}.",
+            esc(&value_text(&config["file"])),
+            if config["watch"] == true { "yes" } else { "no" },
+            esc(&value_text(&config["reloads"])),
+            esc(&time(config["loaded_at"].as_u64())),
+        );
+        if let Some(error) = config["last_error"].as_str() {
+            let _ = write!(
+                body,
+                " <span class=\"error-text\">Last reload refused: {}</span>",
+                esc(error)
+            );
+        }
+        body.push_str("</p>");
+    }
     let html = page(
         "Plugins",
         Section::Plugins,

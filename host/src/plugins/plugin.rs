@@ -320,7 +320,7 @@ impl Plugin {
         {
             return Err(self.init_error(
                 "credential_headers",
-                format!("the new version reads credentials from {h:?}, which the running server does not strip: add it to \"credential_headers\" and restart"),
+                format!("the new version reads credentials from {h:?}, which the running server does not strip: add it to this plugin's \"credential_headers\" in the config file (a config reload applies it)"),
             ));
         }
         Ok(())
@@ -410,6 +410,14 @@ impl Plugin {
     /// The slot it serves.
     pub fn slot(&self) -> Slot {
         self.slot
+    }
+
+    /// Its key-value namespace, when `cfg` (the entry replacing it on a
+    /// config reload) would open the same one: same name, same size cap.
+    pub(crate) fn kv_if_fits(&self, cfg: &PluginConfig) -> Option<Arc<super::kv::PluginKv>> {
+        (self.cfg.name == cfg.name && self.cfg.kv_kb == cfg.kv_kb)
+            .then(|| self.shared.kv.clone())
+            .flatten()
     }
 
     fn version(&self) -> Arc<LoadedVersion> {

@@ -13,7 +13,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::compile_cache::CompileCache;
 use super::crate_build;
-use super::kv::KvStore;
+use super::kv::{KvStore, PluginKv};
 use super::outbound::AllowList;
 use super::plugin::{Exports, LoadedVersion, Plugin};
 use super::state::{PluginShared, PluginState};
@@ -82,6 +82,11 @@ impl PluginRuntime {
         self
     }
 
+    /// Whether plugins get storage (see [`PluginRuntime::with_storage`]).
+    pub fn has_storage(&self) -> bool {
+        self.storage.is_some()
+    }
+
     /// Resolves granted secrets through `source` instead of the environment
     /// (the seam for encrypted secrets).
     pub fn with_secrets(mut self, source: Arc<dyn SecretSource>) -> Self {
@@ -91,6 +96,19 @@ impl PluginRuntime {
 
     /// Compiles the plugin named in `cfg` and checks it fits `slot`.
     pub fn load(&self, cfg: &PluginConfig, slot: Slot, env: &Env) -> Result<Plugin, PluginError> {
+        self.load_with_kv(cfg, slot, env, None)
+    }
+
+    /// [`PluginRuntime::load`], reusing `kv` as the plugin's storage when
+    /// given (a config reload hands over the namespace of the plugin it
+    /// replaces, so both versions count one size cap while old calls end).
+    pub fn load_with_kv(
+        &self,
+        cfg: &PluginConfig,
+        slot: Slot,
+        env: &Env,
+        kv: Option<Arc<PluginKv>>,
+    ) -> Result<Plugin, PluginError> {
         let version = self.compile(cfg, slot)?;
         let source: &dyn SecretSource = match &self.secrets {
             Some(s) => s.as_ref(),
@@ -104,9 +122,10 @@ impl PluginRuntime {
         for missing in cfg.secrets.iter().filter(|n| !secrets.contains_key(*n)) {
             tracing::warn!(plugin = %cfg.name, secret = %missing, "secret granted to the plugin is not set");
         }
-        let kv = match &self.storage {
-            None => None,
-            Some(store) => Some(Arc::new(
+        let kv = match (&self.storage, kv) {
+            (None, _) => None,
+            (Some(_), Some(kv)) => Some(kv),
+            (Some(store), None) => Some(Arc::new(
                 store
                     .namespace(&cfg.name, u64::from(cfg.kv_kb) * 1024)
                     .map_err(|reason| PluginError::Load {

@@ -74,6 +74,19 @@ impl Upstream {
         self
     }
 
+    /// The same upstream, on the same connection pool, stripping what
+    /// `headers` says: a config reload that changes the plugins (and so the
+    /// credential headers never forwarded) builds this.
+    pub fn with_headers(&self, headers: HeaderPolicy) -> Upstream {
+        Upstream {
+            base: self.base.clone(),
+            base_path: self.base_path.clone(),
+            headers,
+            client: self.client.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+
     /// The JWKS of the upstream token's public key, when it has one.
     pub fn jwks(&self) -> Option<&serde_json::Value> {
         self.identity.token.as_ref().and_then(|t| t.jwks())

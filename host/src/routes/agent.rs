@@ -46,7 +46,7 @@ pub async fn forward(
             return Err(e);
         }
     };
-    let upstream = state.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
+    let upstream = caller.setup.upstream.as_ref().ok_or(ApiError::NoUpstream)?;
     // With `"auth": null` the caller is `anonymous` (as /v1/whoami says),
     // and the agent is told the same.
     let who = Some(&caller.identity);
@@ -96,7 +96,8 @@ pub fn authorize<'a>(
             None => Grant::open(),
         };
         let access = grant.access(&access);
-        let decision = state
+        let decision = caller
+            .setup
             .gate
             .authorize(
                 &caller.identity,
@@ -108,7 +109,7 @@ pub fn authorize<'a>(
         if let Some(hidden) = grant.unless_shared() {
             // Another tenant's resource: only an authorizer's allow shares
             // it, and a refusal must look like "does not exist".
-            if decision.is_err() || !state.gate.authorizer_can_share() {
+            if decision.is_err() || !caller.setup.gate.authorizer_can_share() {
                 return Err(hidden);
             }
         }

@@ -12,7 +12,8 @@ use crate::error::ApiError;
 
 /// The JWKS document, cacheable for five minutes.
 pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let keys = state
+    let setup = state.live.current();
+    let keys = setup
         .upstream
         .as_ref()
         .and_then(|u| u.jwks())

@@ -21,7 +21,7 @@ pub async fn metrics(
     mut req: Request,
 ) -> Result<Response, ApiError> {
     if !bearer_is(req.headers(), state.gateway.metrics_token.as_deref()) {
-        let caller = super::identify(&state, &mut req, None).await?;
+        let caller = super::identify(&state, state.live.current(), &mut req, None).await?;
         let (mut parts, _) = req.into_parts();
         parts.extensions.insert(caller);
         Superuser::from_request_parts(&mut parts, &state).await?;

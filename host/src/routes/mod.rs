@@ -30,18 +30,17 @@ use crate::accounts::Accounts;
 use crate::agent_request::AgentRequest;
 use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
-use crate::pipeline::Gate;
+use crate::live::{LiveSetup, Setup};
 use crate::plugins::PluginRequest;
-use crate::proxy::Upstream;
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// Authentication chain and authorizer.
-    pub gate: Arc<Gate>,
-    /// The agent upstream, when configured (shared: the state is cloned
-    /// for every request by each middleware layer).
-    pub upstream: Option<Arc<Upstream>>,
+    /// The authentication chain, the authorizer and the agent upstream, as
+    /// the config last (re)loaded them. A request takes its snapshot once,
+    /// when it is authenticated ([`Caller::setup`]); the upstream's public
+    /// keys (the `upstream` key) never change while running.
+    pub live: Arc<LiveSetup>,
     /// Users, logins, API keys and variables.
     pub accounts: Arc<Accounts>,
     /// Allowed browser origins, if any.
@@ -64,6 +63,9 @@ pub struct Caller {
     /// The client address, resolved once through the trusted proxies
     /// (see [`crate::client_addr`]).
     pub client_ip: Option<String>,
+    /// The setup that authenticated the caller: the same one authorizes and
+    /// forwards the request, even if the config is reloaded meanwhile.
+    pub setup: Arc<Setup>,
 }
 
 /// The full router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
@@ -160,30 +162,33 @@ async fn authenticate(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let (mut req, body) = plugin_body::read(req, state.gate.plugin_body_cap()).await?;
-    let caller = identify(&state, &mut req, body).await?;
+    let setup = state.live.current();
+    let (mut req, body) = plugin_body::read(req, setup.gate.plugin_body_cap()).await?;
+    let caller = identify(&state, setup, &mut req, body).await?;
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }
 
-/// Who is calling: the authentication chain on `req`, whose body (for
-/// plugins that asked for it) was read already (also used by routes outside
-/// the authentication layer that accept other credentials first).
+/// Who is calling: the authentication chain of `setup` (the snapshot the
+/// request keeps) on `req`, whose body (for plugins that asked for it) was
+/// read already (also used by routes outside the authentication layer that
+/// accept other credentials first).
 async fn identify(
     state: &AppState,
+    setup: Arc<Setup>,
     req: &mut Request,
     body: Option<crate::plugins::BufferedBody>,
 ) -> Result<Caller, ApiError> {
     websocket_token_as_bearer(req)?;
     let client_ip = crate::client_addr::of(req).map(|ip| ip.to_string());
-    let plugin_view = state.gate.uses_plugins().then(|| {
+    let plugin_view = setup.gate.uses_plugins().then(|| {
         let view = plugin_view(req, client_ip.clone());
         Arc::new(match body {
             Some(body) => view.with_body(body),
             None => view,
         })
     });
-    let authenticated = state
+    let authenticated = setup
         .gate
         .authenticate(req.headers(), plugin_view.as_deref())
         .await;
@@ -212,6 +217,7 @@ async fn identify(
         origin,
         plugin_view,
         client_ip,
+        setup,
     })
 }
 

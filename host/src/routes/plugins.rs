@@ -13,7 +13,8 @@ const ADMIN: &str = "admin";
 
 /// Admins only (role `admin`): each plugin's name, slot, path, running
 /// component and its sha256, load time, last reload error, and call,
-/// denial and failure counts. Secrets and configs are never listed.
+/// denial and failure counts; and, under `config`, the config file and
+/// what its last reload did. Secrets and configs are never listed.
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -23,6 +24,9 @@ pub async fn list(
             "listing plugins needs the \"admin\" role".into(),
         ));
     }
-    let plugins: Vec<_> = state.gate.plugins().map(|p| p.status()).collect();
-    Ok(Json(json!({ "plugins": plugins })))
+    // The caller's own snapshot: the plugins that authenticated this call.
+    let plugins: Vec<_> = caller.setup.gate.plugins().map(|p| p.status()).collect();
+    Ok(Json(
+        json!({ "plugins": plugins, "config": state.live.status() }),
+    ))
 }

@@ -82,11 +82,18 @@ pub enum AuditKind {
     /// A plugin call failed and the request was refused (503).
     #[serde(rename = "plugin.failed_closed")]
     PluginFailedClosed,
+    /// A changed `agentflow.json` was applied while running.
+    #[serde(rename = "config.reloaded")]
+    ConfigReloaded,
+    /// A changed `agentflow.json` was refused; the running setup keeps
+    /// serving (`details.error` says which key and why).
+    #[serde(rename = "config.reload_failed")]
+    ConfigReloadFailed,
 }
 
 impl AuditKind {
     /// Every kind, in the order above (for forms and docs).
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 24] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginLocked,
@@ -109,6 +116,8 @@ impl AuditKind {
         AuditKind::PluginReloaded,
         AuditKind::PluginReloadFailed,
         AuditKind::PluginFailedClosed,
+        AuditKind::ConfigReloaded,
+        AuditKind::ConfigReloadFailed,
     ];
 
     /// The dotted name (`login.failed`).
@@ -136,6 +145,8 @@ impl AuditKind {
             AuditKind::PluginReloaded => "plugin.reloaded",
             AuditKind::PluginReloadFailed => "plugin.reload_failed",
             AuditKind::PluginFailedClosed => "plugin.failed_closed",
+            AuditKind::ConfigReloaded => "config.reloaded",
+            AuditKind::ConfigReloadFailed => "config.reload_failed",
         }
     }
 }

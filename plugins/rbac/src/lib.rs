@@ -59,8 +59,11 @@
 //!   give the same caller the same answer for the same access without
 //!   asking again (the host's cache key includes the resource id, its
 //!   owner and the caller's claims, so the ownership rules cache safely).
-//!   Changing the config reloads the plugin, which empties the host's
-//!   cache; a caller whose roles change is a different caller to it.
+//!   A change of this config in `agentflow.json` on a server that watches
+//!   its config (`"plugins": {"watch": true}` or `--watch`) loads the
+//!   plugin anew, with an empty cache, so no allow outlives the grant
+//!   (without watching, the change needs a restart); a caller whose roles
+//!   change is a different caller to it.
 
 use std::collections::BTreeMap;
 
