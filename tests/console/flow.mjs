@@ -127,7 +127,13 @@ async function main() {
   check(key.startsWith("sk-"), `the key is shown: ${key}`);
   await shot(b, "04-api-key-shown-once");
   await b.click("button[data-copy=new-key]");
-  check((await b.locator("button[data-copy=new-key]").innerText()) === "Copied", "the copy button works");
+  // The button changes once the clipboard write settles (a promise): wait
+  // for it rather than read the label right after the click.
+  const copied = await b
+    .locator("button[data-copy=new-key]", { hasText: "Copied" })
+    .waitFor({ timeout: 5000 })
+    .then(() => true, () => false);
+  check(copied, "the copy button works");
   const whoami = await fetch(base + "/v1/whoami", { headers: { "x-api-key": key } });
   const who = await whoami.json();
   check(whoami.status === 200 && who.claims.username === "bob", `the key authenticates: ${whoami.status} ${JSON.stringify(who)}`);
