@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::plugins::AllowList;
+
 /// A mistake in the configuration: which key, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: `{key}`: {reason}")]
@@ -208,8 +210,9 @@ pub struct PluginConfig {
     pub config: Value,
     /// Names of secrets the plugin may read.
     pub secrets: Vec<String>,
-    /// `host:port` entries the plugin may send HTTP requests to.
-    pub allowed_hosts: Vec<String>,
+    /// The `host:port` entries the plugin may send HTTP requests to,
+    /// parsed (a bad entry fails the load naming it).
+    pub allowed_hosts: AllowList,
     /// Memory cap in MiB.
     pub memory_mb: u32,
     /// Time limit per call in milliseconds.
@@ -598,9 +601,8 @@ impl Ctx<'_> {
         check_limits(&memory_mb, &timeout_ms, key)?;
         let kv_kb = raw.kv_kb.unwrap_or(self.defaults.kv_kb);
         check_kv(kv_kb, key)?;
-        for (i, host) in raw.allowed_hosts.iter().enumerate() {
-            check_allowed_host(host).map_err(|r| (format!("{key}.allowed_hosts[{i}]"), r))?;
-        }
+        let allowed_hosts = AllowList::parse(&raw.allowed_hosts)
+            .map_err(|(i, r)| (format!("{key}.allowed_hosts[{i}]"), r))?;
         let credential_headers = raw
             .credential_headers
             .iter()
@@ -614,7 +616,7 @@ impl Ctx<'_> {
             path,
             config: raw.config,
             secrets: raw.secrets,
-            allowed_hosts: raw.allowed_hosts,
+            allowed_hosts,
             memory_mb,
             timeout_ms,
             kv_kb,
@@ -954,19 +956,6 @@ fn check_limits(memory_mb: &u32, timeout_ms: &u32, key: &str) -> Result<(), Mist
         ));
     }
     Ok(())
-}
-
-/// `host:port`, with no scheme or path: the unit the outbound allow-list
-/// compares.
-fn check_allowed_host(entry: &str) -> Result<(), String> {
-    let hint = "write it as host:port, e.g. \"127.0.0.1:9100\" or \"auth.example.com:443\"";
-    if entry.contains("://") || entry.contains('/') {
-        return Err(format!("{entry:?} is not host:port ({hint})"));
-    }
-    match entry.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(format!("{entry:?} is not host:port ({hint})")),
-    }
 }
 
 /// A request header name, returned lower-case.
