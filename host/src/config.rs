@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::plugins::AllowList;
+
 /// A mistake in the configuration: which key, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: `{key}`: {reason}")]
@@ -229,8 +231,9 @@ pub struct PluginConfig {
     pub config: Value,
     /// Names of secrets the plugin may read.
     pub secrets: Vec<String>,
-    /// `host:port` entries the plugin may send HTTP requests to.
-    pub allowed_hosts: Vec<String>,
+    /// The `host:port` entries the plugin may send HTTP requests to,
+    /// parsed (a bad entry fails the load naming it).
+    pub allowed_hosts: AllowList,
     /// Memory cap in MiB.
     pub memory_mb: u32,
     /// Time limit per call in milliseconds.
@@ -398,8 +401,10 @@ impl Config {
         let err = |key: &str, reason: String| ConfigError::new(&file, key, reason);
         let text = std::fs::read_to_string(path)
             .map_err(|e| err("(file)", format!("cannot read: {e}")))?;
-        let raw: RawConfig =
-            serde_json::from_str(&text).map_err(|e| err(top_level_key(&e), e.to_string()))?;
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| err(&shape_key(&e, ""), e.inner().to_string()))?;
+        de.end().map_err(|e| err("(json)", e.to_string()))?;
         // Parsed above, so this parses too.
         let raw_json: Value = serde_json::from_str(&text).unwrap_or_default();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -618,9 +623,8 @@ impl Ctx<'_> {
                 credential_headers: Vec::new(),
                 body_kb: None,
             },
-            Value::Object(_) => {
-                serde_json::from_value(v.clone()).map_err(|e| (key.to_owned(), e.to_string()))?
-            }
+            Value::Object(_) => serde_path_to_error::deserialize(v.clone())
+                .map_err(|e| (shape_key(&e, key), e.inner().to_string()))?,
             _ => {
                 return Err((
                     key.to_owned(),
@@ -651,9 +655,8 @@ impl Ctx<'_> {
         check_limits(&memory_mb, &timeout_ms, key)?;
         let kv_kb = raw.kv_kb.unwrap_or(self.defaults.kv_kb);
         check_kv(kv_kb, key)?;
-        for (i, host) in raw.allowed_hosts.iter().enumerate() {
-            check_allowed_host(host).map_err(|r| (format!("{key}.allowed_hosts[{i}]"), r))?;
-        }
+        let allowed_hosts = AllowList::parse(&raw.allowed_hosts)
+            .map_err(|(i, r)| (format!("{key}.allowed_hosts[{i}]"), r))?;
         let credential_headers = raw
             .credential_headers
             .iter()
@@ -667,7 +670,7 @@ impl Ctx<'_> {
             path,
             config: raw.config,
             secrets: raw.secrets,
-            allowed_hosts: raw.allowed_hosts,
+            allowed_hosts,
             memory_mb,
             timeout_ms,
             kv_kb,
@@ -1009,19 +1012,6 @@ fn check_limits(memory_mb: &u32, timeout_ms: &u32, key: &str) -> Result<(), Mist
     Ok(())
 }
 
-/// `host:port`, with no scheme or path: the unit the outbound allow-list
-/// compares.
-fn check_allowed_host(entry: &str) -> Result<(), String> {
-    let hint = "write it as host:port, e.g. \"127.0.0.1:9100\" or \"auth.example.com:443\"";
-    if entry.contains("://") || entry.contains('/') {
-        return Err(format!("{entry:?} is not host:port ({hint})"));
-    }
-    match entry.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(format!("{entry:?} is not host:port ({hint})")),
-    }
-}
-
 /// A request header name, returned lower-case.
 fn check_header_name(name: &str) -> Result<String, String> {
     http::HeaderName::from_bytes(name.trim().as_bytes())
@@ -1053,13 +1043,20 @@ fn parse_agent_url(url: &str) -> Result<String, String> {
     Ok(trimmed.to_owned())
 }
 
-/// serde_json reports unknown top-level fields by message only; recover the
-/// field name for the key path where we can.
-fn top_level_key(e: &serde_json::Error) -> &'static str {
-    if e.is_syntax() || e.is_eof() {
-        "(json)"
-    } else {
-        "(top level)"
+/// The key a shape error points at, below `under` (`""` for the file's
+/// top level): the failing field's path, which for a typo is the misspelt
+/// key itself (`plugins.memroy_mb`, `auth[1].secret`), so the error names
+/// where to look rather than the section or `(top level)`.
+fn shape_key(e: &serde_path_to_error::Error<serde_json::Error>, under: &str) -> String {
+    if e.inner().is_syntax() || e.inner().is_eof() {
+        return "(json)".into();
+    }
+    match (e.path().to_string().as_str(), under) {
+        (".", "") => "(top level)".into(),
+        (".", under) => under.to_owned(),
+        (path, "") => path.to_owned(),
+        (path, under) if path.starts_with('[') => format!("{under}{path}"),
+        (path, under) => format!("{under}.{path}"),
     }
 }
 
@@ -1144,19 +1141,41 @@ mod tests {
         assert!(c.authorization.unwrap().reuse_instance);
         let e =
             load(r#"{"authorization": {"path": "p.wasm", "reuse_instance": "yes"}}"#).unwrap_err();
-        assert_eq!(e.key, "authorization");
+        assert_eq!(e.key, "authorization.reuse_instance");
         assert!(e.reason.contains("expected a boolean"), "{e}");
         let e = load(r#"{"plugins": {"reuse_instance": true}}"#).unwrap_err();
+        assert_eq!(e.key, "plugins.reuse_instance");
         assert!(e.reason.contains("unknown field `reuse_instance`"), "{e}");
     }
 
     #[test]
     fn names_unknown_keys() {
         let e = load(r#"{"auht": "jwt"}"#).unwrap_err();
+        assert_eq!(e.key, "auht");
         assert!(e.reason.contains("unknown field `auht`"), "{e}");
         let e = load(r#"{"auth": [{"method": "custom", "pth": "p.wasm"}]}"#).unwrap_err();
-        assert_eq!(e.key, "auth[0]");
+        assert_eq!(e.key, "auth[0].pth");
         assert!(e.reason.contains("pth"), "{e}");
+    }
+
+    /// A typo inside a plugin entry or the `plugins` defaults names the
+    /// misspelt key itself, not the section or `(top level)`.
+    #[test]
+    fn typos_inside_plugin_entries_name_the_real_key() {
+        let e =
+            load(r#"{"auth": ["jwt", {"method": "custom", "path": "p.wasm", "memroy_mb": 8}]}"#)
+                .unwrap_err();
+        assert_eq!(e.key, "auth[1].memroy_mb");
+        assert!(e.reason.contains("unknown field `memroy_mb`"), "{e}");
+        let e = load(r#"{"authorization": {"path": "p.wasm", "secrets": ["A", 7]}}"#).unwrap_err();
+        assert_eq!(e.key, "authorization.secrets[1]");
+        let e = load(r#"{"plugins": {"memory_mb": 8, "timout_ms": 5}}"#).unwrap_err();
+        assert_eq!(e.key, "plugins.timout_ms");
+        assert!(e.to_string().contains("plugins.timout_ms"), "{e}");
+        // Not JSON at all, or trailing text: the file, not a key.
+        assert_eq!(load(r#"{"auth": "#).unwrap_err().key, "(json)");
+        assert_eq!(load(r#"{} {}"#).unwrap_err().key, "(json)");
+        assert_eq!(load(r#""config""#).unwrap_err().key, "(top level)");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::plugins::PluginError;
+use crate::plugins::{PluginError, Refusal};
 use crate::store::StoreError;
 
 /// Every way a request can be refused or fail.
@@ -153,6 +153,27 @@ impl ApiError {
     }
 }
 
+/// A plugin's refusal as the answer the client gets; its status then comes
+/// from [`ApiError::status`] like every other refusal's.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::RateLimited {
+                retry_after_s,
+                detail,
+            } => ApiError::TooManyRequests {
+                detail,
+                retry_after: retry_after_s.into(),
+            },
+            Refusal::Unauthenticated(detail) => ApiError::InvalidCredentials {
+                detail,
+                invalid_token: false,
+            },
+            Refusal::Forbidden(detail) => ApiError::Forbidden(detail),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -222,5 +243,45 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin's refusal answers with the status `Refusal::status` reports
+    /// (the same mapping), and the headers its status calls for.
+    #[test]
+    fn refusals_answer_with_their_status_and_headers() {
+        let cases = [
+            (
+                Refusal::Unauthenticated("no".into()),
+                401,
+                "invalid_credentials",
+            ),
+            (Refusal::Forbidden("no".into()), 403, "forbidden"),
+            (
+                Refusal::RateLimited {
+                    retry_after_s: 7,
+                    detail: "slow down".into(),
+                },
+                429,
+                "too_many_requests",
+            ),
+        ];
+        for (refusal, status, code) in cases {
+            assert_eq!(refusal.status(), status);
+            let error = ApiError::from(refusal);
+            assert_eq!(error.code(), code);
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            let headers = response.headers();
+            match status {
+                401 => assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer"),
+                429 => assert_eq!(headers[header::RETRY_AFTER], "7"),
+                _ => assert!(!headers.contains_key(header::WWW_AUTHENTICATE)),
+            }
+        }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! `main.rs` only parses the command line; [`cli`] runs commands, [`server`]
 //! assembles a running server from a [`config::Config`], and [`routes::app`]
-//! is the router tests can serve on their own port.
+//! builds the router it serves (the console also sends its API calls
+//! through it in-process). Tests drive the real binary over loopback
+//! (`tests/e2e`), not the router.
 pub mod accounts;
 pub mod agent_request;
 pub mod audit;

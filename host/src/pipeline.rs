@@ -12,8 +12,7 @@ use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::jwt::{JwtConfigError, JwtMethod, TokenError};
 use crate::plugins::{
-    Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Refusal,
-    Slot,
+    Access, AuthnOutcome, AuthzOutcome, Plugin, PluginError, PluginRequest, PluginRuntime, Slot,
 };
 
 /// Why the gate cannot be built (the server refuses to start).
@@ -288,7 +287,7 @@ impl Gate {
                             });
                         }
                         AuthnOutcome::NoCredentials => continue,
-                        AuthnOutcome::Refused(r) => return Err(refusal(r)),
+                        AuthnOutcome::Refused(r) => return Err(r.into()),
                     }
                 }
             }
@@ -327,7 +326,7 @@ impl Gate {
         let req = req.expect("the plugin view is built whenever a plugin is configured");
         match plugin.authorize(who, access, req).await? {
             AuthzOutcome::Allow => Ok(()),
-            AuthzOutcome::Deny(r) => Err(refusal(r)),
+            AuthzOutcome::Deny(r) => Err(r.into()),
         }
     }
 }
@@ -386,24 +385,6 @@ fn plugin_key(entry: &str, error: &PluginError) -> String {
     match error {
         PluginError::Refused { field, .. } => format!("{entry}.{field}"),
         _ => format!("{entry}.path"),
-    }
-}
-
-/// A plugin's refusal as the answer the client gets.
-fn refusal(r: Refusal) -> ApiError {
-    match r {
-        Refusal::RateLimited {
-            retry_after_s,
-            detail,
-        } => ApiError::TooManyRequests {
-            detail,
-            retry_after: retry_after_s.into(),
-        },
-        Refusal::Unauthenticated(detail) => ApiError::InvalidCredentials {
-            detail,
-            invalid_token: false,
-        },
-        Refusal::Forbidden(detail) => ApiError::Forbidden(detail),
     }
 }
 

@@ -1,31 +1,29 @@
 //! Encryption at rest: Fernet tokens, the server's secret key (from settings or a
 //! generated `secret_key` file in the data dir) and key rotation.
 //!
-//! The token format follows the Fernet spec byte for byte, so values interoperate
-//! with Python's `cryptography.fernet` and every other Fernet implementation:
-//! `0x80 ‖ timestamp (u64 BE) ‖ IV (16) ‖ AES-128-CBC/PKCS7 ciphertext ‖
-//! HMAC-SHA256 (32)`, url-safe base64 with padding. The key is 32 bytes of
-//! url-safe base64: the first 16 bytes sign, the last 16 encrypt.
+//! Tokens are made and opened by the `fernet` crate (its pure-Rust
+//! `rustcrypto` backend), so values interoperate with Python's
+//! `cryptography.fernet` and every other Fernet implementation. The key is 32
+//! bytes of url-safe base64: the first 16 bytes sign, the last 16 encrypt.
 //!
-//! It is built on the RustCrypto primitives directly (the ones the `fernet`
-//! crate uses) because the spec's generate vectors need encryption with a given
-//! IV, and because no input here may panic: every length and timestamp from a
-//! token is checked before use.
+//! Only `Fernet::encrypt` / `MultiFernet::decrypt` are used: values at rest
+//! have no TTL, so the crate's TTL arithmetic (which can overflow on a hostile
+//! timestamp) is never reached. Its one time rule still applies: a token
+//! stamped more than a minute in the future is refused, as in every Fernet
+//! implementation, so after the clock steps back by more than a minute, values
+//! written in that minute read again once the clock has caught up.
 
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE;
+use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use fernet::{Fernet, MultiFernet};
 use rand::RngCore;
-
-use token::FernetKey;
 
 #[cfg(test)]
 mod tests;
-mod token;
 
 /// File name of the generated key inside the data dir.
 pub const KEY_FILE_NAME: &str = "secret_key";
@@ -39,9 +37,6 @@ pub const PREVIOUS_KEY_SETTING: &str = "AGENTFLOW_SECRET_KEY_PREVIOUS";
 /// Longest token text accepted by `decrypt` (8 MiB); longer input is refused
 /// before it is decoded.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024 * 1024;
-/// How far in the future a token's timestamp may be when checked with
-/// [`SecretBox::decrypt_at`] (the spec's and Python's value).
-pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
 
 /// Errors of this module. None of them ever contains key material.
 #[derive(Debug, thiserror::Error)]
@@ -94,14 +89,42 @@ pub enum KeyOrigin {
     },
 }
 
+/// One parsed key: its text (for setting it aside in a rotation) and the
+/// `Fernet` built from it. Never printed.
+#[derive(Clone)]
+struct Key {
+    /// Padded url-safe base64, whatever form it was given in.
+    text: String,
+    fernet: Fernet,
+}
+
+impl Key {
+    /// Parses url-safe base64 (padding optional, surrounding whitespace
+    /// ignored, as key files end in a newline).
+    fn parse(text: &str) -> Option<Key> {
+        let text = text.trim();
+        let fernet = Fernet::new(text)?;
+        // `Fernet::new` accepted it, so it decodes to 32 bytes; the text is
+        // kept padded, the form `Fernet::generate_key` and Python write.
+        let bytes = URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()?;
+        Some(Key {
+            text: URL_SAFE.encode(bytes),
+            fernet,
+        })
+    }
+}
+
 /// The server's Fernet keys: the current one (encrypts and decrypts) and,
 /// during a rotation, the previous one (only decrypts).
 ///
 /// `Debug` never shows key material.
 #[derive(Clone)]
 pub struct SecretBox {
-    current: FernetKey,
-    previous: Option<FernetKey>,
+    current: Key,
+    previous: Option<Key>,
+    /// `current` then `previous`: encrypts with the first, decrypts with
+    /// each in turn.
+    keys: MultiFernet,
 }
 
 impl fmt::Debug for SecretBox {
@@ -114,6 +137,16 @@ impl fmt::Debug for SecretBox {
 }
 
 impl SecretBox {
+    fn from_keys(current: Key, previous: Option<Key>) -> SecretBox {
+        let mut fernets = vec![current.fernet.clone()];
+        fernets.extend(previous.as_ref().map(|k| k.fernet.clone()));
+        SecretBox {
+            current,
+            previous,
+            keys: MultiFernet::new(fernets),
+        }
+    }
+
     /// Builds the box from the settings.
     ///
     /// `secret_key` is `AGENTFLOW_SECRET_KEY`, `previous` is
@@ -127,20 +160,21 @@ impl SecretBox {
         previous: Option<&str>,
         data_dir: &Path,
     ) -> Result<(SecretBox, KeyOrigin), SecretsError> {
-        let previous =
-            match set(previous) {
-                Some(text) => Some(parse_setting(text, PREVIOUS_KEY_SETTING)?),
-                // An interrupted rotation leaves the old key here; keep reading
-                // values it encrypted until the rotation is finished.
-                None => match std::fs::read_to_string(data_dir.join(PREVIOUS_KEY_FILE_NAME)) {
-                    Ok(text) => Some(FernetKey::parse(&text).ok_or_else(|| {
-                        SecretsError::InvalidKeyFile {
+        let previous = match set(previous) {
+            Some(text) => Some(parse_setting(text, PREVIOUS_KEY_SETTING)?),
+            // An interrupted rotation leaves the old key here; keep reading
+            // values it encrypted until the rotation is finished.
+            None => match std::fs::read_to_string(data_dir.join(PREVIOUS_KEY_FILE_NAME)) {
+                Ok(text) => {
+                    Some(
+                        Key::parse(&text).ok_or_else(|| SecretsError::InvalidKeyFile {
                             path: data_dir.join(PREVIOUS_KEY_FILE_NAME),
-                        }
-                    })?),
-                    Err(_) => None,
-                },
-            };
+                        })?,
+                    )
+                }
+                Err(_) => None,
+            },
+        };
         let (current, origin) = match set(secret_key) {
             Some(text) => (
                 parse_setting(text, SECRET_KEY_SETTING)?,
@@ -148,15 +182,12 @@ impl SecretBox {
             ),
             None => load_or_generate_key_file(data_dir)?,
         };
-        Ok((SecretBox { current, previous }, origin))
+        Ok((SecretBox::from_keys(current, previous), origin))
     }
 
     /// A box with just this key (no previous key).
     pub fn new(key: &str) -> Result<SecretBox, SecretsError> {
-        Ok(SecretBox {
-            current: parse_setting(key, "the key")?,
-            previous: None,
-        })
+        Ok(SecretBox::from_keys(parse_setting(key, "the key")?, None))
     }
 
     /// A box with a current key and an optional previous key.
@@ -165,34 +196,32 @@ impl SecretBox {
             Some(p) => Some(parse_setting(p, "the previous key")?),
             None => None,
         };
-        Ok(SecretBox {
-            current: parse_setting(key, "the key")?,
+        Ok(SecretBox::from_keys(
+            parse_setting(key, "the key")?,
             previous,
-        })
+        ))
     }
 
     /// Generates a new random key: 32 bytes, url-safe base64 with padding,
     /// the format Python's `Fernet.generate_key()` produces.
     pub fn generate_key() -> String {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        URL_SAFE.encode(bytes)
+        Fernet::generate_key()
     }
 
     /// For a rotation: a box whose current key is `new_key` and whose previous
     /// key is this box's current key. Re-encrypt stored values with
     /// [`SecretBox::reencrypt`] on the returned box.
     pub fn with_new_key(&self, new_key: &str) -> Result<SecretBox, SecretsError> {
-        Ok(SecretBox {
-            current: parse_setting(new_key, "the new key")?,
-            previous: Some(self.current.clone()),
-        })
+        Ok(SecretBox::from_keys(
+            parse_setting(new_key, "the new key")?,
+            Some(self.current.clone()),
+        ))
     }
 
     /// The current key as text, for writing it aside during a rotation.
     /// Never log it.
     pub fn current_key_text(&self) -> String {
-        self.current.to_text()
+        self.current.text.clone()
     }
 
     /// Whether a previous key is configured.
@@ -202,43 +231,20 @@ impl SecretBox {
 
     /// Encrypts with the current key, the current time and a random IV.
     pub fn encrypt(&self, plaintext: &[u8]) -> String {
-        let mut iv = [0u8; 16];
-        rand::rng().fill_bytes(&mut iv);
-        self.current.encrypt_parts(plaintext, unix_now(), &iv)
-    }
-
-    /// Encrypts with an explicit timestamp and IV. Only for tests and test
-    /// vectors: reusing an IV with the same key leaks information.
-    pub fn encrypt_at_time_with_iv(
-        &self,
-        plaintext: &[u8],
-        timestamp: u64,
-        iv: &[u8; 16],
-    ) -> String {
-        self.current.encrypt_parts(plaintext, timestamp, iv)
+        self.keys.encrypt(plaintext)
     }
 
     /// Decrypts a value at rest, trying the current key then the previous one.
     ///
-    /// The token's timestamp is authenticated but not checked: stored values do
-    /// not expire, and a clock stepping backwards must not make them unreadable.
-    /// Any malformed, tampered, oversized or foreign token gives
-    /// [`SecretsError::Decrypt`]; nothing here panics.
+    /// Stored values do not expire (no TTL). Any malformed, tampered,
+    /// oversized or foreign token, or one stamped more than a minute in the
+    /// future, gives [`SecretsError::Decrypt`]; nothing here panics.
     pub fn decrypt(&self, token: &str) -> Result<Vec<u8>, SecretsError> {
-        self.try_keys(|key| key.decrypt(token, None))
-    }
-
-    /// Decrypts with the spec's time checks at time `now` (unix seconds): with
-    /// `ttl`, a token older than `ttl` seconds is refused; a token more than
-    /// [`MAX_CLOCK_SKEW_SECS`] in the future is always refused. For short-lived
-    /// tokens (and the spec's verify/invalid vectors).
-    pub fn decrypt_at(
-        &self,
-        token: &str,
-        ttl: Option<u64>,
-        now: u64,
-    ) -> Result<Vec<u8>, SecretsError> {
-        self.try_keys(|key| key.decrypt(token, Some((ttl, now))))
+        // Refused before the crate decodes (and copies) it.
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(SecretsError::Decrypt);
+        }
+        self.keys.decrypt(token).map_err(|_| SecretsError::Decrypt)
     }
 
     /// Decrypts with any key of this box and encrypts again with the current
@@ -246,12 +252,6 @@ impl SecretBox {
     pub fn reencrypt(&self, token: &str) -> Result<String, SecretsError> {
         let plaintext = self.decrypt(token)?;
         Ok(self.encrypt(&plaintext))
-    }
-
-    fn try_keys(&self, f: impl Fn(&FernetKey) -> Option<Vec<u8>>) -> Result<Vec<u8>, SecretsError> {
-        f(&self.current)
-            .or_else(|| self.previous.as_ref().and_then(&f))
-            .ok_or(SecretsError::Decrypt)
     }
 }
 
@@ -299,23 +299,16 @@ fn write_named_key_file(data_dir: &Path, name: &str, key: &str) -> Result<PathBu
     Ok(path)
 }
 
-fn parse_setting(text: &str, setting: &str) -> Result<FernetKey, SecretsError> {
-    FernetKey::parse(text).ok_or_else(|| SecretsError::InvalidKey {
+fn parse_setting(text: &str, setting: &str) -> Result<Key, SecretsError> {
+    Key::parse(text).ok_or_else(|| SecretsError::InvalidKey {
         setting: setting.to_string(),
     })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Reads the key file, or creates it without ever clobbering a key another
 /// process wrote at the same moment (temp file + hard link, which fails if the
 /// target exists).
-fn load_or_generate_key_file(data_dir: &Path) -> Result<(FernetKey, KeyOrigin), SecretsError> {
+fn load_or_generate_key_file(data_dir: &Path) -> Result<(Key, KeyOrigin), SecretsError> {
     let path = data_dir.join(KEY_FILE_NAME);
     let io_err = |source| SecretsError::KeyFile {
         path: path.clone(),
@@ -347,8 +340,8 @@ fn load_or_generate_key_file(data_dir: &Path) -> Result<(FernetKey, KeyOrigin), 
     }
 }
 
-fn read_existing(path: &Path, text: &str) -> Result<(FernetKey, KeyOrigin), SecretsError> {
-    let key = FernetKey::parse(text).ok_or_else(|| SecretsError::InvalidKeyFile {
+fn read_existing(path: &Path, text: &str) -> Result<(Key, KeyOrigin), SecretsError> {
+    let key = Key::parse(text).ok_or_else(|| SecretsError::InvalidKeyFile {
         path: path.to_path_buf(),
     })?;
     let loose_permissions = loose_permissions(path);

@@ -35,6 +35,7 @@ mod plugin_dev;
 mod plugin_platform;
 mod proxy;
 mod rate_limits;
+mod reference_plugins;
 mod routes;
 mod tenancy;
 mod tenancy_sharing;

@@ -34,6 +34,10 @@ pub struct Plugins {
     pub access_echo: PathBuf,
     /// An authenticator built with the contract 0.2 SDK.
     pub legacy_v0_2: PathBuf,
+    /// The reference TOTP second factor (an authorizer).
+    pub totp: PathBuf,
+    /// The reference webhook signature checker (an authenticator).
+    pub webhook_hmac: PathBuf,
 }
 
 /// Builds the reference and test plugins for wasm32-wasip2 (release) in a
@@ -68,6 +72,8 @@ pub fn plugins() -> &'static Plugins {
                 "-p",
                 "legacy-v0-2-plugin",
             ])
+            // The contract 0.3 reference plugins (reference_plugins.rs).
+            .args(["-p", "totp", "-p", "webhook-hmac"])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -87,6 +93,8 @@ pub fn plugins() -> &'static Plugins {
             cache_hint: out.join("cache_hint_plugin.wasm"),
             access_echo: out.join("access_echo_plugin.wasm"),
             legacy_v0_2: out.join("legacy_v0_2_plugin.wasm"),
+            totp: out.join("totp.wasm"),
+            webhook_hmac: out.join("webhook_hmac.wasm"),
         }
     })
 }

@@ -14,7 +14,7 @@ use crate::config::{Env, PluginConfig};
 use crate::identity::Identity;
 use crate::plugins::inspect::{self, world_name};
 use crate::plugins::{
-    Access, AuthnOutcome, AuthzOutcome, KvStore, PluginRequest, PluginRuntime, Slot,
+    Access, AllowList, AuthnOutcome, AuthzOutcome, KvStore, PluginRequest, PluginRuntime, Slot,
 };
 
 /// The `plugin` subcommands.
@@ -203,7 +203,8 @@ fn call(mut args: CallArgs) -> anyhow::Result<()> {
         path: args.file.clone(),
         config: req.config.clone(),
         secrets: args.secrets.clone(),
-        allowed_hosts: args.allowed_hosts.clone(),
+        allowed_hosts: AllowList::parse(&args.allowed_hosts)
+            .map_err(|(_, why)| anyhow::anyhow!("--allow-host: {why}"))?,
         memory_mb: args.memory_mb,
         timeout_ms: args.timeout_ms,
         kv_kb: 1024,

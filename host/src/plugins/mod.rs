@@ -176,8 +176,9 @@ pub struct CacheHint {
     pub vary: Vec<String>,
 }
 
-/// Why a plugin refused a request; [`Refusal::status`] is the one place a
-/// refusal becomes an HTTP status.
+/// Why a plugin refused a request. It becomes the client's answer as an
+/// [`ApiError`](crate::error::ApiError), whose `status` is the one place a
+/// refusal gets its HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// 401: missing or unacceptable credentials.
@@ -194,13 +195,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The HTTP status of this refusal.
+    /// The HTTP status the client gets for this refusal (for reports such
+    /// as `agentflow plugin call`), taken from the answer itself.
     pub fn status(&self) -> u16 {
-        match self {
-            Refusal::Unauthenticated(_) => 401,
-            Refusal::Forbidden(_) => 403,
-            Refusal::RateLimited { .. } => 429,
-        }
+        crate::error::ApiError::from(self.clone()).status().as_u16()
     }
 
     /// The reason shown to the client.

@@ -16,24 +16,25 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::log_limit::{self, LogLimiter};
 
-/// The hosts one plugin may reach, parsed from `allowed_hosts`.
+/// The hosts one plugin may reach: its `allowed_hosts`, parsed once when
+/// the config is loaded (the only place entries are checked) and handed
+/// here as this type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
+    /// Lower-case host and port of each entry.
     entries: Vec<(String, u16)>,
 }
 
 impl AllowList {
-    /// Parses `host:port` entries (already validated by the config loader;
-    /// anything unparsable here is dropped, which denies it).
-    pub fn parse(entries: &[String]) -> AllowList {
+    /// Parses `host:port` entries. A bad entry fails the whole list: the
+    /// error is its index and a reason saying how to write it.
+    pub fn parse(entries: &[String]) -> Result<AllowList, (usize, String)> {
         let entries = entries
             .iter()
-            .filter_map(|e| {
-                let (host, port) = e.rsplit_once(':')?;
-                Some((host.to_ascii_lowercase(), port.parse().ok()?))
-            })
-            .collect();
-        AllowList { entries }
+            .enumerate()
+            .map(|(i, e)| parse_entry(e).map_err(|reason| (i, reason)))
+            .collect::<Result<_, _>>()?;
+        Ok(AllowList { entries })
     }
 
     /// Whether a request to `host` on `port` is allowed.
@@ -42,9 +43,30 @@ impl AllowList {
         self.entries.iter().any(|(h, p)| *h == host && *p == port)
     }
 
+    /// Whether `entry` (`host:port`, as a plugin's manifest lists the hosts
+    /// it calls) is on the list; an entry that does not parse is not.
+    pub fn contains(&self, entry: &str) -> bool {
+        parse_entry(entry).is_ok_and(|(host, port)| self.allows(&host, port))
+    }
+
     /// Whether the plugin may make any request at all.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// One `host:port` entry, the host lower-cased.
+fn parse_entry(entry: &str) -> Result<(String, u16), String> {
+    let hint = "write it as host:port, e.g. \"127.0.0.1:9100\" or \"auth.example.com:443\"";
+    if entry.contains("://") || entry.contains('/') {
+        return Err(format!("{entry:?} is not host:port ({hint})"));
+    }
+    match entry.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
+            Ok(port) => Ok((host.to_ascii_lowercase(), port)),
+            Err(_) => Err(format!("{entry:?} is not host:port ({hint})")),
+        },
+        _ => Err(format!("{entry:?} is not host:port ({hint})")),
     }
 }
 
@@ -163,13 +185,33 @@ mod tests {
 
     #[test]
     fn allows_only_listed_host_and_port() {
-        let list = AllowList::parse(&["127.0.0.1:9100".into(), "Auth.Example.com:443".into()]);
+        let list =
+            AllowList::parse(&["127.0.0.1:9100".into(), "Auth.Example.com:443".into()]).unwrap();
         assert!(list.allows("127.0.0.1", 9100));
         assert!(list.allows("auth.example.com", 443));
         assert!(!list.allows("127.0.0.1", 9101));
         assert!(!list.allows("localhost", 9100));
         assert!(!list.allows("auth.example.com", 80));
-        assert!(AllowList::parse(&[]).is_empty());
+        assert!(list.contains("AUTH.example.com:443"));
+        assert!(!list.contains("auth.example.com"));
+        assert!(AllowList::parse(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_entry_fails_the_list_naming_it() {
+        for bad in [
+            "https://auth.example.com",
+            "auth.example.com",
+            "auth.example.com:https",
+            ":443",
+            "host:70000",
+            "host/path:80",
+        ] {
+            let entries = vec!["127.0.0.1:9100".to_owned(), bad.to_owned()];
+            let (i, reason) = AllowList::parse(&entries).unwrap_err();
+            assert_eq!(i, 1, "{bad}");
+            assert!(reason.contains("host:port"), "{bad}: {reason}");
+        }
     }
 
     #[test]

@@ -291,13 +291,11 @@ impl Plugin {
                 format!("the plugin needs the secret {s:?}, which is not granted: add it to this plugin's \"secrets\""),
             ));
         }
-        if let Some(h) = m.outbound_hosts.iter().find(|h| {
-            !self
-                .cfg
-                .allowed_hosts
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(h))
-        }) {
+        if let Some(h) = m
+            .outbound_hosts
+            .iter()
+            .find(|h| !self.cfg.allowed_hosts.contains(h))
+        {
             return Err(self.init_error(
                 "allowed_hosts",
                 format!("the plugin calls {h:?}, which is not allowed: add it to this plugin's \"allowed_hosts\""),

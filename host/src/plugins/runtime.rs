@@ -14,7 +14,6 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::compile_cache::CompileCache;
 use super::crate_build;
 use super::kv::{KvStore, PluginKv};
-use super::outbound::AllowList;
 use super::plugin::{Exports, LoadedVersion, Plugin};
 use super::state::{PluginShared, PluginState};
 use super::{PluginError, SecretSource, Slot, WIT_VERSIONS, v0_2, v0_3};
@@ -140,7 +139,7 @@ impl PluginRuntime {
             config_json: cfg.config.to_string(),
             secrets,
             kv,
-            allowed_hosts: AllowList::parse(&cfg.allowed_hosts),
+            allowed_hosts: cfg.allowed_hosts.clone(),
             log: Arc::default(),
         });
         Plugin::new(cfg.clone(), slot, shared, version, self.clone())
