@@ -61,6 +61,11 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     let accounts = Arc::new(Accounts::open(cfg).await?);
     accounts.spawn_maintenance();
     let mut runtime = PluginRuntime::new()?;
+    if cfg.plugins.watch {
+        // Crate folders rebuild on every save: build them for speed, not
+        // for shipping (no LTO, many codegen units, incremental).
+        runtime = runtime.with_crate_profile(crate::plugins::BuildProfile::Watch);
+    }
     if let Some(storage) = crate::plugins::open_storage(cfg)? {
         runtime = runtime.with_storage(storage);
     }
