@@ -68,6 +68,11 @@ async fn build(cfg: &Config) -> Result<(AppState, PluginRuntime), StartError> {
     let accounts = Arc::new(Accounts::open(cfg).await?);
     accounts.spawn_maintenance();
     let mut base = PluginRuntime::new()?;
+    if cfg.plugins.watch {
+        // Crate folders rebuild on every save: build them for speed, not
+        // for shipping (no LTO, many codegen units, incremental).
+        base = base.with_crate_profile(crate::plugins::BuildProfile::Watch);
+    }
     if let Some(storage) = crate::plugins::open_storage(cfg)? {
         base = base.with_storage(storage);
     }

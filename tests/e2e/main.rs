@@ -33,6 +33,7 @@ mod oauth;
 mod performance;
 mod plugin_dev;
 mod plugin_platform;
+mod plugin_tools;
 mod proxy;
 mod rate_limits;
 mod reference_plugins;

@@ -105,12 +105,23 @@ fn the_scaffold_builds_tests_checks_calls_and_hot_reloads() {
     assert_eq!(answer["outcome"], "authenticated");
     assert_eq!(answer["identity"]["user_id"], "dev");
 
-    // The server builds the crate folder and rebuilds it when a source changes.
+    // The starter cases pass against the starter source (the crate folder
+    // is built with the watch profile, as the server below builds it).
     let target = target_dir();
+    let target_env = [("CARGO_TARGET_DIR", target.to_str().unwrap())];
+    let (code, out, err) = run_agentflow(&["plugin", "test", root.to_str().unwrap()], &target_env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 passed, 0 failed"), "{out}");
+    assert!(
+        out.contains("agentflow-dev/scaffolded_auth.wasm"),
+        "built with the watch profile: {out}"
+    );
+
+    // The server builds the crate folder and rebuilds it when a source changes.
     let server = Server::start(
-        json!({"auth": {"method": "custom", "name": "dev", "path": root, "config": {"token": "t", "user": "dev"}},
+        json!({"auth": ["jwt", {"method": "custom", "name": "dev", "path": root, "config": {"token": "t", "user": "dev"}}],
                "plugins": {"watch": true}}),
-        &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
+        &[target_env[0], ("JWT_SECRET_KEY", SECRET)],
     );
     let whoami = || get(&server.url("/v1/whoami"), &[("x-token", "t")]);
     assert_eq!(whoami().body["roles"], json!(["user"]));
@@ -135,6 +146,67 @@ fn the_scaffold_builds_tests_checks_calls_and_hot_reloads() {
         "the edited crate was not rebuilt and reloaded:\n{}",
         server.logs()
     );
+    assert!(
+        target
+            .join("wasm32-wasip2/agentflow-dev/scaffolded_auth.wasm")
+            .is_file(),
+        "the watched crate is built with the agentflow-dev profile"
+    );
+    // The starter cases now catch the change.
+    let (code, out, _) = run_agentflow(&["plugin", "test", root.to_str().unwrap()], &target_env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("expected roles [\"user\"], got [\"editor\"]"),
+        "{out}"
+    );
+
+    // A save with 30 errors: the last good version keeps serving and the
+    // listing shows every one of them, not the last lines of cargo's output.
+    let mut broken = std::fs::read_to_string(&lib).unwrap();
+    broken.push_str("\npub fn broken() -> u32 {\n");
+    for i in 0..30 {
+        broken.push_str(&format!("    let _ = undefined_{i};\n"));
+    }
+    broken.push_str("    0\n}\n");
+    std::fs::write(&lib, broken).unwrap();
+    let admin = bearer(&hs256(
+        SECRET,
+        json!({"sub": "root", "role": "admin", "exp": now() + 600}),
+    ));
+    let mut error = String::new();
+    for _ in 0..600 {
+        let r = get(&server.url("/v1/plugins"), &[("authorization", &admin)]);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        if let Some(e) = r.body["plugins"][0]["last_error"].as_str() {
+            error = e.to_owned();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        error.starts_with("cargo build failed:"),
+        "{error}\n{}",
+        server.logs()
+    );
+    for i in [0, 15, 29] {
+        assert!(
+            error.contains(&format!("cannot find value `undefined_{i}`")),
+            "error {i} is missing:\n{error}"
+        );
+    }
+    assert!(
+        error.contains("could not compile `scaffolded-auth`"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("   Compiling "),
+        "progress lines are dropped: {error}"
+    );
+    assert!(
+        server.logs().contains("cannot find value `undefined_0`"),
+        "the log has the whole error too"
+    );
+    assert_eq!(whoami().body["roles"], json!(["editor"]));
 }
 
 #[test]

@@ -1,6 +1,9 @@
-//! `agentflow plugin new | check | call`: a plugin developer's tools.
-//! Scaffolding lives in `plugin/scaffold.rs`.
+//! `agentflow plugin new | check | call | test`: a plugin developer's
+//! tools. Scaffolding lives in `plugin/scaffold.rs`, the case runner in
+//! `plugin/cases.rs`, what `call` and `test` share in `plugin/harness.rs`.
 
+mod cases;
+mod harness;
 mod scaffold;
 
 use std::path::PathBuf;
@@ -8,14 +11,13 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+
+pub use cases::CasesFailed;
 
 use crate::config::{Env, PluginConfig};
-use crate::identity::Identity;
+use crate::plugins::PluginRuntime;
 use crate::plugins::inspect::{self, world_name};
-use crate::plugins::{
-    Access, AllowList, AuthnOutcome, AuthzOutcome, KvStore, PluginRequest, PluginRuntime, Slot,
-};
 
 /// The `plugin` subcommands.
 #[derive(Subcommand, Debug)]
@@ -26,6 +28,8 @@ pub enum PluginCommand {
     Check(CheckArgs),
     /// Run one authenticate/authorize call locally and print the outcome.
     Call(CallArgs),
+    /// Run a plugin against a file of request -> expected-outcome cases.
+    Test(cases::TestArgs),
 }
 
 /// Arguments of `plugin check`.
@@ -39,24 +43,35 @@ pub struct CheckArgs {
 #[derive(Args, Debug)]
 pub struct CallArgs {
     /// The component to call, or a plugin crate folder (built first).
-    file: PathBuf,
+    /// Default: the `path` of the `--config-from` entry.
+    file: Option<PathBuf>,
     /// JSON file: `method`, `path`, `query`, `headers` (object or list of
-    /// pairs), `client_ip`, the plugin's `config`, and for authorizers the
-    /// `identity` and `access` to decide on.
+    /// pairs), `client_ip`, `body`, the plugin's `config`, and for
+    /// authorizers the `identity` and `access` to decide on.
     #[arg(long)]
     request: PathBuf,
+    /// Take the plugin's config, grants, limits and name from an entry of
+    /// an agentflow.json: `FILE#KEY`, KEY being `auth`, `auth[N]`,
+    /// `authorization` or the plugin's name (just `FILE` when it names one
+    /// plugin). A `config` in the request file still wins.
+    #[arg(long, value_name = "FILE#KEY")]
+    config_from: Option<String>,
+    /// Store KEY=VALUE in the plugin's (throw-away) key-value store before
+    /// the call; the store is printed after it.
+    #[arg(long = "kv", value_name = "KEY=VALUE", value_parser = harness::kv_pair)]
+    kv: Vec<(String, String)>,
     /// Environment variables the plugin may read as secrets.
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
     /// `host:port` the plugin may send HTTP requests to.
     #[arg(long = "allow-host", value_name = "HOST:PORT")]
     allowed_hosts: Vec<String>,
-    /// Time limit of the call, in milliseconds.
-    #[arg(long, default_value_t = 200)]
-    timeout_ms: u32,
-    /// Memory cap, in MiB.
-    #[arg(long, default_value_t = 32)]
-    memory_mb: u32,
+    /// Time limit of the call, in milliseconds (default 200, or the entry's).
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+    /// Memory cap, in MiB (default 32, or the entry's).
+    #[arg(long)]
+    memory_mb: Option<u32>,
 }
 
 /// Runs a `plugin` subcommand.
@@ -65,6 +80,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::New(args) => scaffold::run(args),
         PluginCommand::Check(args) => check(args),
         PluginCommand::Call(args) => call(args),
+        PluginCommand::Test(args) => cases::run(args),
     }
 }
 
@@ -115,15 +131,17 @@ struct CallRequest {
     #[serde(default)]
     query: String,
     #[serde(default)]
-    headers: Headers,
+    headers: harness::Headers,
     #[serde(default)]
     client_ip: Option<String>,
     #[serde(default)]
-    config: Value,
+    body: Option<Value>,
     #[serde(default)]
-    identity: Option<CallIdentity>,
+    config: Option<Value>,
     #[serde(default)]
-    access: Option<CallAccess>,
+    identity: Option<harness::IdentitySpec>,
+    #[serde(default)]
+    access: Option<harness::AccessSpec>,
 }
 
 fn get() -> String {
@@ -134,157 +152,62 @@ fn root() -> String {
     "/".into()
 }
 
-#[derive(Deserialize, Default)]
-#[serde(untagged)]
-enum Headers {
-    #[default]
-    None,
-    Map(Map<String, Value>),
-    Pairs(Vec<(String, String)>),
+/// The plugin settings of a tool run: the `--config-from` entry, or the
+/// defaults named after the component; the file to run (given, or the
+/// entry's path) is built when it is a crate folder.
+fn settings(
+    file: Option<PathBuf>,
+    config_from: Option<&str>,
+) -> anyhow::Result<(PathBuf, PluginConfig, Env)> {
+    let entry = config_from.map(harness::entry).transpose()?;
+    let source = match (file, &entry) {
+        (Some(file), _) => file,
+        (None, Some(entry)) => entry.cfg.path.clone(),
+        (None, None) => bail!("name the component or crate folder, or give --config-from"),
+    };
+    let wasm = component_file(&source)?;
+    Ok(match entry {
+        Some(entry) => (wasm, entry.cfg, entry.env),
+        None => {
+            let name = harness::name_of(&wasm);
+            let cfg = harness::default_config(name, wasm.clone());
+            (wasm, cfg, Env::process_only())
+        }
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CallIdentity {
-    user_id: String,
-    #[serde(default)]
-    roles: Vec<String>,
-    #[serde(default)]
-    claims: Map<String, Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CallAccess {
-    resource: String,
-    action: String,
-    #[serde(default)]
-    resource_id: Option<String>,
-    /// The resource's recorded owner (contract 0.3 `resource-owner`).
-    #[serde(default)]
-    resource_owner: Option<String>,
-    /// The caller's tenant key (contract 0.3 `caller-tenant`).
-    #[serde(default)]
-    caller_tenant: Option<String>,
-}
-
-fn call(mut args: CallArgs) -> anyhow::Result<()> {
-    args.file = component_file(&args.file)?;
+fn call(args: CallArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.request)
         .with_context(|| format!("cannot read {}", args.request.display()))?;
     let req: CallRequest =
         serde_json::from_str(&text).with_context(|| format!("{}", args.request.display()))?;
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let runtime =
-        PluginRuntime::new()?.with_storage(KvStore::temporary().map_err(anyhow::Error::msg)?);
-    let report = inspect::check(&runtime, &bytes)
-        .map_err(|why| anyhow::anyhow!("{}: {why}", args.file.display()))?;
-    let fits: Vec<&str> = report.fits().collect();
-    let slot = match (
-        fits.contains(&"authenticator"),
-        fits.contains(&"authorizer"),
-    ) {
-        (true, true) if req.access.is_some() => Slot::Authorizer,
-        (true, _) => Slot::Authenticator,
-        (false, true) => Slot::Authorizer,
-        (false, false) => bail!(
-            "{} fits no plugin world (run `agentflow plugin check` for why)",
-            args.file.display()
-        ),
-    };
-    let name = args
-        .file
-        .file_stem()
-        .map(|s| s.to_string_lossy().replace('_', "-"))
-        .unwrap_or_else(|| "plugin".into());
-    let cfg = PluginConfig {
-        name,
-        path: args.file.clone(),
-        config: req.config.clone(),
-        secrets: args.secrets.clone(),
-        allowed_hosts: AllowList::parse(&args.allowed_hosts)
-            .map_err(|(_, why)| anyhow::anyhow!("--allow-host: {why}"))?,
-        memory_mb: args.memory_mb,
-        timeout_ms: args.timeout_ms,
-        kv_kb: 1024,
-        reuse_instance: false,
-        credential_headers: Vec::new(),
-        body_kb: 64,
-    };
-    let plugin = runtime.load(&cfg, slot, &Env::process_only())?;
-    let headers = match req.headers {
-        Headers::None => Vec::new(),
-        Headers::Pairs(p) => p
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect(),
-        Headers::Map(m) => m
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_ascii_lowercase(),
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string()),
-                )
-            })
-            .collect(),
-    };
-    let view = PluginRequest::new(
-        req.method.to_ascii_uppercase(),
+    let (wasm, mut cfg, env) = settings(args.file, args.config_from.as_deref())?;
+    if let Some(config) = req.config {
+        cfg.config = config;
+    }
+    cfg.secrets.extend(args.secrets);
+    cfg.allowed_hosts
+        .extend_parsed(&args.allowed_hosts)
+        .map_err(|(_, why)| anyhow::anyhow!("--allow-host: {why}"))?;
+    cfg.timeout_ms = args.timeout_ms.unwrap_or(cfg.timeout_ms);
+    cfg.memory_mb = args.memory_mb.unwrap_or(cfg.memory_mb);
+    let harness = harness::Harness::new(&wasm)?;
+    let slot = harness.slot(req.access.is_some())?;
+    harness.seed(&cfg, &args.kv)?;
+    let request = harness::RequestSpec::new(
+        req.method,
         req.path,
         req.query,
-        headers,
+        req.headers,
         req.client_ip,
+        req.body,
     );
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let answer = match slot {
-        Slot::Authenticator => match tokio.block_on(plugin.authenticate(&view))? {
-            AuthnOutcome::Authenticated { who, cache } => json!({
-                "outcome": "authenticated",
-                "identity": who.to_json(),
-                "cache": cache.map(|c| json!({"ttl_ms": c.ttl_ms, "vary": c.vary})),
-            }),
-            AuthnOutcome::NoCredentials => json!({"outcome": "no-credentials"}),
-            AuthnOutcome::Refused(r) => {
-                json!({"outcome": "refused", "status": r.status(), "detail": r.detail()})
-            }
-        },
-        Slot::Authorizer => {
-            let who = req
-                .identity
-                .context("an authorizer call needs \"identity\" in the request file")?;
-            let what = req
-                .access
-                .context("an authorizer call needs \"access\" in the request file")?;
-            let who = Identity {
-                user_id: who.user_id,
-                roles: who.roles,
-                claims: who.claims,
-            };
-            // A one-shot command: leaking two short strings is harmless.
-            let access = Access {
-                resource: Box::leak(what.resource.into_boxed_str()),
-                action: Box::leak(what.action.into_boxed_str()),
-                resource_id: what.resource_id,
-                owner: what.resource_owner,
-                tenant: what.caller_tenant,
-            };
-            match tokio.block_on(plugin.authorize(&who, &access, &view))? {
-                AuthzOutcome::Allow => json!({"outcome": "allow"}),
-                AuthzOutcome::Deny(r) => {
-                    json!({"outcome": "deny", "status": r.status(), "detail": r.detail()})
-                }
-            }
-        }
-    };
+    let mut answer = harness.call(&cfg, &env, slot, request, req.identity, req.access)??;
+    answer["kv"] = Value::Object(harness.kv(&cfg)?);
     eprintln!(
         "called {} of {} ({})",
         slot.function(),
-        args.file.display(),
+        wasm.display(),
         world_name(slot)
     );
     println!("{}", serde_json::to_string_pretty(&answer)?);

@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY: usize = 1024;
 
+/// Keys with their values, as [`PluginKv::entries`] lists them.
+pub type KvEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 use super::kv_pg::{PgKvStore, PgNamespace};
 
 /// The database holding every plugin's store.
@@ -167,6 +170,27 @@ impl PluginKv {
         match &self.namespace {
             Namespace::Sled(ns) => ns.increment(key, delta, expires_in_s),
             Namespace::Postgres(ns) => ns.increment(key, delta, expires_in_s),
+        }
+    }
+
+    /// Every live (not expired) key with its value, in key order: what
+    /// `agentflow plugin call` shows after a call.
+    pub fn entries(&self) -> Result<KvEntries, String> {
+        match &self.namespace {
+            Namespace::Sled(ns) => {
+                let mut out = Vec::new();
+                for item in ns.tree.iter() {
+                    let (key, _) = item.map_err(|e| format!("storage read failed: {e}"))?;
+                    let live = std::str::from_utf8(&key)
+                        .map_err(|e| e.to_string())
+                        .and_then(|k| ns.live(k))?;
+                    if let Some(value) = live {
+                        out.push((key.to_vec(), value));
+                    }
+                }
+                Ok(out)
+            }
+            Namespace::Postgres(ns) => ns.entries(),
         }
     }
 

@@ -170,6 +170,23 @@ impl PgNamespace {
         })
     }
 
+    /// Every live (not expired) key and its value, in key order.
+    pub fn entries(&self) -> Result<super::kv::KvEntries, String> {
+        let plugin = self.plugin.clone();
+        self.bridge.run(move |pool| async move {
+            let c = pool.get().await.map_err(|e| failed(pool_error(e)))?;
+            let rows = c
+                .query(
+                    "SELECT key, value FROM plugin_kv WHERE plugin = $1 \
+                     AND (expires_at IS NULL OR expires_at > $2) ORDER BY key",
+                    &[&&*plugin, &(unix_now() as i64)],
+                )
+                .await
+                .map_err(|e| failed(db_error(e)))?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
     /// Stores `value` under `key` (empty: removes it) unless the namespace
     /// would exceed its cap; with `expires_in_s` the key reads as absent
     /// after that many seconds. Durable (committed) when it returns `Ok`.

@@ -20,6 +20,7 @@ mod state;
 mod v0_2;
 mod v0_3;
 
+pub use crate_build::{BuildProfile, WATCH_PROFILE};
 pub use error::{CallFailure, PluginError};
 pub use kv::KvStore;
 pub use outbound::AllowList;
@@ -44,10 +45,11 @@ impl SecretSource for Env {
 }
 
 /// The component at `path`: the file itself, or what cargo builds from the
-/// crate folder it names (for the developer tools, which take either).
+/// crate folder it names (for the developer tools, which take either; they
+/// build with the fast watch profile, since they run in the edit loop).
 pub fn component_path(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
     if crate_build::is_crate(path) {
-        crate_build::build(path)
+        crate_build::build(path, BuildProfile::Watch)
     } else {
         Ok(path.to_path_buf())
     }

@@ -37,6 +37,13 @@ impl AllowList {
         Ok(AllowList { entries })
     }
 
+    /// Adds more `host:port` entries (e.g. `--allow-host` on the command
+    /// line); a bad one is refused with its index among `more`.
+    pub fn extend_parsed(&mut self, more: &[String]) -> Result<(), (usize, String)> {
+        self.entries.extend(AllowList::parse(more)?.entries);
+        Ok(())
+    }
+
     /// Whether a request to `host` on `port` is allowed.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.to_ascii_lowercase();

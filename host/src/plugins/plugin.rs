@@ -17,8 +17,8 @@ use super::runtime::PluginRuntime;
 use super::state::{PluginShared, PluginState, truncate};
 use super::v0_3::NoOutcome;
 use super::{
-    Access, AuthnOutcome, AuthzOutcome, CallFailure, Manifest, PluginError, PluginRequest, Refusal,
-    Slot, v0_2, v0_3,
+    Access, AuthnOutcome, AuthzOutcome, CacheHint, CallFailure, Manifest, PluginError,
+    PluginRequest, Refusal, Slot, v0_2, v0_3,
 };
 use crate::config::PluginConfig;
 use crate::identity::Identity;
@@ -631,6 +631,18 @@ impl Plugin {
         access: &Access,
         req: &PluginRequest,
     ) -> Result<AuthzOutcome, PluginError> {
+        Ok(self.authorize_with_hint(who, access, req).await?.0)
+    }
+
+    /// [`Plugin::authorize`], also returning the cache hint the plugin sent
+    /// with an allow (`None` for a denial or an answer from the cache), for
+    /// the developer tools that show it.
+    pub async fn authorize_with_hint(
+        &self,
+        who: &Identity,
+        access: &Access,
+        req: &PluginRequest,
+    ) -> Result<(AuthzOutcome, Option<CacheHint>), PluginError> {
         let version = self.version();
         // Cached allows are scoped to this caller asking for this access;
         // the key is built only for an authorizer that sends hints.
@@ -652,7 +664,7 @@ impl Plugin {
             crate::metrics::global().cache_lookup("plugin_outcome", hit);
             if hit {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(AuthzOutcome::Allow);
+                return Ok((AuthzOutcome::Allow, None));
             }
         }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
@@ -690,14 +702,14 @@ impl Plugin {
         };
         match &outcome {
             AuthzOutcome::Allow => {
-                if let Some(hint) = hint {
-                    version.authz_cache.store(&scope, req, &hint, &());
+                if let Some(hint) = &hint {
+                    version.authz_cache.store(&scope, req, hint, &());
                 }
-                Ok(AuthzOutcome::Allow)
+                Ok((AuthzOutcome::Allow, hint))
             }
             AuthzOutcome::Deny(r) => {
                 self.counters.denials.fetch_add(1, Ordering::Relaxed);
-                Ok(AuthzOutcome::Deny(limit_detail(r.clone())))
+                Ok((AuthzOutcome::Deny(limit_detail(r.clone())), None))
             }
         }
     }

@@ -74,6 +74,26 @@ impl Target {
         }
     }
 
+    /// The folders to watch. A crate's own folder is watched without its
+    /// subfolders (its manifest, lock file and `build.rs`), and only `src/`
+    /// and `wit/` recursively: a standalone crate's `target/` holds
+    /// thousands of folders a recursive watch would subscribe to one by one
+    /// and a build would flood with events.
+    fn watches(&self) -> Vec<(PathBuf, RecursiveMode)> {
+        match self {
+            Target::File { dir, .. } => vec![(dir.clone(), RecursiveMode::NonRecursive)],
+            Target::Crate { dir } => std::iter::once((dir.clone(), RecursiveMode::NonRecursive))
+                .chain(
+                    ["src", "wit"]
+                        .iter()
+                        .map(|sub| dir.join(sub))
+                        .filter(|sub| sub.is_dir())
+                        .map(|sub| (sub, RecursiveMode::Recursive)),
+                )
+                .collect(),
+        }
+    }
+
     fn quiet(&self) -> Duration {
         match self {
             Target::File { .. } => WASM_QUIET,
@@ -125,17 +145,18 @@ pub fn watch(plugins: Vec<Arc<Plugin>>, report: ReloadCallback) -> Result<Plugin
     for plugin in plugins {
         let target = Target::of(&plugin.config().path)
             .map_err(|e| format!("plugin {:?}: {e}", plugin.name()))?;
-        let (dir, mode) = match &target {
-            Target::File { dir, .. } => (dir.clone(), RecursiveMode::NonRecursive),
-            Target::Crate { dir } => (dir.clone(), RecursiveMode::Recursive),
+        let dir = match &target {
+            Target::File { dir, .. } | Target::Crate { dir } => dir.clone(),
         };
-        watcher.watch(&dir, mode).map_err(|e| {
-            format!(
-                "plugin {:?}: cannot watch {}: {e}",
-                plugin.name(),
-                dir.display()
-            )
-        })?;
+        for (path, mode) in target.watches() {
+            watcher.watch(&path, mode).map_err(|e| {
+                format!(
+                    "plugin {:?}: cannot watch {}: {e}",
+                    plugin.name(),
+                    path.display()
+                )
+            })?;
+        }
         tracing::info!(plugin = %plugin.name(), watching = %dir.display(), "hot reload on");
         watched.push(Watched { plugin, target });
     }
@@ -265,5 +286,23 @@ mod tests {
         assert!(!t.matches(&root.join("data/plugins-kv/db")));
         assert!(!t.matches(&root.join("src/.lib.rs.swp")));
         assert!(!t.matches(Path::new("/elsewhere/src/lib.rs")));
+    }
+
+    #[test]
+    fn crate_targets_never_watch_their_target_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), "[package]").unwrap();
+        for sub in ["src/nested", "target/wasm32-wasip2/release/deps", "data"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let root = dir.path().canonicalize().unwrap();
+        let watches = Target::of(dir.path()).unwrap().watches();
+        assert_eq!(
+            watches,
+            [
+                (root.clone(), RecursiveMode::NonRecursive),
+                (root.join("src"), RecursiveMode::Recursive)
+            ]
+        );
     }
 }

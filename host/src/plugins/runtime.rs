@@ -30,6 +30,7 @@ pub struct PluginRuntime {
     storage: Option<KvStore>,
     secrets: Option<Arc<dyn SecretSource>>,
     compile_cache: Option<Arc<CompileCache>>,
+    crate_profile: crate_build::BuildProfile,
 }
 
 impl PluginRuntime {
@@ -65,6 +66,7 @@ impl PluginRuntime {
             storage: None,
             secrets: None,
             compile_cache: None,
+            crate_profile: crate_build::BuildProfile::Release,
         })
     }
 
@@ -72,6 +74,13 @@ impl PluginRuntime {
     /// unchanged file skip compilation.
     pub fn with_compile_cache(mut self, dir: PathBuf) -> Self {
         self.compile_cache = Some(Arc::new(CompileCache::new(dir, &self.engine)));
+        self
+    }
+
+    /// Builds crate folders with `profile` (the fast watch profile while the
+    /// server watches plugins; release otherwise).
+    pub fn with_crate_profile(mut self, profile: crate_build::BuildProfile) -> Self {
+        self.crate_profile = profile;
         self
     }
 
@@ -159,7 +168,8 @@ impl PluginRuntime {
     /// crate folder it names.
     pub(crate) fn build(&self, cfg: &PluginConfig) -> Result<PathBuf, PluginError> {
         if crate_build::is_crate(&cfg.path) {
-            crate_build::build(&cfg.path).map_err(|reason| load_error(cfg, reason))
+            crate_build::build(&cfg.path, self.crate_profile)
+                .map_err(|reason| load_error(cfg, reason))
         } else {
             Ok(cfg.path.clone())
         }

@@ -1,6 +1,7 @@
 //! `agentflow plugin new NAME`: a plugin crate that builds for
-//! wasm32-wasip2 as is, with a unit test and a config for hot-reload
-//! development.
+//! wasm32-wasip2 as is, with a unit test, starter conformance cases
+//! (`tests/cases.json`, for `agentflow plugin test`) and a config for
+//! hot-reload development.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -65,6 +66,8 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     )?;
     write("src/lib.rs", source(args.kind))?;
     write("agentflow.dev.json", dev_config(args.kind))?;
+    std::fs::create_dir_all(root.join("tests"))?;
+    write("tests/cases.json", cases(args.kind).into())?;
     write(".gitignore", "target/\ndata/\n.env\n".into())?;
     if args.kind == Kind::Authorizer {
         // The dev config's jwt method reads its key from this file.
@@ -84,6 +87,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     }
     println!("next:");
     println!("  cargo test --manifest-path {shown}/Cargo.toml");
+    println!("  agentflow plugin test {shown}   # runs tests/cases.json against the .wasm");
     println!(
         "  agentflow run --config {shown}/agentflow.dev.json --watch   # rebuilds on every save"
     );
@@ -211,6 +215,58 @@ fn dev_config(kind: Kind) -> String {
         "{{{auth}\n  \"{key}\": {entry},\n  \"plugins\": {{\"watch\": true, \"timeout_ms\": 200}}\n}}\n"
     )
 }
+
+/// The starter conformance cases (`agentflow plugin test`), matching the
+/// starter source.
+fn cases(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Authenticator => AUTHENTICATOR_CASES,
+        Kind::Authorizer => AUTHORIZER_CASES,
+    }
+}
+
+const AUTHENTICATOR_CASES: &str = r#"{
+  "config": {"token": "dev-token", "user": "dev"},
+  "cases": [
+    {
+      "name": "the configured token authenticates",
+      "request": {"method": "GET", "path": "/v1/whoami", "headers": {"x-token": "dev-token"}},
+      "expect": {"outcome": "authenticated", "user_id": "dev", "roles": ["user"]}
+    },
+    {
+      "name": "another token is refused",
+      "request": {"headers": {"x-token": "guess"}},
+      "expect": {"outcome": "refused", "status": 401, "detail": "invalid token"}
+    },
+    {
+      "name": "no token: the next auth method gets its turn",
+      "request": {"path": "/v1/whoami"},
+      "expect": {"outcome": "no-credentials"}
+    }
+  ]
+}
+"#;
+
+const AUTHORIZER_CASES: &str = r#"{
+  "config": {"allow_roles": ["admin"]},
+  "cases": [
+    {
+      "name": "an admin may write",
+      "request": {"method": "POST", "path": "/v1/threads"},
+      "identity": {"user_id": "a", "roles": ["admin"]},
+      "access": {"resource": "checkpointer", "action": "write"},
+      "expect": {"outcome": "allow"}
+    },
+    {
+      "name": "a user is denied",
+      "request": {"method": "POST", "path": "/v1/threads"},
+      "identity": {"user_id": "u", "roles": ["user"]},
+      "access": {"resource": "checkpointer", "action": "write"},
+      "expect": {"outcome": "deny", "status": 403, "detail": "u may not write checkpointer"}
+    }
+  ]
+}
+"#;
 
 fn source(kind: Kind) -> String {
     match kind {
