@@ -18,6 +18,7 @@ pub mod identity;
 pub mod jwt;
 pub mod login_throttle;
 pub mod metrics;
+pub mod openapi;
 pub mod passwords;
 pub mod pipeline;
 pub mod plugins;

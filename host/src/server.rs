@@ -105,6 +105,7 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
             .get("AGENTFLOW_METRICS_TOKEN")
             .filter(|t| !t.is_empty()),
         readiness: Arc::new(crate::readiness::Readiness::new(cfg.agent.as_deref())),
+        docs: crate::openapi::DocsPath::from_env(&cfg.env)?,
     });
     if cfg.upstream.token.is_some() && gate.is_open() {
         tracing::warn!(

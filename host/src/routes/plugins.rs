@@ -3,26 +3,44 @@
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use serde_json::{Value, json};
 
 use super::{AppState, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::plugins::PluginStatus;
 
 /// The role allowed to list plugins.
 const ADMIN: &str = "admin";
 
+/// The loaded plugins.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PluginList {
+    /// Authenticators in chain order, then the authorizer.
+    plugins: Vec<PluginStatus>,
+}
+
 /// Admins only (role `admin`): each plugin's name, slot, path, running
 /// component and its sha256, load time, last reload error, and call,
 /// denial and failure counts. Secrets and configs are never listed.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    operation_id = "list_plugins",
+    tag = "plugins",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "What every loaded plugin is running", body = PluginList),
+        (status = 403, description = "The caller does not have the `admin` role", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginList>, ApiError> {
     if !caller.identity.roles.iter().any(|r| r == ADMIN) {
         return Err(ApiError::Forbidden(
             "listing plugins needs the \"admin\" role".into(),
         ));
     }
     let plugins: Vec<_> = state.gate.plugins().map(|p| p.status()).collect();
-    Ok(Json(json!({ "plugins": plugins })))
+    Ok(Json(PluginList { plugins }))
 }
