@@ -97,6 +97,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// A paging number from a query string within the documented `int64`
+/// range; 400 naming the parameter above it. (The stores saturate anyway;
+/// this keeps the answer what /openapi.json says.)
+pub fn int64_param(name: &str, value: u64) -> Result<u64, ApiError> {
+    if i64::try_from(value).is_ok() {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`{name}`: at most {}",
+            i64::MAX
+        )))
+    }
+}
+
 /// What a request body claims to be.
 #[derive(Debug, PartialEq)]
 enum Media {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::account::Superuser;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Query, int64_param};
 use crate::store::{AuditEvent, AuditKind, AuditQuery, Store};
 
 /// Most events one page may ask for.
@@ -59,8 +59,8 @@ impl AuditFilter {
                 .map(str::to_owned),
             since: time_param("since", self.since.as_deref())?,
             until: time_param("until", self.until.as_deref())?,
-            offset: self.offset,
-            limit: self.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+            offset: int64_param("offset", self.offset)?,
+            limit: int64_param("limit", self.limit.unwrap_or(50))?.clamp(1, MAX_LIMIT),
         })
     }
 }
@@ -160,5 +160,13 @@ mod tests {
         };
         let q = big.to_query().unwrap();
         assert_eq!((q.kind, q.limit), (Some(AuditKind::LoginFailed), MAX_LIMIT));
+        let past_int64 = AuditFilter {
+            offset: 1 << 63,
+            ..Default::default()
+        };
+        assert!(matches!(
+            past_int64.to_query(),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

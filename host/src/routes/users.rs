@@ -112,15 +112,16 @@ pub async fn list(
     _: Superuser,
     Query(p): Query<Paging>,
 ) -> Result<Json<UserPage>, ApiError> {
-    let limit = p.limit.clamp(1, 500);
+    let offset = crate::extract::int64_param("offset", p.offset)?;
+    let limit = crate::extract::int64_param("limit", p.limit)?.clamp(1, 500);
     let page = match p.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        None => state.accounts.store.list_users(p.offset, limit).await?,
-        Some(q) => search(&state, q, p.offset, limit).await?,
+        None => state.accounts.store.list_users(offset, limit).await?,
+        Some(q) => search(&state, q, offset, limit).await?,
     };
     Ok(Json(UserPage {
         items: page.items.into_iter().map(Into::into).collect(),
         total: page.total,
-        offset: p.offset,
+        offset,
         limit,
     }))
 }
