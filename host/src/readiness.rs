@@ -92,6 +92,8 @@ pub struct ReadyAnswer {
     code: Option<&'static str>,
 }
 
+/// Readiness: should this instance get traffic?
+///
 /// The `/ready` handler: 200 `{"status": "ready"}` or 503
 /// `{"status": "not ready", "detail": why}`.
 #[utoipa::path(

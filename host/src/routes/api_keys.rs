@@ -58,6 +58,8 @@ pub struct CreatedKey {
     key: String,
 }
 
+/// Create an API key.
+///
 /// Any account: creates a key for themselves.
 #[utoipa::path(
     post,
@@ -100,6 +102,8 @@ pub async fn create(
     ))
 }
 
+/// List the caller's API keys.
+///
 /// Any account: their keys, masked.
 #[utoipa::path(
     get,
@@ -120,6 +124,8 @@ pub async fn list(
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }
 
+/// Revoke an API key.
+///
 /// The key's owner or a superuser: revokes it.
 #[utoipa::path(
     delete,

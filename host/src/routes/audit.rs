@@ -97,6 +97,8 @@ pub struct AuditPage {
     limit: u64,
 }
 
+/// Search the audit trail.
+///
 /// Superusers: events matching the filters, newest first, paged (`limit` at
 /// most 500, default 50).
 #[utoipa::path(

@@ -31,6 +31,8 @@ pub struct LoggedOut {
     detail: &'static str,
 }
 
+/// Log in with a username and password.
+///
 /// Anyone: exchanges a username and password for tokens; throttled per
 /// client address (resolved through the trusted proxies; served without a
 /// peer address, every caller shares one budget).
@@ -62,6 +64,8 @@ pub async fn login(
     ))
 }
 
+/// Rotate a refresh token.
+///
 /// Anyone holding a refresh token: rotates it (single use).
 #[utoipa::path(
     post,
@@ -87,6 +91,8 @@ pub async fn refresh(
     ))
 }
 
+/// Log out (revoke a refresh token's login).
+///
 /// Anyone holding a refresh token: revokes its login.
 #[utoipa::path(
     post,
@@ -113,6 +119,8 @@ pub async fn logout(
     }))
 }
 
+/// Superuser tokens without a password (AGENTFLOW_AUTO_LOGIN).
+///
 /// Anyone, only when AGENTFLOW_AUTO_LOGIN is on: a superuser token.
 #[utoipa::path(
     get,

@@ -10,6 +10,8 @@ use http::header;
 use super::AppState;
 use crate::error::{ApiError, ErrorBody};
 
+/// Upstream token signing keys (JWKS).
+///
 /// The JWKS document, cacheable for five minutes.
 #[utoipa::path(
     get,

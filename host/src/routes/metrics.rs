@@ -15,6 +15,8 @@ use crate::error::{ApiError, ErrorBody};
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Prometheus metrics.
+///
 /// The metrics token, or else a superuser.
 #[utoipa::path(
     get,

@@ -159,6 +159,8 @@ pub struct Alive {
     status: &'static str,
 }
 
+/// Liveness.
+///
 /// Always public: liveness check.
 #[utoipa::path(
     get,

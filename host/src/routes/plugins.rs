@@ -18,6 +18,8 @@ pub struct PluginList {
     plugins: Vec<PluginStatus>,
 }
 
+/// What the loaded plugins are running.
+///
 /// Admins only (role `admin`): each plugin's name, slot, path, running
 /// component and its sha256, load time, last reload error, and call,
 /// denial and failure counts. Secrets and configs are never listed.

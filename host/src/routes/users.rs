@@ -44,6 +44,8 @@ impl From<User> for UserView {
     }
 }
 
+/// The caller's account.
+///
 /// Any account: their own record.
 #[utoipa::path(
     get,
@@ -93,6 +95,8 @@ pub struct UserPage {
     limit: u64,
 }
 
+/// List users.
+///
 /// Superusers: every user (or those whose name contains `q`, ignoring
 /// case), paginated (`limit` at most 500).
 #[utoipa::path(
@@ -167,6 +171,8 @@ pub struct CreateUser {
     is_superuser: bool,
 }
 
+/// Create a user.
+///
 /// Superusers: creates a user; `is_active` defaults to AGENTFLOW_NEW_USER_IS_ACTIVE.
 #[utoipa::path(
     post,
@@ -233,6 +239,8 @@ pub struct PatchUser {
     is_superuser: Option<bool>,
 }
 
+/// Change a user.
+///
 /// Users change their own password; superusers change anyone's password
 /// and `is_active` / `is_superuser`.
 #[utoipa::path(
@@ -317,6 +325,8 @@ pub async fn update(
     Ok(Json(user.into()))
 }
 
+/// Delete a user.
+///
 /// Superusers: deletes a user (not themselves) with their keys, logins and variables.
 #[utoipa::path(
     delete,

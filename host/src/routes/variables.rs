@@ -90,6 +90,8 @@ fn check(name: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Store a variable.
+///
 /// Any account: stores an encrypted variable.
 #[utoipa::path(
     post,
@@ -134,6 +136,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, stored)?)))
 }
 
+/// List the caller's variables.
+///
 /// Any account: their variables.
 #[utoipa::path(
     get,
@@ -169,6 +173,8 @@ pub struct PatchVariable {
     kind: Option<VariableKind>,
 }
 
+/// Change a variable.
+///
 /// The owner: changes the value and/or type. Turning a credential into a
 /// generic variable needs a new `value` in the same request: generic values
 /// are shown, credential values never are.
@@ -235,6 +241,8 @@ fn reveals_credential(
     Ok(())
 }
 
+/// Delete a variable.
+///
 /// The owner: deletes it.
 #[utoipa::path(
     delete,

@@ -37,6 +37,8 @@ pub struct Verified {
     roles: Vec<String>,
 }
 
+/// Forward-auth: may the caller make the original request?
+///
 /// Any authenticated caller: 200 with identity headers when the original
 /// request would be let through, else the refusal it would get.
 #[utoipa::path(

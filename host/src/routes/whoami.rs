@@ -6,6 +6,8 @@ use serde_json::Value;
 
 use super::Caller;
 
+/// The caller's identity.
+///
 /// Any authenticated caller: returns `user_id`, `roles` and `claims`.
 #[utoipa::path(
     get,
