@@ -53,13 +53,14 @@ pub enum AccountsError {
 }
 
 /// Tokens handed out by login and refresh.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     /// A JWT accepted by the built-in `jwt` method.
     pub access_token: String,
     /// A single-use JWT for `POST /v1/refresh`.
     pub refresh_token: String,
     /// Always `bearer`.
+    #[schema(example = "bearer")]
     pub token_type: &'static str,
     /// Lifetime of the access token in seconds.
     pub expires_in: u64,

@@ -188,15 +188,63 @@ impl From<StoreError> for ApiError {
 /// The refusal body in both shapes: agentflow's own `detail` / `code`, and
 /// the AgentFlow server's envelope (`error.code`, `error.message`,
 /// `metadata.request_id`, `metadata.timestamp`), which its clients read.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people (never a submitted value).
+    #[schema(example = "superuser only")]
+    pub detail: String,
+    /// A stable machine-readable code (`not_authenticated`, `forbidden`,
+    /// `not_found`, `unprocessable`, ...).
+    #[schema(example = "forbidden")]
+    pub code: String,
+    /// The AgentFlow server's error object.
+    pub error: ErrorInfo,
+    /// The AgentFlow server's response metadata.
+    pub metadata: ErrorMetadata,
+}
+
+/// `error` in the AgentFlow envelope.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorInfo {
+    /// The code, upper case (`FORBIDDEN`).
+    pub code: String,
+    /// Same text as `detail`.
+    pub message: String,
+    /// Always empty: refusals never list submitted values.
+    #[schema(value_type = Vec<Object>)]
+    pub details: Vec<serde_json::Value>,
+}
+
+/// `metadata` in the AgentFlow envelope.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorMetadata {
+    /// The request's `x-request-id`.
+    pub request_id: String,
+    /// When the refusal was made (RFC 3339, milliseconds).
+    pub timestamp: String,
+    /// Same text as `detail`.
+    pub message: String,
+}
+
+/// The refusal body (see [`ErrorBody`]) as JSON.
 pub fn envelope(code: &str, detail: &str) -> serde_json::Value {
     let request_id = crate::request_id::current().unwrap_or_default();
     let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    serde_json::json!({
-        "detail": detail,
-        "code": code,
-        "error": { "code": code.to_ascii_uppercase(), "message": detail, "details": [] },
-        "metadata": { "request_id": request_id, "timestamp": timestamp, "message": detail },
-    })
+    let body = ErrorBody {
+        detail: detail.to_owned(),
+        code: code.to_owned(),
+        error: ErrorInfo {
+            code: code.to_ascii_uppercase(),
+            message: detail.to_owned(),
+            details: Vec::new(),
+        },
+        metadata: ErrorMetadata {
+            request_id,
+            timestamp,
+            message: detail.to_owned(),
+        },
+    };
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 impl IntoResponse for ApiError {

@@ -97,6 +97,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// A paging number from a query string within the documented `int64`
+/// range; 400 naming the parameter above it. (The stores saturate anyway;
+/// this keeps the answer what /openapi.json says.)
+pub fn int64_param(name: &str, value: u64) -> Result<u64, ApiError> {
+    if i64::try_from(value).is_ok() {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`{name}`: at most {}",
+            i64::MAX
+        )))
+    }
+}
+
 /// What a request body claims to be.
 #[derive(Debug, PartialEq)]
 enum Media {
@@ -166,7 +180,10 @@ fn body_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
 }
 
 /// JSON into `T`: 400 when it is not JSON, 422 when it has the wrong shape;
-/// messages name the field and position, never the value.
+/// messages name the field and position, never the value. Every body these
+/// routes read is an object: serde's derived structs also take a JSON array
+/// of their fields in order (`[]` created an API key, `[null, null]` was an
+/// empty variable change), so an array is refused here.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(&e))?;
@@ -176,6 +193,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             position(&e)
         ))
     })?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::Unprocessable(
+            "the body must be a JSON object, not an array".into(),
+        ));
+    }
     Ok(value)
 }
 
@@ -320,6 +342,25 @@ mod tests {
         ));
         let text = refusal(r#"{"username": hunter2}"#).to_string();
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn arrays_are_not_objects() {
+        #[derive(Deserialize, Debug)]
+        struct Optional {
+            #[allow(dead_code)]
+            name: Option<String>,
+        }
+        for body in ["[]", " [null]", "[\"x\"]"] {
+            let e = parse_json::<Optional>(body.as_bytes()).unwrap_err();
+            assert!(matches!(e, ApiError::Unprocessable(_)), "{body}: {e:?}");
+        }
+        assert!(parse_json::<Optional>(b" {}").is_ok());
+        // Not JSON at all stays a syntax error.
+        assert!(matches!(
+            parse_json::<Optional>(b"["),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -24,4 +24,6 @@ pub struct GatewayState {
     pub metrics_token: Option<String>,
     /// The `/ready` checks and their cached answer.
     pub readiness: crate::readiness::SharedReadiness,
+    /// `DOCS_PATH`: where the docs page is served (with `/openapi.json`), or off.
+    pub docs: crate::openapi::DocsPath,
 }

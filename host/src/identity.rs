@@ -6,13 +6,14 @@ use serde_json::{Map, Value};
 
 /// Who is calling: produced by an auth method, checked by the authorizer,
 /// forwarded to the agent upstream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Identity {
     /// Stable identifier of the caller.
     pub user_id: String,
     /// Roles used for authorization.
     pub roles: Vec<String>,
     /// Every other fact the auth method reported (JWT claims, plugin claims).
+    #[schema(value_type = Object)]
     pub claims: Map<String, Value>,
 }
 

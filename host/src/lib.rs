@@ -21,6 +21,7 @@ pub mod jwt;
 pub mod live;
 pub mod login_throttle;
 pub mod metrics;
+pub mod openapi;
 pub mod passwords;
 pub mod pipeline;
 pub mod plugins;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::accounts::Accounts;
@@ -79,8 +78,33 @@ impl Readiness {
     }
 }
 
+/// A readiness answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ReadyAnswer {
+    /// `ready`, `not ready`, or `loading` (the server is still starting).
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// Why not ready (absent when ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    /// `not_ready` when not ready (absent when ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+}
+
+/// Readiness: should this instance get traffic?
+///
 /// The `/ready` handler: 200 `{"status": "ready"}` or 503
 /// `{"status": "not ready", "detail": why}`.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "The store answers, plugins are loaded and the agent answers", body = ReadyAnswer),
+        (status = 503, description = "Not ready (or still loading); `detail` says why", body = ReadyAnswer),
+    ),
+)]
 pub async fn ready(State(state): State<crate::routes::AppState>) -> Response {
     let answer = state.gateway.readiness.check(&state.accounts).await;
     ready_response(answer)
@@ -89,10 +113,22 @@ pub async fn ready(State(state): State<crate::routes::AppState>) -> Response {
 /// The response for a readiness answer.
 pub fn ready_response(answer: Result<(), String>) -> Response {
     match answer {
-        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(ReadyAnswer {
+                status: "ready",
+                detail: None,
+                code: None,
+            }),
+        )
+            .into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not ready", "detail": why, "code": "not_ready"})),
+            axum::Json(ReadyAnswer {
+                status: "not ready",
+                detail: Some(why),
+                code: Some("not_ready"),
+            }),
         )
             .into_response(),
     }
@@ -102,11 +138,11 @@ pub fn ready_response(answer: Result<(), String>) -> Response {
 pub fn loading_response() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({
-            "status": "loading",
-            "detail": "the store and plugins are loading",
-            "code": "not_ready",
-        })),
+        axum::Json(ReadyAnswer {
+            status: "loading",
+            detail: Some("the store and plugins are loading".into()),
+            code: Some("not_ready"),
+        }),
     )
         .into_response()
 }

@@ -111,6 +111,7 @@ async fn build(cfg: &Config) -> Result<(AppState, PluginRuntime), StartError> {
             .get("AGENTFLOW_METRICS_TOKEN")
             .filter(|t| !t.is_empty()),
         readiness: Arc::new(crate::readiness::Readiness::new(cfg.agent.as_deref())),
+        docs: crate::openapi::DocsPath::from_env(&cfg.env)?,
     });
     warn_open_upstream(cfg, &gate);
     let upstream = cfg.agent.clone().map(|base| {

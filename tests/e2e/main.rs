@@ -30,6 +30,7 @@ mod lifecycle;
 mod metrics;
 mod multi_instance;
 mod oauth;
+mod openapi;
 mod performance;
 mod plugin_dev;
 mod plugin_platform;

@@ -300,7 +300,7 @@ impl Drop for Server {
 pub fn agentflow_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentflow"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("JWT_") || k.starts_with("AGENTFLOW_") {
+        if k.starts_with("JWT_") || k.starts_with("AGENTFLOW_") || k == "DOCS_PATH" {
             cmd.env_remove(k);
         }
     }

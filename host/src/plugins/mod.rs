@@ -255,7 +255,7 @@ pub enum AuthzOutcome {
 
 /// What a plugin declared it needs (contract 0.3 `init`); empty for 0.2
 /// plugins, which declare nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Manifest {
     /// Request headers it reads credentials from (never forwarded).
     pub credential_headers: Vec<String>,

@@ -165,7 +165,7 @@ struct Counters {
 }
 
 /// A snapshot of a plugin for status listings.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     /// The plugin's name.
     pub name: String,

@@ -8,18 +8,22 @@ use super::AppState;
 use super::account::Account;
 use super::client::ClientIp;
 use crate::audit::Entry;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::store::{ApiKey, AuditKind, NewApiKey, Store, unix_now};
 
 /// A key as listings show it: masked.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
+    /// The key's id (not the key).
     id: String,
+    /// Its label.
     name: String,
     /// `prefix…last4`.
     masked: String,
+    /// Creation time, unix seconds.
     created_at: u64,
+    /// Last use, unix seconds; `null` if never used.
     last_used_at: Option<u64>,
 }
 
@@ -36,22 +40,40 @@ impl From<ApiKey> for ApiKeyView {
 }
 
 /// A key to create.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// A label for people (at most 100 characters).
     #[serde(default)]
+    #[schema(max_length = 100)]
     name: String,
 }
 
 /// A new key: the only time `key` is shown.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     view: ApiKeyView,
+    /// The key itself, for the `x-api-key` header.
     key: String,
 }
 
+/// Create an API key.
+///
 /// Any account: creates a key for themselves.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    operation_id = "create_api_key",
+    tag = "api keys",
+    request_body = CreateKey,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "The key, shown this once", body = CreatedKey),
+        (status = 400, description = "The name is longer than 100 characters", body = ErrorBody),
+        (status = 403, description = "The caller is not an agentflow account", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Account(me): Account,
@@ -80,7 +102,20 @@ pub async fn create(
     ))
 }
 
+/// List the caller's API keys.
+///
 /// Any account: their keys, masked.
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    operation_id = "list_api_keys",
+    tag = "api keys",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller's keys", body = Vec<ApiKeyView>),
+        (status = 403, description = "The caller is not an agentflow account", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Account(me): Account,
@@ -89,7 +124,22 @@ pub async fn list(
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }
 
+/// Revoke an API key.
+///
 /// The key's owner or a superuser: revokes it.
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    operation_id = "revoke_api_key",
+    tag = "api keys",
+    params(("id" = String, Path, description = "The key's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "The key is revoked"),
+        (status = 403, description = "The caller is not an agentflow account", body = ErrorBody),
+        (status = 404, description = "No such key, or another user's key", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Account(me): Account,

@@ -7,19 +7,21 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::account::Superuser;
-use crate::error::ApiError;
-use crate::extract::{Json, Query};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Json, Query, int64_param};
 use crate::store::{AuditEvent, AuditKind, AuditQuery, Store};
 
 /// Most events one page may ask for.
 const MAX_LIMIT: u64 = 500;
 
 /// The filters, as the query string gives them.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     /// An event type (`login.failed`).
     #[serde(rename = "type")]
+    #[param(value_type = Option<AuditKind>)]
     kind: Option<String>,
     /// A username, matched against actor and subject ignoring case.
     user: Option<String>,
@@ -27,8 +29,10 @@ pub struct AuditFilter {
     since: Option<String>,
     /// Unix seconds or an RFC 3339 time; inclusive.
     until: Option<String>,
+    /// How many matching events to skip (newest first).
     #[serde(default)]
     offset: u64,
+    /// How many events to return (1 to 500, default 50; outside that, clamped).
     limit: Option<u64>,
 }
 
@@ -55,8 +59,8 @@ impl AuditFilter {
                 .map(str::to_owned),
             since: time_param("since", self.since.as_deref())?,
             until: time_param("until", self.until.as_deref())?,
-            offset: self.offset,
-            limit: self.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+            offset: int64_param("offset", self.offset)?,
+            limit: int64_param("limit", self.limit.unwrap_or(50))?.clamp(1, MAX_LIMIT),
         })
     }
 }
@@ -81,16 +85,35 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> 
 }
 
 /// A page of events, newest first.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
+    /// This page's events.
     items: Vec<AuditEvent>,
+    /// How many events match in all.
     total: u64,
+    /// How many were skipped.
     offset: u64,
+    /// The page size used.
     limit: u64,
 }
 
+/// Search the audit trail.
+///
 /// Superusers: events matching the filters, newest first, paged (`limit` at
 /// most 500, default 50).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "list_audit_events",
+    tag = "audit",
+    params(AuditFilter),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of events, newest first", body = AuditPage),
+        (status = 400, description = "A filter is not valid (names the parameter)", body = ErrorBody),
+        (status = 403, description = "The caller is not a superuser", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     _: Superuser,
@@ -139,5 +162,13 @@ mod tests {
         };
         let q = big.to_query().unwrap();
         assert_eq!((q.kind, q.limit), (Some(AuditKind::LoginFailed), MAX_LIMIT));
+        let past_int64 = AuditFilter {
+            offset: 1 << 63,
+            ..Default::default()
+        };
+        assert!(matches!(
+            past_int64.to_query(),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

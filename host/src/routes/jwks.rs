@@ -8,9 +8,22 @@ use axum::response::{IntoResponse, Response};
 use http::header;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
+/// Upstream token signing keys (JWKS).
+///
 /// The JWKS document, cacheable for five minutes.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "identity",
+    responses(
+        (status = 200, description = "The JSON Web Key Set (RFC 7517) with the public key upstream tokens are signed with",
+            body = Object, content_type = "application/json",
+            headers(("cache-control" = String, description = "`public, max-age=300`"))),
+        (status = 404, description = "`upstream.token` is off or signs with an HMAC secret", body = ErrorBody),
+    ),
+)]
 pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
     let setup = state.live.current();
     let keys = setup

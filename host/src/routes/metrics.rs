@@ -10,12 +10,25 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::account::Superuser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Prometheus metrics.
+///
 /// The metrics token, or else a superuser.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "Neither the `AGENTFLOW_METRICS_TOKEN` bearer token nor valid credentials", body = ErrorBody),
+        (status = 403, description = "The caller is not a superuser", body = ErrorBody),
+    ),
+)]
 pub async fn metrics(
     State(state): State<AppState>,
     mut req: Request,

@@ -3,18 +3,18 @@
 
 mod account;
 mod agent;
-mod api_keys;
-mod audit;
-mod auth;
+pub(crate) mod api_keys;
+pub(crate) mod audit;
+pub(crate) mod auth;
 mod client;
-mod jwks;
-mod metrics;
+pub(crate) mod jwks;
+pub(crate) mod metrics;
 mod plugin_body;
-mod plugins;
-mod users;
-mod variables;
-mod verify;
-mod whoami;
+pub(crate) mod plugins;
+pub(crate) mod users;
+pub(crate) mod variables;
+pub(crate) mod verify;
+pub(crate) mod whoami;
 
 use std::sync::Arc;
 
@@ -107,6 +107,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/auto_login", get(auth::auto_login))
         .route("/", get(crate::console::root))
         .merge(crate::console::router())
+        // Public, as the AgentFlow server's docs: the API's shape is no secret.
+        .merge(crate::openapi::router(&state.gateway.docs))
         // Last, so it reaches every route above: a known path with the wrong
         // method answers the JSON 405 (axum keeps the `Allow` header).
         .method_not_allowed_fallback(method_not_allowed)
@@ -151,9 +153,25 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The liveness answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Alive {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Liveness.
+///
 /// Always public: liveness check.
-async fn ping() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/ping",
+    tag = "health",
+    responses((status = 200, description = "The process is up (also while it is still loading)", body = Alive)),
+)]
+pub(crate) async fn ping() -> axum::Json<Alive> {
+    axum::Json(Alive { status: "ok" })
 }
 
 /// Runs the authentication chain and records the caller for handlers.

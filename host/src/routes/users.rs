@@ -9,19 +9,25 @@ use super::account::{Account, Superuser};
 use super::client::ClientIp;
 use crate::accounts::{validate_password, validate_username};
 use crate::audit::Entry;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::passwords;
 use crate::store::{AuditKind, NewUser, Store, StoreError, User, UserUpdate, unix_now};
 
 /// A user as the API shows it (never the password hash).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserView {
+    /// Random 32-hex-digit id.
     id: String,
+    /// The login name.
     username: String,
+    /// Whether the user may log in.
     is_active: bool,
+    /// Whether the user administers users and reads the audit trail.
     is_superuser: bool,
+    /// Creation time, unix seconds.
     created_at: u64,
+    /// Last change, unix seconds.
     updated_at: u64,
 }
 
@@ -38,20 +44,37 @@ impl From<User> for UserView {
     }
 }
 
+/// The caller's account.
+///
 /// Any account: their own record.
+#[utoipa::path(
+    get,
+    path = "/v1/users/whoami",
+    operation_id = "my_account",
+    tag = "users",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller's account", body = UserView),
+        (status = 403, description = "The caller is not an agentflow account (an external JWT or a plugin's identity)", body = ErrorBody),
+    ),
+)]
 pub async fn whoami(Account(me): Account) -> Json<UserView> {
     Json(me.into())
 }
 
 /// `offset` / `limit` of a listing, and an optional search.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
     /// Only usernames containing this, ignoring case.
     #[serde(default)]
     q: Option<String>,
+    /// How many users to skip.
     #[serde(default)]
     offset: u64,
+    /// How many users to return (1 to 500; outside that, clamped).
     #[serde(default = "default_limit")]
+    #[param(default = 50)]
     limit: u64,
 }
 
@@ -60,30 +83,49 @@ fn default_limit() -> u64 {
 }
 
 /// A page of users.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserPage {
+    /// This page's users.
     items: Vec<UserView>,
+    /// How many users match in all.
     total: u64,
+    /// How many were skipped.
     offset: u64,
+    /// The page size used.
     limit: u64,
 }
 
+/// List users.
+///
 /// Superusers: every user (or those whose name contains `q`, ignoring
 /// case), paginated (`limit` at most 500).
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    operation_id = "list_users",
+    tag = "users",
+    params(Paging),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 403, description = "The caller is not a superuser", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     _: Superuser,
     Query(p): Query<Paging>,
 ) -> Result<Json<UserPage>, ApiError> {
-    let limit = p.limit.clamp(1, 500);
+    let offset = crate::extract::int64_param("offset", p.offset)?;
+    let limit = crate::extract::int64_param("limit", p.limit)?.clamp(1, 500);
     let page = match p.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        None => state.accounts.store.list_users(p.offset, limit).await?,
-        Some(q) => search(&state, q, p.offset, limit).await?,
+        None => state.accounts.store.list_users(offset, limit).await?,
+        Some(q) => search(&state, q, offset, limit).await?,
     };
     Ok(Json(UserPage {
         items: page.items.into_iter().map(Into::into).collect(),
         total: page.total,
-        offset: p.offset,
+        offset,
         limit,
     }))
 }
@@ -113,17 +155,39 @@ async fn search(
 }
 
 /// A user to create.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    /// 3-64 ASCII letters, digits, `.`, `_`, `-` or `@`.
+    #[schema(min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")]
     username: String,
+    /// 8-1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
+    /// Defaults to `AGENTFLOW_NEW_USER_IS_ACTIVE`.
     is_active: Option<bool>,
+    /// Defaults to `false`.
     #[serde(default)]
     is_superuser: bool,
 }
 
+/// Create a user.
+///
 /// Superusers: creates a user; `is_active` defaults to AGENTFLOW_NEW_USER_IS_ACTIVE.
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    operation_id = "create_user",
+    tag = "users",
+    request_body = CreateUser,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "The user was created", body = UserView),
+        (status = 400, description = "The username or password does not meet the rules", body = ErrorBody),
+        (status = 403, description = "The caller is not a superuser", body = ErrorBody),
+        (status = 409, description = "The username is taken", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Superuser(me): Superuser,
@@ -163,16 +227,37 @@ pub async fn create(
 }
 
 /// Changes to a user.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUser {
+    /// A new password, 8-1024 characters (the user themselves, or a superuser).
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
+    /// Superusers only; deactivating ends the user's sessions.
     is_active: Option<bool>,
+    /// Superusers only.
     is_superuser: Option<bool>,
 }
 
+/// Change a user.
+///
 /// Users change their own password; superusers change anyone's password
 /// and `is_active` / `is_superuser`.
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{id}",
+    operation_id = "update_user",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = PatchUser,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The user as changed", body = UserView),
+        (status = 400, description = "The password does not meet the rules, or a superuser tried to deactivate or demote themselves", body = ErrorBody),
+        (status = 403, description = "Only a superuser may change this", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     Account(me): Account,
@@ -240,7 +325,23 @@ pub async fn update(
     Ok(Json(user.into()))
 }
 
+/// Delete a user.
+///
 /// Superusers: deletes a user (not themselves) with their keys, logins and variables.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    operation_id = "delete_user",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "The user is deleted"),
+        (status = 400, description = "A superuser cannot delete themselves", body = ErrorBody),
+        (status = 403, description = "The caller is not a superuser", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Superuser(me): Superuser,

@@ -9,7 +9,7 @@ use super::AppState;
 use super::account::Account;
 use super::client::ClientIp;
 use crate::audit::Entry;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::store::{
     AuditKind, NewVariable, Store, StoreError, User, Variable, VariableKind, unix_now,
@@ -19,15 +19,20 @@ use crate::store::{
 const MAX_VALUE: usize = 64 * 1024;
 
 /// A variable as the API shows it: credential values are never returned.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VariableView {
+    /// Random 32-hex-digit id.
     id: String,
+    /// Its name.
     name: String,
+    /// `generic` or `credential`.
     #[serde(rename = "type")]
     kind: VariableKind,
     /// The plaintext for generic variables; `null` for credentials.
     value: Option<String>,
+    /// Creation time, unix seconds.
     created_at: u64,
+    /// Last change, unix seconds.
     updated_at: u64,
 }
 
@@ -56,11 +61,15 @@ fn view(state: &AppState, v: Variable) -> Result<VariableView, ApiError> {
 }
 
 /// A variable to create.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVariable {
+    /// 1-128 characters, not all blank, unique among the caller's variables.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     name: String,
+    /// At most 64 KiB; encrypted at rest.
     value: String,
+    /// `generic` (default) or `credential` (never shown again).
     #[serde(rename = "type", default = "generic")]
     kind: VariableKind,
 }
@@ -81,7 +90,23 @@ fn check(name: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Store a variable.
+///
 /// Any account: stores an encrypted variable.
+#[utoipa::path(
+    post,
+    path = "/v1/variables",
+    operation_id = "create_variable",
+    tag = "variables",
+    request_body = CreateVariable,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "The variable was stored", body = VariableView),
+        (status = 400, description = "The name is not 1-128 characters or the value is over 64 KiB", body = ErrorBody),
+        (status = 403, description = "The caller is not an agentflow account", body = ErrorBody),
+        (status = 409, description = "The caller has a variable with this name", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Account(me): Account,
@@ -111,7 +136,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, stored)?)))
 }
 
+/// List the caller's variables.
+///
 /// Any account: their variables.
+#[utoipa::path(
+    get,
+    path = "/v1/variables",
+    operation_id = "list_variables",
+    tag = "variables",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller's variables", body = Vec<VariableView>),
+        (status = 403, description = "The caller is not an agentflow account", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Account(me): Account,
@@ -125,17 +163,36 @@ pub async fn list(
 }
 
 /// Changes to a variable.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchVariable {
+    /// A new value (at most 64 KiB).
     value: Option<String>,
+    /// A new type.
     #[serde(rename = "type")]
     kind: Option<VariableKind>,
 }
 
+/// Change a variable.
+///
 /// The owner: changes the value and/or type. Turning a credential into a
 /// generic variable needs a new `value` in the same request: generic values
 /// are shown, credential values never are.
+#[utoipa::path(
+    patch,
+    path = "/v1/variables/{id}",
+    operation_id = "update_variable",
+    tag = "variables",
+    params(("id" = String, Path, description = "The variable's id")),
+    request_body = PatchVariable,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The variable as changed", body = VariableView),
+        (status = 400, description = "The value is over 64 KiB, or a credential would turn generic without a new value", body = ErrorBody),
+        (status = 403, description = "The caller is not an agentflow account", body = ErrorBody),
+        (status = 404, description = "No such variable, or another user's", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     Account(me): Account,
@@ -184,7 +241,22 @@ fn reveals_credential(
     Ok(())
 }
 
+/// Delete a variable.
+///
 /// The owner: deletes it.
+#[utoipa::path(
+    delete,
+    path = "/v1/variables/{id}",
+    operation_id = "delete_variable",
+    tag = "variables",
+    params(("id" = String, Path, description = "The variable's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "The variable is deleted"),
+        (status = 403, description = "The caller is not an agentflow account", body = ErrorBody),
+        (status = 404, description = "No such variable, or another user's", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Account(me): Account,

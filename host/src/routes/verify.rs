@@ -19,18 +19,56 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, Method, Uri, header};
-use serde_json::json;
 
 use super::agent::authorize;
 use super::{AppState, Caller};
 use crate::agent_request::{AgentRequest, IdSource};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 /// The forward-auth path; Envoy's `path_prefix` form appends the original path.
 pub const VERIFY_PATH: &str = "/v1/auth/verify";
 
+/// The body of a forward-auth answer (the headers carry the same identity).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Verified {
+    /// The caller's id.
+    user_id: String,
+    /// The caller's roles.
+    roles: Vec<String>,
+}
+
+/// Forward-auth: may the caller make the original request?
+///
 /// Any authenticated caller: 200 with identity headers when the original
 /// request would be let through, else the refusal it would get.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/verify",
+    tag = "forward-auth",
+    description = "For a proxy's subrequest (nginx `auth_request`, Traefik `ForwardAuth`): \
+        may the caller make the original request the headers name? Any method is accepted; \
+        the original method and URI come from `X-Original-Method`/`X-Original-URI` (nginx) \
+        or `X-Forwarded-Method`/`X-Forwarded-Uri` (Traefik), and pass the same \
+        authentication, route table and authorization as a proxied request.",
+    params(
+        ("X-Original-Method" = Option<String>, Header, description = "The original method (nginx)"),
+        ("X-Original-URI" = Option<String>, Header, description = "The original path and query (nginx)"),
+        ("X-Forwarded-Method" = Option<String>, Header, description = "The original method (Traefik)"),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "The original path and query (Traefik)"),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Allowed; the identity headers are for the proxy to pass on", body = Verified,
+            headers(
+                ("x-agentflow-user-id" = String, description = "The caller's id"),
+                ("x-agentflow-roles" = String, description = "The caller's roles, comma-separated"),
+                ("x-agentflow-identity" = String, description = "The whole identity, base64url JSON"),
+            )),
+        (status = 400, description = "The original method or URI is missing, repeated or not valid", body = ErrorBody),
+        (status = 403, description = "The authorizer (or tenancy) refuses the original request", body = ErrorBody),
+        (status = 404, description = "The original request is not an AgentFlow route", body = ErrorBody),
+    ),
+)]
 pub async fn verify(
     State(state): State<AppState>,
     req: Request<Body>,
@@ -52,10 +90,10 @@ pub async fn verify(
     }
     let mut headers = HeaderMap::new();
     identity_headers(&state, &caller, &mut headers)?;
-    let body = json!({
-        "user_id": caller.identity.user_id,
-        "roles": caller.identity.roles,
-    });
+    let body = Verified {
+        user_id: caller.identity.user_id.clone(),
+        roles: caller.identity.roles.clone(),
+    };
     Ok((headers, crate::extract::Json(body)).into_response())
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// What happened. Serialized as the dotted names below (`login.failed`), which
 /// are also what `GET /v1/audit?type=` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum AuditKind {
     /// A password login succeeded.
     #[serde(rename = "login.succeeded")]
@@ -174,7 +174,7 @@ impl FromStr for AuditKind {
 }
 
 /// An event to record; the store gives it an id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewAuditEvent {
     /// When it happened, unix seconds.
     pub time: u64,
@@ -191,11 +191,12 @@ pub struct NewAuditEvent {
     pub request_id: Option<String>,
     /// Small non-secret facts (reason class, changed field names, counts).
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A recorded event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// 32 hex digits, assigned by the store; ids sort in recording order.
     pub id: String,

@@ -161,7 +161,7 @@ pub enum RotateOutcome {
 }
 
 /// The two kinds of variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VariableKind {
     /// A secret (API token, password).
