@@ -618,12 +618,16 @@ impl Accounts {
             .active_user(&record.user_id)
             .await
             .map_err(|_| refused())?;
-        if let Err(e) = self.store.touch_api_key(&record.id, unix_now()).await {
-            tracing::warn!(error = %e, "could not record API key use");
-        }
-        if record.last_used_at.is_none() {
-            // Two first requests at once may both see no last use: the
-            // trail then holds two first-use events, never none.
+        // The store decides first use (the record may come from a cache
+        // that never sees the key's last use), once across instances.
+        let first_use = match self.store.touch_api_key(&record.id, unix_now()).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record API key use");
+                false
+            }
+        };
+        if first_use {
             self.record(
                 Entry::new(AuditKind::ApiKeyFirstUsed)
                     .actor(user.username.clone())

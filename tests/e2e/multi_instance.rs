@@ -135,6 +135,24 @@ fn logins_refreshes_and_revocations_are_shared_between_instances() {
         200,
         "served from B's cache"
     );
+    // Uses on both instances, in more than one second, are one first use
+    // (the cached key record never learns its last use; the store decides).
+    assert_eq!(whoami(&a, ("x-api-key", &key)), 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    for server in [&a, &b, &a, &b] {
+        assert_eq!(whoami(server, ("x-api-key", &key)), 200);
+    }
+    let first_uses = get(
+        &a.url("/v1/audit?type=api_key.first_used&limit=500"),
+        &[("authorization", &admin)],
+    );
+    assert_eq!(first_uses.status, 200, "{:?}", first_uses.body);
+    assert_eq!(
+        first_uses.body["items"].as_array().unwrap().len(),
+        1,
+        "one first use: {:?}",
+        first_uses.body
+    );
     let deleted = send(
         "DELETE",
         &a.url(&format!("/v1/api-keys/{key_id}")),
@@ -168,6 +186,48 @@ fn logins_refreshes_and_revocations_are_shared_between_instances() {
         whoami(&b, ("authorization", &carol_access)) == 401
     });
     assert!(refused.is_some(), "B still accepts a user deactivated on A");
+}
+
+/// Logins of one account at once on two instances: the lockout
+/// bookkeeping they share locks the same rows, and none of them may fail
+/// on that (a deadlock between two was a 500). Attempts are counted while
+/// in flight (so parallel guessing is capped), so some of a burst may get
+/// 429; none gets anything else, and the successes leave no lock behind.
+#[test]
+fn concurrent_logins_of_one_account_on_two_instances_never_fail() {
+    let up = Upstream::start();
+    let db = fresh_database();
+    let a = instance(&up, &db, &[]);
+    let b = instance(&up, &db, &[]);
+    for burst in 0..3 {
+        let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let logins: Vec<_> = (0..16)
+                .map(|i| {
+                    let server = if i % 2 == 0 { &a } else { &b };
+                    scope.spawn(move || {
+                        let r = login(server, "admin", ADMIN_PW);
+                        (r.status, r.body)
+                    })
+                })
+                .collect();
+            logins.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for (status, body) in &answers {
+            assert!(
+                *status == 200 || *status == 429,
+                "burst {burst}: {status} {body:?}"
+            );
+        }
+        assert!(
+            answers.iter().any(|(status, _)| *status == 200),
+            "burst {burst}: {answers:?}"
+        );
+        // Settled: one login at a time goes through on both.
+        for server in [&a, &b] {
+            let r = login(server, "admin", ADMIN_PW);
+            assert_eq!(r.status, 200, "burst {burst}: {:?}", r.body);
+        }
+    }
 }
 
 #[test]

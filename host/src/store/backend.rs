@@ -65,7 +65,7 @@ impl Store for StoreBackend {
     async fn list_api_keys(&self, user_id: &str) -> StoreResult<Vec<ApiKey>> {
         dispatch!(self, s => s.list_api_keys(user_id))
     }
-    async fn touch_api_key(&self, id: &str, now: u64) -> StoreResult<()> {
+    async fn touch_api_key(&self, id: &str, now: u64) -> StoreResult<bool> {
         dispatch!(self, s => s.touch_api_key(id, now))
     }
     async fn delete_api_key(&self, id: &str) -> StoreResult<()> {

@@ -115,9 +115,11 @@ pub trait Store: Send + Sync + 'static {
     /// A user's API keys, oldest first; `NotFound` if the user does not exist.
     fn list_api_keys(&self, user_id: &str)
     -> impl Future<Output = StoreResult<Vec<ApiKey>>> + Send;
-    /// Records a use of the key. Not flushed (it runs on every request); the
-    /// database's periodic flush persists it.
-    fn touch_api_key(&self, id: &str, now: u64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records a use of the key; `true` when this was its first recorded
+    /// use (exactly one caller sees `true`, across instances too). Not
+    /// flushed (it runs on every request); the database's periodic flush
+    /// persists it.
+    fn touch_api_key(&self, id: &str, now: u64) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Deletes an API key.
     fn delete_api_key(&self, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
 

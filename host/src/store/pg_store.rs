@@ -192,6 +192,39 @@ impl PgStore {
             let client = self.inner.pool.get().await.map_err(pool_error)?;
             work(client).await
         };
+        self.in_time(run).await
+    }
+
+    /// Like [`with`](Self::with) for `work` that is one transaction: when
+    /// the database rolls it back to break a deadlock or a serialization
+    /// conflict with a concurrent one (logins of one account on several
+    /// instances, say), it is run again, so such races never reach a client
+    /// as an error. Only for a single transaction: a rolled-back one left
+    /// nothing behind, so running it again is safe.
+    async fn with_transaction<T, F, Fut>(&self, work: F) -> StoreResult<T>
+    where
+        F: Fn(deadpool_postgres::Object) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        let run = async {
+            let mut attempt = 0u32;
+            loop {
+                let client = self.inner.pool.get().await.map_err(pool_error)?;
+                match work(client).await {
+                    Err(e) if is_transient(&e) && attempt < TRANSIENT_RETRIES => {
+                        attempt += 1;
+                        // A short, growing pause lets the winner commit first.
+                        tokio::time::sleep(Duration::from_millis(2u64 << attempt)).await;
+                    }
+                    result => return result,
+                }
+            }
+        };
+        self.in_time(run).await
+    }
+
+    /// `run`, or `Unavailable` once the statement timeout has passed.
+    async fn in_time<T>(&self, run: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         match tokio::time::timeout(self.inner.statement_timeout, run).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(
@@ -199,6 +232,16 @@ impl PgStore {
             )),
         }
     }
+}
+
+/// How often work rolled back by a transient conflict is run again.
+const TRANSIENT_RETRIES: u32 = 5;
+
+/// Whether `e` is a conflict the database resolved by rolling the work back
+/// (`40P01` deadlock detected, `40001` serialization failure), so running it
+/// again is safe. [`db_error`] keeps the SQLSTATE at the start of the text.
+fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Storage(m) if m.starts_with("40P01:") || m.starts_with("40001:"))
 }
 
 /// Keeps one connection listening on the cache channel, reconnecting every
@@ -293,7 +336,7 @@ impl Store for PgStore {
         self.list_api_keys_sql(user_id).await
     }
 
-    async fn touch_api_key(&self, id: &str, now: u64) -> StoreResult<()> {
+    async fn touch_api_key(&self, id: &str, now: u64) -> StoreResult<bool> {
         self.touch_api_key_sql(id, now).await
     }
 

@@ -341,7 +341,7 @@ impl Store for SledStore {
         self.list_api_keys_blocking(user_id)
     }
 
-    async fn touch_api_key(&self, id: &str, now: u64) -> StoreResult<()> {
+    async fn touch_api_key(&self, id: &str, now: u64) -> StoreResult<bool> {
         // Deliberately not flushed: see the trait docs.
         self.touch_api_key_blocking(id, now)
     }

@@ -205,10 +205,17 @@ async fn api_keys<S: Store>(s: S) {
         s.get_api_key_by_hash("nope").await,
         Err(StoreError::NotFound)
     );
-    s.touch_api_key(&key.id, T0 + 50).await.unwrap();
+    assert!(
+        s.touch_api_key(&key.id, T0 + 50).await.unwrap(),
+        "first use"
+    );
+    assert!(
+        !s.touch_api_key(&key.id, T0 + 51).await.unwrap(),
+        "second use"
+    );
     assert_eq!(
         s.get_api_key(&key.id).await.unwrap().last_used_at,
-        Some(T0 + 50)
+        Some(T0 + 51)
     );
     let ids: Vec<_> = s
         .list_api_keys(&user.id)
@@ -289,6 +296,25 @@ async fn concurrent_rotation_has_one_winner<S: Store>(s: S) {
     }
     assert_eq!(rotated, 1);
     assert!(s.get_family(&fam.id).await.unwrap().revoked);
+}
+
+async fn concurrent_first_uses_of_a_key_have_one_winner<S: Store>(s: S) {
+    let s = std::sync::Arc::new(s);
+    let user = s.create_user(new_user("keyrace"), T0).await.unwrap();
+    let (nk, _) = NewApiKey::generate(&user.id, "raced");
+    let key = s.create_api_key(nk, T0).await.unwrap();
+    // Distinct seconds, so no per-second shortcut hides the race.
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let (s, id) = (s.clone(), key.id.clone());
+            tokio::spawn(async move { s.touch_api_key(&id, T0 + 1 + i).await.unwrap() })
+        })
+        .collect();
+    let mut first = 0;
+    for t in tasks {
+        first += usize::from(t.await.unwrap());
+    }
+    assert_eq!(first, 1, "exactly one touch is the first use");
 }
 
 async fn variables_unique_per_user<S: Store>(s: S) {
@@ -459,6 +485,22 @@ const TIGHT: LoginPolicy = LoginPolicy {
     },
 };
 
+/// High enough that a burst of attempts is never locked out.
+const LENIENT: LoginPolicy = LoginPolicy {
+    per_address: LockoutPolicy {
+        max_failures: 1000,
+        lockout_secs: 1,
+        max_lockout_secs: 1,
+        window_secs: 60,
+    },
+    per_account: LockoutPolicy {
+        max_failures: 1000,
+        lockout_secs: 1,
+        max_lockout_secs: 1,
+        window_secs: 60,
+    },
+};
+
 async fn attempts<S: Store>(s: &S, keys: &AttemptKeys, n: usize, now: u64) -> Vec<AttemptVerdict> {
     let mut out = Vec::new();
     for _ in 0..n {
@@ -551,6 +593,36 @@ async fn parallel_attempts_admit_at_most_the_limit<S: Store>(s: S) {
     assert_eq!(admitted(&verdicts), 3);
 }
 
+/// Many logins of one account from one address at once, each begun and
+/// settled (the success path clears the counters the others are locking):
+/// every step answers, none fails on a lock conflict between them.
+async fn interleaved_attempts_never_fail<S: Store>(s: S) {
+    let s = std::sync::Arc::new(s);
+    let keys = AttemptKeys::new("busy", "10.0.0.7");
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let (s, keys) = (s.clone(), keys.clone());
+            tokio::spawn(async move {
+                for round in 0..4 {
+                    let verdict = s.begin_login_attempt(&keys, T0 + round, LENIENT).await?;
+                    if verdict == AttemptVerdict::Admitted {
+                        let outcome = if (i + round) % 3 == 0 {
+                            AttemptOutcome::Failed
+                        } else {
+                            AttemptOutcome::Succeeded
+                        };
+                        s.finish_login_attempt(&keys, outcome, LENIENT).await?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("a login attempt step failed");
+    }
+}
+
 async fn old_failure_counters_are_pruned<S: Store>(s: S) {
     let policy = LoginPolicy {
         per_address: LockoutPolicy {
@@ -615,6 +687,8 @@ on_both_stores!(
     old_failure_counters_are_pruned,
     concurrent_rotation_has_one_winner,
     parallel_attempts_admit_at_most_the_limit,
+    interleaved_attempts_never_fail,
+    concurrent_first_uses_of_a_key_have_one_winner,
     ownership_registry,
     concurrent_first_claims_have_one_owner,
 );

@@ -206,7 +206,7 @@ impl PgStore {
     pub(super) async fn delete_user_sql(&self, id: &str) -> StoreResult<()> {
         valid(id)?;
         let result = self
-            .with(|mut c| async move {
+            .with_transaction(|mut c| async move {
                 let tx = c.transaction().await.map_err(db_error)?;
                 let row = tx
                     .query_opt(
@@ -331,33 +331,46 @@ impl PgStore {
         .await
     }
 
-    pub(super) async fn touch_api_key_sql(&self, id: &str, now: u64) -> StoreResult<()> {
+    pub(super) async fn touch_api_key_sql(&self, id: &str, now: u64) -> StoreResult<bool> {
         valid(id)?;
+        let forget = || {
+            let mut touched = self.inner.touched.lock().unwrap_or_else(|e| e.into_inner());
+            touched.remove(id);
+        };
         {
             let mut touched = self.inner.touched.lock().unwrap_or_else(|e| e.into_inner());
             if touched.get(id) == Some(&now) {
-                return Ok(()); // already written this second
+                // Already written this second, so not the first use.
+                return Ok(false);
             }
             if touched.len() > 100_000 {
                 touched.clear();
             }
             touched.insert(id.to_string(), now);
         }
-        self.with(|c| async move {
-            let stmt = c
-                .prepare_cached("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
-                .await
-                .map_err(db_error)?;
-            match c
-                .execute(&stmt, &[&id, &secs(now)])
-                .await
-                .map_err(db_error)?
-            {
-                0 => Err(StoreError::NotFound),
-                _ => Ok(()),
-            }
-        })
-        .await
+        // The row is locked before its old value is read, so of two
+        // instances touching a never-used key at once exactly one sees NULL.
+        let written = self
+            .with(|c| async move {
+                let stmt = c
+                    .prepare_cached(
+                        "UPDATE api_keys k SET last_used_at = $2 \
+                         FROM (SELECT id, last_used_at FROM api_keys WHERE id = $1 FOR UPDATE) old \
+                         WHERE k.id = old.id RETURNING old.last_used_at IS NULL",
+                    )
+                    .await
+                    .map_err(db_error)?;
+                let row = c
+                    .query_opt(&stmt, &[&id, &secs(now)])
+                    .await
+                    .map_err(db_error)?;
+                one(row, |r| r.get::<_, bool>(0))
+            })
+            .await;
+        if written.is_err() {
+            forget();
+        }
+        written
     }
 
     pub(super) async fn delete_api_key_sql(&self, id: &str) -> StoreResult<()> {

@@ -54,19 +54,22 @@ async fn lock_both(
     Ok(found)
 }
 
-/// Writes `state` under `key`, or removes the row when nothing is left.
+/// Writes `state` under `key`. A clear state is written as a zeroed row,
+/// never deleted here: a row deleted and inserted again while concurrent
+/// attempts insert it if missing let two of them wait on each other's new
+/// row (a deadlock). Zeroed rows are as good as none, and the periodic
+/// prune removes them.
 async fn write(
     tx: &deadpool_postgres::Transaction<'_>,
     key: &str,
     state: &FailureState,
 ) -> StoreResult<()> {
     let key = key.as_bytes();
-    if state.is_clear() {
-        tx.execute("DELETE FROM login_failures WHERE key = $1", &[&key])
-            .await
-            .map_err(db_error)?;
-        return Ok(());
-    }
+    let state = if state.is_clear() {
+        &FailureState::default()
+    } else {
+        state
+    };
     tx.execute(
         "INSERT INTO login_failures (key, count, locked_until, last_failure_at, lockouts) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE SET count = $2, \
@@ -91,7 +94,7 @@ impl PgStore {
         now: u64,
         policy: LoginPolicy,
     ) -> StoreResult<AttemptVerdict> {
-        self.with(|mut c| async move {
+        self.with_transaction(|mut c| async move {
             let tx = c.transaction().await.map_err(db_error)?;
             let (account, pair) = lock_both(&tx, keys).await?;
             let locked = |retry_after: u64, scope| AttemptVerdict::Locked {
@@ -110,11 +113,6 @@ impl PgStore {
                     AttemptVerdict::Admitted
                 }
             };
-            if verdict != AttemptVerdict::Admitted {
-                // Drop the empty rows `lock_both` may have made.
-                write(&tx, &keys.pair, &pair).await?;
-                write(&tx, &keys.account, &account).await?;
-            }
             tx.commit().await.map_err(db_error)?;
             Ok(verdict)
         })
@@ -132,7 +130,7 @@ impl PgStore {
             AttemptOutcome::Succeeded => None,
             AttemptOutcome::NotChecked => Some(policy.per_address),
         };
-        self.with(|mut c| async move {
+        self.with_transaction(|mut c| async move {
             let tx = c.transaction().await.map_err(db_error)?;
             let (account, pair) = lock_both(&tx, keys).await?;
             let next_pair = match pair_policy {

@@ -51,13 +51,15 @@ impl SledStore {
         Ok(keys)
     }
 
-    pub(super) fn touch_api_key_blocking(&self, id: &str, now: u64) -> StoreResult<()> {
-        self.cas_update(&self.api_keys, "api key", id, |mut k: ApiKey| {
+    pub(super) fn touch_api_key_blocking(&self, id: &str, now: u64) -> StoreResult<bool> {
+        // The swap that wins decides: only it can have seen no last use.
+        let (_, first) = self.cas_update(&self.api_keys, "api key", id, |mut k: ApiKey| {
+            let first = k.last_used_at.is_none();
             let changed = k.last_used_at != Some(now);
             k.last_used_at = Some(now);
-            (changed.then_some(k), ())
+            (changed.then_some(k), first)
         })?;
-        Ok(())
+        Ok(first)
     }
 
     pub(super) fn delete_api_key_blocking(&self, id: &str) -> StoreResult<()> {
