@@ -2,7 +2,7 @@
 //! authorizer. Built from the config at start and again on every reload of
 //! it (see [`crate::live`]); shared by all requests.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderMap;
 
@@ -187,16 +187,6 @@ impl Gate {
         self.methods.is_empty()
     }
 
-    /// Whether the authorizer may share another tenant's resource
-    /// (`tenancy.share_via_authorizer`): there must be one, and it must see
-    /// owners (contract 0.3): a 0.2 authorizer cannot tell another tenant's
-    /// thread from the caller's own, so its allow shares nothing.
-    pub fn authorizer_can_share(&self) -> bool {
-        self.authorizer
-            .as_ref()
-            .is_some_and(|p| p.contract() != "0.2.0")
-    }
-
     /// Whether any plugin needs the plugin view of requests.
     pub fn uses_plugins(&self) -> bool {
         self.authorizer.is_some()
@@ -225,11 +215,33 @@ impl Gate {
 
     /// Runs the chain: the first method that authenticates wins, a method
     /// without credentials passes to the next, a refusal stops. The answer
-    /// says how the caller was proved (see [`IdentityOrigin`]).
+    /// says how the caller was proved (see [`IdentityOrigin`]) and carries
+    /// what authorizing the request takes ([`Authorization`]).
+    ///
+    /// `view` makes the request as plugins see it; the gate calls it only
+    /// when a plugin runs for this request (an authenticator it reaches, or
+    /// the authorizer), and at most once.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
-        req: Option<&PluginRequest>,
+        view: impl Fn() -> PluginRequest + Sync,
+    ) -> Result<(Authenticated, Authorization), ApiError> {
+        let built = OnceLock::new();
+        let plugin_view = || built.get_or_init(|| Arc::new(view())).clone();
+        let authenticated = self.run_chain(headers, &plugin_view).await?;
+        let authorization = Authorization(
+            self.authorizer
+                .as_ref()
+                .map(|plugin| (plugin.clone(), plugin_view())),
+        );
+        Ok((authenticated, authorization))
+    }
+
+    /// The chain of [`authenticate`](Self::authenticate).
+    async fn run_chain(
+        &self,
+        headers: &HeaderMap,
+        plugin_view: &(impl Fn() -> Arc<PluginRequest> + Sync),
     ) -> Result<Authenticated, ApiError> {
         if self.is_open() {
             return Ok(Authenticated {
@@ -273,23 +285,19 @@ impl Gate {
                         },
                     }
                 }
-                AuthMethod::Plugin(plugin) => {
-                    let req =
-                        req.expect("the plugin view is built whenever a plugin is configured");
-                    match plugin.authenticate(req).await? {
-                        AuthnOutcome::Authenticated { who, .. } => {
-                            let origin = IdentityOrigin::Plugin {
-                                name: plugin.name().to_owned(),
-                            };
-                            return Ok(Authenticated {
-                                identity: who,
-                                origin,
-                            });
-                        }
-                        AuthnOutcome::NoCredentials => continue,
-                        AuthnOutcome::Refused(r) => return Err(r.into()),
+                AuthMethod::Plugin(plugin) => match plugin.authenticate(&plugin_view()).await? {
+                    AuthnOutcome::Authenticated { who, .. } => {
+                        let origin = IdentityOrigin::Plugin {
+                            name: plugin.name().to_owned(),
+                        };
+                        return Ok(Authenticated {
+                            identity: who,
+                            origin,
+                        });
                     }
-                }
+                    AuthnOutcome::NoCredentials => continue,
+                    AuthnOutcome::Refused(r) => return Err(r.into()),
+                },
             }
         }
         if unknown_api_key {
@@ -312,22 +320,51 @@ impl Gate {
         }
         Err(ApiError::NotAuthenticated("Not authenticated".into()))
     }
+}
 
-    /// Asks the authorizer; without one, every authenticated caller may.
-    pub async fn authorize(
-        &self,
-        who: &Identity,
-        access: &Access,
-        req: Option<&PluginRequest>,
-    ) -> Result<(), ApiError> {
-        let Some(plugin) = &self.authorizer else {
+/// What authorizing a request the gate authenticated takes: the gate's
+/// authorizer paired with the request as that authorizer sees it. Made by
+/// [`Gate::authenticate`], so there is never one without the other; without
+/// an authorizer every authenticated caller may.
+#[derive(Clone, Default)]
+pub struct Authorization(Option<(Arc<Plugin>, Arc<PluginRequest>)>);
+
+impl Authorization {
+    /// The same authorization, with the authorizer seeing `path` (the
+    /// canonical path, the one forwarded) instead of the client's spelling;
+    /// the view is copied only when the two differ.
+    pub fn at_path(&self, path: &str) -> Authorization {
+        Authorization(self.0.as_ref().map(|(plugin, view)| {
+            let view = if view.0.path == path {
+                view.clone()
+            } else {
+                let mut canonical = PluginRequest::clone(view);
+                canonical.0.path = path.to_owned();
+                Arc::new(canonical)
+            };
+            (plugin.clone(), view)
+        }))
+    }
+
+    /// Asks the authorizer whether `who` may do `access`.
+    pub async fn authorize(&self, who: &Identity, access: &Access) -> Result<(), ApiError> {
+        let Some((plugin, view)) = &self.0 else {
             return Ok(());
         };
-        let req = req.expect("the plugin view is built whenever a plugin is configured");
-        match plugin.authorize(who, access, req).await? {
+        match plugin.authorize(who, access, view).await? {
             AuthzOutcome::Allow => Ok(()),
             AuthzOutcome::Deny(r) => Err(r.into()),
         }
+    }
+
+    /// Whether the authorizer may share another tenant's resource
+    /// (`tenancy.share_via_authorizer`): there must be one, and it must see
+    /// owners (contract 0.3): a 0.2 authorizer cannot tell another tenant's
+    /// thread from the caller's own, so its allow shares nothing.
+    pub fn can_share(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|(plugin, _)| plugin.contract() != "0.2.0")
     }
 }
 

@@ -9,7 +9,6 @@ use super::{AppState, Caller};
 use crate::agent_request::AgentRequest;
 use crate::audit::{Route, refusal};
 use crate::error::ApiError;
-use crate::plugins::PluginRequest;
 use crate::tenancy::Grant;
 
 /// Any authenticated caller may reach this; the authorizer decides per
@@ -89,27 +88,19 @@ pub fn authorize<'a>(
     // request holds a body stream, so a reference to it is not `Send`.
     let route = target.route();
     let access = target.access().clone();
-    let view = authorizer_view(caller.plugin_view.as_deref(), target);
+    let authorization = caller.authorization.at_path(target.path().as_str());
     async move {
         let mut grant = match &state.tenancy {
             Some(tenancy) => tenancy.check(&caller.identity, route, &access).await?,
             None => Grant::open(),
         };
         let access = grant.access(&access);
-        let decision = caller
-            .setup
-            .gate
-            .authorize(
-                &caller.identity,
-                &access,
-                view.as_ref().or(caller.plugin_view.as_deref()),
-            )
-            .await;
+        let decision = authorization.authorize(&caller.identity, &access).await;
         crate::metrics::global().authz_result(decision.as_ref().map(|_| ()));
         if let Some(hidden) = grant.unless_shared() {
             // Another tenant's resource: only an authorizer's allow shares
             // it, and a refusal must look like "does not exist".
-            if decision.is_err() || !caller.setup.gate.authorizer_can_share() {
+            if decision.is_err() || !authorization.can_share() {
                 return Err(hidden);
             }
         }
@@ -117,15 +108,4 @@ pub fn authorize<'a>(
         grant.claim().await?;
         Ok(grant)
     }
-}
-
-/// The authorizer sees the canonical path (the one forwarded), not the
-/// client's spelling; a copy is made only when the two differ.
-fn authorizer_view(view: Option<&PluginRequest>, target: &AgentRequest) -> Option<PluginRequest> {
-    let view = view?;
-    (view.0.path != target.path().as_str()).then(|| {
-        let mut canonical = view.clone();
-        canonical.0.path = target.path().as_str().to_owned();
-        canonical
-    })
 }

@@ -24,13 +24,14 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, delete, get, patch, post};
 
-use http::{HeaderValue, header};
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
 
 use crate::accounts::Accounts;
 use crate::agent_request::AgentRequest;
 use crate::error::ApiError;
 use crate::identity::{Authenticated, Identity, IdentityOrigin};
 use crate::live::{LiveSetup, Setup};
+use crate::pipeline::Authorization;
 use crate::plugins::PluginRequest;
 
 /// What handlers share.
@@ -58,8 +59,9 @@ pub struct Caller {
     pub identity: Identity,
     /// How that was proved (only account-issued credentials reach the account API).
     pub origin: IdentityOrigin,
-    /// The request as plugins see it (only built when plugins are in use).
-    pub plugin_view: Option<Arc<PluginRequest>>,
+    /// What authorizing their requests takes: the gate's authorizer with
+    /// the request as it sees it.
+    pub authorization: Authorization,
     /// The client address, resolved once through the trusted proxies
     /// (see [`crate::client_addr`]).
     pub client_ip: Option<String>,
@@ -199,24 +201,22 @@ async fn identify(
 ) -> Result<Caller, ApiError> {
     websocket_token_as_bearer(req)?;
     let client_ip = crate::client_addr::of(req).map(|ip| ip.to_string());
-    let plugin_view = setup.gate.uses_plugins().then(|| {
-        let view = plugin_view(req, client_ip.clone());
-        Arc::new(match body {
-            Some(body) => view.with_body(body),
+    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+    let view = || {
+        let view = plugin_view(method, uri, headers, client_ip.clone());
+        match &body {
+            Some(body) => view.with_body(body.clone()),
             None => view,
-        })
-    });
-    let authenticated = setup
-        .gate
-        .authenticate(req.headers(), plugin_view.as_deref())
-        .await;
+        }
+    };
+    let authenticated = setup.gate.authenticate(headers, view).await;
     crate::metrics::global().auth_result(
         authenticated
             .as_ref()
-            .map_or("chain", |a| origin_kind(&a.origin)),
+            .map_or("chain", |(a, _)| origin_kind(&a.origin)),
         authenticated.as_ref().map(|_| ()),
     );
-    let Authenticated { identity, origin } = match authenticated {
+    let (Authenticated { identity, origin }, authorization) = match authenticated {
         Ok(a) => a,
         Err(e) => {
             let route = crate::audit::Route {
@@ -233,7 +233,7 @@ async fn identify(
     Ok(Caller {
         identity,
         origin,
-        plugin_view,
+        authorization,
         client_ip,
         setup,
     })
@@ -281,15 +281,18 @@ fn websocket_token_as_bearer(req: &mut Request) -> Result<(), ApiError> {
 /// The request as plugins see it; headers that are not UTF-8 are left out.
 /// On forward-auth they see the original method and URI the proxy names
 /// (so a plugin decides on the same request as when it is proxied).
-fn plugin_view(req: &Request, client_ip: Option<String>) -> PluginRequest {
-    let original =
-        verify::original_request(req.method(), req.uri(), req.headers()).and_then(Result::ok);
+fn plugin_view(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    client_ip: Option<String>,
+) -> PluginRequest {
+    let original = verify::original_request(method, uri, headers).and_then(Result::ok);
     let (method, uri) = match &original {
         Some((m, u)) => (m, u),
-        None => (req.method(), req.uri()),
+        None => (method, uri),
     };
-    let headers = req
-        .headers()
+    let headers = headers
         .iter()
         .filter_map(|(n, v)| {
             v.to_str()
