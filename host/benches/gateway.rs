@@ -50,10 +50,9 @@
 //! argument the binary prints how to run it and exits.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow::config::{AuthMethodConfig, Config, Env, JwtOptions, PluginConfig};
@@ -61,6 +60,13 @@ use agentflow::identity::Identity;
 use agentflow::jwt::{JwtMethod, JwtSigner, JwtVerifier};
 use agentflow::plugins::{Access, AuthnOutcome, AuthzOutcome, PluginRequest, PluginRuntime, Slot};
 use serde_json::{Map, Value, json};
+
+// The end-to-end harness: the same plugin builds and the same way of
+// starting the binary and waiting for it as the tests (most of it unused
+// here).
+#[allow(dead_code)]
+#[path = "../../tests/e2e/support.rs"]
+mod support;
 
 // In a folder of its own: a file directly in benches/ would be taken for
 // another bench target.
@@ -157,7 +163,7 @@ fn print_machine() {
     println!();
     let git = |args: &[&str]| {
         Command::new("git")
-            .current_dir(repo_root())
+            .current_dir(support::repo_root())
             .args(args)
             .output()
             .ok()
@@ -183,13 +189,6 @@ fn print_machine() {
 // Fixtures: plugins, keys, tokens
 // ---------------------------------------------------------------------------
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 struct Fixtures {
     dir: tempfile::TempDir,
     /// A private copy of the release binary, so a rebuild in the shared
@@ -209,7 +208,12 @@ impl Fixtures {
         let server_bin = dir.path().join("agentflow");
         std::fs::copy(env!("CARGO_BIN_EXE_agentflow"), &server_bin)
             .expect("copying the agentflow binary");
-        let (api_key_wasm, rbac_wasm, cache_hint_wasm) = build_plugins();
+        let plugins = support::plugins();
+        let (api_key_wasm, rbac_wasm, cache_hint_wasm) = (
+            plugins.api_key.clone(),
+            plugins.rbac.clone(),
+            plugins.cache_hint.clone(),
+        );
 
         // RS256 keys from the openssl command line, as the README suggests.
         let private = dir.path().join("rsa-private.pem");
@@ -269,7 +273,7 @@ impl Fixtures {
     }
 
     fn api_key_config(&self) -> Value {
-        json!({"keys": [{"sha256": sha256_hex(API_KEY), "user_id": "bench-service", "roles": ["user"], "name": "bench"}]})
+        json!({"keys": [{"sha256": support::sha256_hex(API_KEY), "user_id": "bench-service", "roles": ["user"], "name": "bench"}]})
     }
 
     fn rbac_config(&self) -> Value {
@@ -278,45 +282,6 @@ impl Fixtures {
             "user": {"graph": ["invoke", "stream"], "checkpointer": ["read"], "store": ["read"]}
         }})
     }
-}
-
-/// Builds the reference plugins and the bench's cache-hint fixture for
-/// wasm32-wasip2 (release), in the target dir the end-to-end tests use.
-fn build_plugins() -> (PathBuf, PathBuf, PathBuf) {
-    let target = repo_root().join("target").join("e2e-plugins");
-    eprintln!(
-        "building plugins for wasm32-wasip2 (release) in {}",
-        target.display()
-    );
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "api-key",
-            "-p",
-            "rbac",
-            "-p",
-            "cache-hint-plugin",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("running cargo to build the plugins");
-    assert!(
-        status.success(),
-        "building the plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
-    );
-    let out = target.join("wasm32-wasip2").join("release");
-    (
-        out.join("api_key.wasm"),
-        out.join("rbac.wasm"),
-        out.join("cache_hint_plugin.wasm"),
-    )
 }
 
 fn run_ok(cmd: &mut Command) {
@@ -328,11 +293,6 @@ fn run_ok(cmd: &mut Command) {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
 // ---------------------------------------------------------------------------
@@ -602,57 +562,13 @@ fn micro(fx: &Fixtures, iters: usize, report: &mut Report) {
 // ---------------------------------------------------------------------------
 
 /// A child process killed on drop, with its stderr kept.
-struct Proc {
-    child: Child,
-    logs: Arc<Mutex<String>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Spawns `cmd` and waits for a line containing "listening on "; returns the
-/// process, the address after it, and the time from spawn to that line.
-fn spawn_listening(mut cmd: Command, what: &str) -> (Proc, String, Duration) {
-    let started = Instant::now();
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-    let stderr = child.stderr.take().unwrap();
-    let logs = Arc::new(Mutex::new(String::new()));
-    let sink = logs.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on ").nth(1)
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send((addr.trim().to_owned(), started.elapsed()));
-            }
-            let mut l = sink.lock().unwrap();
-            if l.len() < 64 * 1024 {
-                l.push_str(&line);
-                l.push('\n');
-            }
-        }
-    });
-    let proc = Proc { child, logs };
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok((addr, took)) => (proc, addr, took),
-        Err(_) => panic!("{what} did not start:\n{}", proc.logs.lock().unwrap()),
-    }
-}
+type Proc = support::Listening;
 
 fn start_upstream() -> (Proc, String) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env(ROLE_VAR, "upstream");
-    let (p, addr, _) = spawn_listening(cmd, "the upstream");
+    let p = support::spawn_listening(cmd, "the upstream");
+    let addr = p.url.clone();
     (p, addr)
 }
 
@@ -676,20 +592,16 @@ fn start_server_with(
 ) -> (Proc, String, Duration) {
     let path = fx.dir.path().join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let mut cmd = Command::new(&fx.server_bin);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("JWT_") || k.starts_with("AGENTFLOW_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("RUST_LOG", "info")
-        .args(["run", "--port", "0", "--config"])
+    let mut cmd = support::agentflow_command_at(&fx.server_bin);
+    cmd.args(["run", "--port", "0", "--config"])
         .arg(&path)
         .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    spawn_listening(cmd, &format!("agentflow ({name})"))
+    let p = support::spawn_listening(cmd, &format!("agentflow ({name})"));
+    let (addr, took) = (p.url.clone(), p.took);
+    (p, addr, took)
 }
 
 // ---------------------------------------------------------------------------

@@ -5,12 +5,11 @@
 //! cookies (`Secure` behind TLS), CSRF refusals, no inline script, session
 //! refresh, and nothing admin-only for a non-superuser.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
 use reqwest::redirect::Policy;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -38,36 +37,17 @@ fn console_server(extra: &[(&str, &str)]) -> (Upstream, Server) {
 #[test]
 fn the_issue_walkthrough_in_a_real_browser() {
     let (_up, server) = console_server(&[]);
-    let root = repo_root();
-    let script = root.join("tests/console/flow.mjs");
-    assert!(
-        root.join("tests/console/node_modules/playwright-core")
-            .is_dir()
-            && std::path::Path::new("/usr/bin/chromium").exists(),
-        "the browser test needs chromium and playwright-core: run scripts/install-browser-test"
-    );
-    let shots = root.join("target/console-screenshots");
+    let shots = repo_root().join("target/console-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
-    let out = Command::new("node")
-        .arg(&script)
-        .env("BASE_URL", &server.base)
-        .env("ADMIN_USER", "admin")
-        .env("ADMIN_PASSWORD", ADMIN_PW)
-        .env("SHOTS_DIR", &shots)
-        .env("CHROMIUM", "/usr/bin/chromium")
-        .output()
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "the browser script printed no result:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let (result, exited_ok) = browser_script(
+        "flow.mjs",
+        &[
+            ("BASE_URL", &server.base),
+            ("ADMIN_USER", "admin"),
+            ("ADMIN_PASSWORD", ADMIN_PW),
+            ("SHOTS_DIR", &shots.to_string_lossy()),
+        ],
+    );
     assert_eq!(
         result["ok"],
         true,
@@ -76,7 +56,7 @@ fn the_issue_walkthrough_in_a_real_browser() {
         result["error"],
         server.logs()
     );
-    assert!(out.status.success());
+    assert!(exited_ok);
     eprintln!(
         "console page loads (ms, in the browser): {}",
         result["load_ms"]

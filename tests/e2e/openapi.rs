@@ -130,37 +130,16 @@ fn the_document_lists_the_api_and_the_docs_page_is_offline() {
 fn the_docs_page_renders_offline_in_a_real_browser() {
     let up = Upstream::start();
     let server = docs_server(&up, &[]);
-    let root = repo_root();
-    assert!(
-        root.join("tests/console/node_modules/playwright-core")
-            .is_dir()
-            && std::path::Path::new("/usr/bin/chromium").exists(),
-        "the browser test needs chromium and playwright-core: run scripts/install-browser-test"
+    let (result, exited_ok) = browser_script(
+        "docs.mjs",
+        &[("BASE_URL", &server.base), ("DOCS_PATH", "/docs")],
     );
-    let out = Command::new("node")
-        .arg(root.join("tests/console/docs.mjs"))
-        .env("BASE_URL", &server.base)
-        .env("DOCS_PATH", "/docs")
-        .env("CHROMIUM", "/usr/bin/chromium")
-        .output()
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "the browser script printed no result:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
     assert_eq!(
         result["ok"], true,
         "the docs page failed at {:?}: {}\n{result}",
         result["step"], result["error"]
     );
-    assert!(out.status.success());
+    assert!(exited_ok);
 }
 
 #[test]

@@ -104,12 +104,79 @@ pub const SECRET: &str = "e2e-test-secret-0123456789abcdef0123456789";
 
 /// A running `agentflow run`, killed on drop.
 pub struct Server {
-    child: Child,
+    process: Listening,
     pub base: String,
     pub dir: tempfile::TempDir,
     config: PathBuf,
     env: Vec<(String, String)>,
-    logs: Arc<Mutex<String>>,
+}
+
+/// A child process that logged `listening on <url>` (the server, or the
+/// benchmark's upstream), killed on drop. Shared with the benchmark
+/// (`host/benches/gateway.rs`), which times start-up with it.
+pub struct Listening {
+    pub child: Child,
+    /// The URL after `listening on `.
+    pub url: String,
+    /// From spawn to that line (the benchmark's start-up time).
+    #[allow(dead_code, reason = "read by the benchmark, not the tests")]
+    pub took: Duration,
+    /// What it wrote to stderr (the first 16 MiB).
+    pub logs: Arc<Mutex<String>>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` (stderr piped, stdout discarded) and waits up to two
+/// minutes for it to log `listening on <url>`; panics with its output if it
+/// does not.
+pub fn spawn_listening(mut cmd: Command, what: &str) -> Listening {
+    let started = Instant::now();
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let stderr = child.stderr.take().unwrap();
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                // The URL ends at a space or, in JSON logs, a quote.
+                let url = addr.split(['"', ' ']).next().unwrap_or(addr);
+                let _ = tx.send((url.trim().to_owned(), started.elapsed()));
+            }
+            // Bounded: a load run must not grow it without end.
+            let mut logs = sink.lock().unwrap();
+            if logs.len() < 16 << 20 {
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok((url, took)) => Listening {
+            child,
+            url,
+            took,
+            logs,
+        },
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not start:\n{}", logs.lock().unwrap());
+        }
+    }
 }
 
 impl Server {
@@ -138,15 +205,16 @@ impl Server {
     }
 
     /// Stops the server, keeping its folder (config and data dir).
-    pub fn stop(mut self) -> Stopped {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Stopped {
+    pub fn stop(self) -> Stopped {
+        let Server {
+            process,
             dir,
-            config: self.config.clone(),
-            env: std::mem::take(&mut self.env),
-        }
+            config,
+            env,
+            ..
+        } = self;
+        drop(process); // killed and reaped
+        Stopped { dir, config, env }
     }
 
     /// Starts the binary with its open-files limit (soft and hard) lowered
@@ -180,14 +248,14 @@ impl Server {
 
     /// The server's process id (to send it signals).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     /// Waits up to `limit` for the process to exit; its exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let started = Instant::now();
         while started.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.process.child.try_wait() {
                 return Some(status.code().unwrap_or(-1));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -213,42 +281,13 @@ impl Server {
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting agentflow");
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    // The URL ends at a space or, in JSON logs, a quote.
-                    let url = addr.split(['"', ' ']).next().unwrap_or(addr);
-                    let _ = tx.send(url.trim().to_owned());
-                }
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => Server {
-                child,
-                base,
-                dir,
-                config,
-                env,
-                logs,
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("agentflow did not start:\n{}", logs.lock().unwrap());
-            }
+        let process = spawn_listening(cmd, "agentflow");
+        Server {
+            base: process.url.clone(),
+            process,
+            dir,
+            config,
+            env,
         }
     }
 
@@ -259,7 +298,7 @@ impl Server {
 
     /// Everything the server logged so far.
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
+        self.process.logs.lock().unwrap().clone()
     }
 
     /// Whether the log shows `needle` within a few seconds: lines reach us
@@ -288,17 +327,16 @@ impl Stopped {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The `agentflow` binary with a clean environment for the variables the
 /// server reads, so the developer's own settings cannot leak into tests.
 pub fn agentflow_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentflow"));
+    agentflow_command_at(Path::new(env!("CARGO_BIN_EXE_agentflow")))
+}
+
+/// [`agentflow_command`] for the binary at `bin` (the benchmark runs a
+/// private copy, so a rebuild during its run cannot change what it measures).
+pub fn agentflow_command_at(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("JWT_") || k.starts_with("AGENTFLOW_") || k == "DOCS_PATH" {
             cmd.env_remove(k);
@@ -552,4 +590,37 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration
         std::thread::sleep(Duration::from_millis(10));
     }
     None
+}
+
+/// Runs the headless-Chromium script `tests/console/<script>` under node
+/// with `env` (and `CHROMIUM` set), and returns the JSON result it printed
+/// last and whether it exited successfully; panics with its output if it
+/// printed none.
+pub fn browser_script(script: &str, env: &[(&str, &str)]) -> (Value, bool) {
+    let root = repo_root();
+    assert!(
+        root.join("tests/console/node_modules/playwright-core")
+            .is_dir()
+            && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs chromium and playwright-core: run scripts/install-browser-test"
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(root.join("tests/console").join(script))
+        .env("CHROMIUM", "/usr/bin/chromium");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the browser script printed no result:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    (result, out.status.success())
 }
