@@ -35,10 +35,10 @@ impl RouteClass {
             "/v1/login" | "/v1/refresh" | "/v1/logout" | "/v1/auto_login" => RouteClass::Login,
             "/ping" | "/ready" | "/metrics" => RouteClass::Ops,
             "/v1/whoami" | "/v1/plugins" | "/.well-known/jwks.json" => RouteClass::Account,
-            p if p == "/v1/auth/verify" || p.starts_with("/v1/auth/verify/") => RouteClass::Verify,
+            p if is_under(p, "/v1/auth/verify") => RouteClass::Verify,
             p if ["/v1/users", "/v1/api-keys", "/v1/variables"]
                 .iter()
-                .any(|prefix| p == *prefix || p.starts_with(&format!("{prefix}/"))) =>
+                .any(|prefix| is_under(p, prefix)) =>
             {
                 RouteClass::Account
             }
@@ -56,6 +56,13 @@ impl RouteClass {
             RouteClass::Ops => "ops",
         }
     }
+}
+
+/// `path` is `prefix` or a path below it (`/v1/users/x`, not `/v1/usersx`),
+/// without allocating: this runs on every request, up to three times.
+fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
