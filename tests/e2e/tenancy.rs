@@ -94,7 +94,7 @@ pub fn listed_memories(r: &Reply, field: &str) -> Vec<String> {
 }
 
 /// The texts of a thread's messages as the agent itself has them.
-fn agent_messages(agent: &AgentflowServer, thread: &str) -> Vec<String> {
+pub fn agent_messages(agent: &AgentflowServer, thread: &str) -> Vec<String> {
     let r = get(
         &format!("{}/v1/threads/{thread}/messages", agent.url()),
         &[],

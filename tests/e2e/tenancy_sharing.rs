@@ -110,6 +110,54 @@ fn a_thread_shared_through_a_claim_is_readable_and_nothing_more() {
 }
 
 #[test]
+fn a_failing_authorizer_shares_nothing_and_fails_closed_for_the_owner() {
+    let agent = AgentflowServer::start(None);
+    // Alice's threads are made under rbac; then the authorizer becomes one
+    // whose check fails for `t-broken` and allows only `t-open`.
+    let gw = sharing_gateway(agent.url(), rbac_sharing());
+    let alice = auth_for("alice", &["user"], json!({}));
+    let bob = auth_for("bob", &["user"], json!({"shared_threads": ["t-broken"]}));
+    for thread in ["t-broken", "t-open"] {
+        let r = invoke_on(&gw, &alice, thread, &format!("alice on {thread}"));
+        assert_eq!(r.status, 200, "{}\n{}", r.body, agent.logs());
+    }
+    let stopped = gw.stop();
+    let echo = json!({"path": plugins().access_echo, "config": {"allow_id": "t-open", "fail_id": "t-broken"}});
+    let config = json!({
+        "agent": agent.url(),
+        "auth": "jwt",
+        "authorization": echo,
+        "tenancy": {"owner": "user_id", "bypass_roles": ["admin"], "share_via_authorizer": true},
+    });
+    std::fs::write(&stopped.config, config.to_string()).unwrap();
+    let gw = stopped.start(&[]);
+
+    // Bob names alice's thread whose check fails: the same 404 as for a
+    // thread that does not exist, never the plugin's 503 (which would say
+    // the thread is there), and nothing reaches the agent.
+    let state = call(&gw, &bob, "GET", "/v1/threads/t-broken/state", None);
+    assert_hidden(&state, "a failed check on another tenant's thread");
+    let continued = invoke_on(&gw, &bob, "t-broken", "bob writes");
+    assert_hidden(&continued, "bob continues it while the check fails");
+    // An allow from this authorizer does share (the path works at all).
+    assert_reached(
+        &call(&gw, &bob, "GET", "/v1/threads/t-open/state", None),
+        "the authorizer allows t-open",
+    );
+    // The owner's own request fails closed: 503, not forwarded.
+    let own = invoke_on(&gw, &alice, "t-broken", "alice again");
+    assert_eq!(own.status, 503, "{}", own.body);
+    let messages = agent_messages(&agent, "t-broken");
+    assert!(
+        messages.iter().any(|m| m == "alice on t-broken")
+            && !messages
+                .iter()
+                .any(|m| m == "bob writes" || m == "alice again"),
+        "a refused invoke reached the agent: {messages:?}"
+    );
+}
+
+#[test]
 fn without_share_via_authorizer_a_sharing_claim_opens_nothing() {
     let agent = AgentflowServer::start(None);
     let gw = Server::start(

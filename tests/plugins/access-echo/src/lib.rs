@@ -5,10 +5,12 @@
 //! the configured `allow_id`, and refuses every other one with a 403 whose
 //! detail is the access as JSON (`{"resource", "action", "resource_id",
 //! "resource_owner", "caller_tenant"}`).
+//! A request whose resource id is `fail_id` fails (an `Err`, as a plugin
+//! whose backend is down would), so tests can see how failures are answered.
 //! It never sends a cache hint, so every request reaches it.
 //!
 //! ```json
-//! {"allow_id": "t-ok"}
+//! {"allow_id": "t-ok", "fail_id": "t-broken"}
 //! ```
 
 use agentflow_plugin_sdk::{Access, Authorizer, AuthzOutcome, Identity, Request};
@@ -20,6 +22,9 @@ pub struct Config {
     /// The one resource id that is allowed.
     #[serde(default)]
     pub allow_id: Option<String>,
+    /// The one resource id whose check fails.
+    #[serde(default)]
+    pub fail_id: Option<String>,
 }
 
 /// The access-echo authorizer.
@@ -50,6 +55,11 @@ impl Authorizer for AccessEcho {
         access: &Access,
         _req: &Request,
     ) -> agentflow_plugin_sdk::Result<AuthzOutcome> {
+        if access.resource_id.is_some() && access.resource_id == self.0.fail_id {
+            return Err(agentflow_plugin_sdk::Error::msg(
+                "access-echo: fail_id named",
+            ));
+        }
         Ok(
             if access.resource_id.is_some() && access.resource_id == self.0.allow_id {
                 AuthzOutcome::Allow
