@@ -44,7 +44,9 @@
 //! `BENCH_DURATION` (seconds per load run, default 3), `BENCH_ROUNDS` (passes over
 //! all variants, default 3; figures are medians), `BENCH_CONNECTIONS`
 //! (default 32), `BENCH_THREADS` (wrk threads, default 2), `BENCH_ITERS`
-//! (micro-benchmark iterations, default 20000).
+//! (micro-benchmark iterations, default 20000), `BENCH_ONLY` (load-run only
+//! the groups with a variant whose name contains it, e.g. `tenancy`; the
+//! rest are reported as not selected).
 //!
 //! Nothing here runs under `cargo test`: without cargo bench's `--bench`
 //! argument the binary prints how to run it and exits.
@@ -1159,7 +1161,10 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
         eprintln!("PostgreSQL variants skipped: {e}");
     }
     let (_upstream, upstream_url) = start_upstream();
-    let groups = variants(fx, &upstream_url, &pg);
+    let mut groups = variants(fx, &upstream_url, &pg);
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        select_groups(&mut groups, &only);
+    }
     let mut runs: Runs = HashMap::new();
     // Per variant: the stream's time-to-first-event samples of each round.
     let mut ttfe: HashMap<&'static str, Result<Vec<Vec<Duration>>, String>> = HashMap::new();
@@ -1282,6 +1287,21 @@ fn load(fx: &Fixtures, opts: &LoadOpts, report: &mut Report) {
     pairs(&runs, report);
     stream_ttfe(&ttfe, report);
     logins(&runs, report);
+}
+
+/// Marks every group without a variant whose name contains `only`
+/// (case-insensitive) as not run, so a pair can be measured over many
+/// rounds without the whole matrix.
+fn select_groups(groups: &mut [Vec<Variant>], only: &str) {
+    let only = only.to_lowercase();
+    for group in groups {
+        if !group.iter().any(|v| v.name.to_lowercase().contains(&only)) {
+            for v in group {
+                v.unavailable
+                    .get_or_insert_with(|| format!("not selected (BENCH_ONLY={only})"));
+            }
+        }
+    }
 }
 
 /// One route's table: every variant that drives it, with its ratio to no
@@ -1446,9 +1466,9 @@ fn pairs(runs: &Runs, report: &mut Report) {
     );
     println!();
     println!(
-        "| issue | route | base → variant | base req/s | variant req/s | ratio | base p99 → variant p99 | goal |"
+        "| issue | route | base → variant | base req/s | variant req/s | ratio | per round | base p99 → variant p99 | goal |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---|");
+    println!("|---|---|---|---:|---:|---:|---|---:|---|");
     for p in PAIRS {
         let (base, variant) = match (
             clean(runs, p.base, p.route),
@@ -1458,7 +1478,7 @@ fn pairs(runs: &Runs, report: &mut Report) {
             (b, v) => {
                 let why = b.err().or(v.err()).unwrap_or_default();
                 println!(
-                    "| {} | {} | {} → {} | — | — | — | — | ≥ {}×: not measured ({why}) |",
+                    "| {} | {} | {} → {} | — | — | — | — | — | ≥ {}×: not measured ({why}) |",
                     p.issue,
                     p.route.label(),
                     p.base,
@@ -1469,16 +1489,22 @@ fn pairs(runs: &Runs, report: &mut Report) {
                 continue;
             }
         };
-        let ratio = median(
-            base.iter()
-                .zip(variant)
-                .map(|(b, v)| v.ok_rps() / b.ok_rps()),
-        );
+        let per_round: Vec<f64> = base
+            .iter()
+            .zip(variant)
+            .map(|(b, v)| v.ok_rps() / b.ok_rps())
+            .collect();
+        let ratio = median(per_round.iter().copied());
+        let per_round = per_round
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let p99 = |r: &[WrkResult]| {
             Duration::from_secs_f64(median(r.iter().map(|w| w.p99.as_secs_f64())))
         };
         println!(
-            "| {} | {} | {} → {} | {:.0} | {:.0} | {ratio:.3}× | {} → {} | ≥ {}×: {} |",
+            "| {} | {} | {} → {} | {:.0} | {:.0} | {ratio:.3}× | {per_round} | {} → {} | ≥ {}×: {} |",
             p.issue,
             p.route.label(),
             p.base,
