@@ -117,6 +117,12 @@ pub fn global() -> &'static HashPool {
     global_or(default_permits())
 }
 
+/// The size of the process-wide pool, if it has been made yet (without
+/// making it, so a caller cannot fix its size by asking).
+pub fn permits_in_force() -> Option<usize> {
+    POOL.get().map(HashPool::permits)
+}
+
 fn global_or(permits: usize) -> &'static HashPool {
     POOL.get_or_init(|| HashPool::new(permits))
 }
