@@ -34,6 +34,8 @@ pub struct Plugins {
     pub access_echo: PathBuf,
     /// An authenticator built with the contract 0.2 SDK.
     pub legacy_v0_2: PathBuf,
+    /// An authorizer built with the contract 0.2 SDK.
+    pub legacy_authz_v0_2: PathBuf,
     /// The reference TOTP second factor (an authorizer).
     pub totp: PathBuf,
     /// The reference webhook signature checker (an authenticator).
@@ -71,6 +73,8 @@ pub fn plugins() -> &'static Plugins {
                 "access-echo-plugin",
                 "-p",
                 "legacy-v0-2-plugin",
+                "-p",
+                "legacy-authz-v0-2-plugin",
             ])
             // The contract 0.3 reference plugins (reference_plugins.rs).
             .args(["-p", "totp", "-p", "webhook-hmac"])
@@ -93,6 +97,7 @@ pub fn plugins() -> &'static Plugins {
             cache_hint: out.join("cache_hint_plugin.wasm"),
             access_echo: out.join("access_echo_plugin.wasm"),
             legacy_v0_2: out.join("legacy_v0_2_plugin.wasm"),
+            legacy_authz_v0_2: out.join("legacy_authz_v0_2_plugin.wasm"),
             totp: out.join("totp.wasm"),
             webhook_hmac: out.join("webhook_hmac.wasm"),
         }

@@ -2,7 +2,9 @@
 //! example's `sharing` rule), against the real AgentFlow server: bob reads
 //! the thread alice shared with him through a claim, and nothing more; a
 //! refusal on another tenant's thread is still the gateway's 404; without
-//! `share_via_authorizer` a sharing claim opens nothing.
+//! `share_via_authorizer` a sharing claim opens nothing; an authorizer that
+//! fails, or one built for contract 0.2 (which cannot see owners), shares
+//! nothing.
 
 use serde_json::{Value, json};
 
@@ -154,6 +156,63 @@ fn a_failing_authorizer_shares_nothing_and_fails_closed_for_the_owner() {
                 .iter()
                 .any(|m| m == "bob writes" || m == "alice again"),
         "a refused invoke reached the agent: {messages:?}"
+    );
+}
+
+#[test]
+fn a_contract_0_2_authorizer_keeps_working_and_its_allow_shares_nothing() {
+    let agent = AgentflowServer::start(None);
+    // Allows everything but `t-denied`: it cannot see owners, so an allow
+    // from it says nothing about another tenant's thread.
+    let legacy = json!({"path": plugins().legacy_authz_v0_2, "config": {"deny_id": "t-denied"}});
+    let gw = sharing_gateway(agent.url(), legacy);
+    let alice = auth_for("alice", &["user"], json!({}));
+    let bob = auth_for("bob", &["user"], json!({"shared_threads": ["t-alice"]}));
+    let admin = auth_for("root", &["admin"], json!({}));
+
+    let own = invoke_on(&gw, &alice, "t-alice", "alice writes");
+    assert_eq!(own.status, 200, "{}\n{}", own.body, agent.logs());
+    assert_reached(
+        &call(&gw, &alice, "GET", "/v1/threads/t-alice/state", None),
+        "the owner reads her thread through a 0.2 authorizer",
+    );
+    // The 0.2 authorizer's own refusal still applies to the owner.
+    let denied = invoke_on(&gw, &alice, "t-denied", "alice on a denied id");
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.detail(), "legacy authorizer: denied id");
+
+    // Bob, although the 0.2 plugin allows everything he asks: 404, nothing
+    // forwarded.
+    assert_hidden(
+        &call(&gw, &bob, "GET", "/v1/threads/t-alice/state", None),
+        "a 0.2 allow on another tenant's thread",
+    );
+    assert_hidden(
+        &invoke_on(&gw, &bob, "t-alice", "bob writes"),
+        "bob continues alice's thread under a 0.2 authorizer",
+    );
+    assert_reached(
+        &call(&gw, &admin, "GET", "/v1/threads/t-alice/state", None),
+        "a bypass role still sees every thread",
+    );
+    let messages = agent_messages(&agent, "t-alice");
+    assert!(
+        messages.iter().any(|m| m == "alice writes") && !messages.iter().any(|m| m == "bob writes"),
+        "{messages:?}"
+    );
+    let denied_thread = get(
+        &format!("{}/v1/threads/t-denied/messages", agent.url()),
+        &[],
+    );
+    assert!(
+        denied_thread.status == 404
+            || (denied_thread.status == 200
+                && denied_thread.body["data"]["messages"]
+                    .as_array()
+                    .is_some_and(Vec::is_empty)),
+        "a denied invoke reached the agent: {} {}",
+        denied_thread.status,
+        denied_thread.body
     );
 }
 
