@@ -657,6 +657,69 @@ fn websocket_runs_on_another_tenants_thread_are_refused() {
     );
 }
 
+#[test]
+fn websocket_frames_the_gateway_cannot_read_do_not_reach_the_agent() {
+    let agent = AgentflowServer::start(None);
+    let gw = tenant_gateway(agent.url(), json!({"owner": "user_id"}));
+    let alice = auth_for("alice", &["user"], json!({}));
+    let bob = auth_for("bob", &["user"], json!({}));
+    assert_eq!(
+        invoke_on(&gw, &alice, "t-ws-odd", "secret plans").status,
+        200
+    );
+    let before = agent_messages(&agent, "t-ws-odd");
+    let run = |extra: &str| {
+        format!(
+            r#"{{"invoke_type": "fresh", "messages": [{}], "config": {{"thread_id": "t-ws-odd"{extra}}}}}"#,
+            user_message("bob writes")
+        )
+    };
+    // Python's json reads all three and would run on alice's thread;
+    // serde_json refuses each, so the gateway cannot see the thread id.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let frames = [
+        run(r#", "x": NaN"#),
+        run(r#", "x": "\udc00""#),
+        run(&format!(r#", "x": {deep}"#)),
+    ];
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = gw.url("/v1/graph/ws").replacen("http://", "ws://", 1);
+    let answers = rt.block_on(async {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", bob.parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut answers = Vec::new();
+        for frame in &frames {
+            socket.send(Message::text(frame.clone())).await.unwrap();
+            answers.push(next_text(&mut socket).await);
+        }
+        answers
+    });
+    for (frame, answer) in frames.iter().zip(&answers) {
+        assert_eq!(answer["event"], "error", "{frame}: {answer}");
+        assert!(
+            answer["data"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("must be a JSON object"),
+            "{frame}: {answer}"
+        );
+    }
+    assert_eq!(
+        agent_messages(&agent, "t-ws-odd"),
+        before,
+        "nothing reached alice's thread"
+    );
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

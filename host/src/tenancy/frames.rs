@@ -4,6 +4,11 @@
 //! the agent reports are claimed as they pass (runs on a new thread).
 //! A refused frame never reaches the agent; the client gets an error event
 //! and the socket stays open, as with the agent's own refusals.
+//!
+//! A text frame the gateway cannot read as a JSON object is refused too,
+//! not passed on: the agent parses frames with Python's `json`, which
+//! takes what `serde_json` refuses (`NaN`, lone surrogates, nesting past
+//! 128 levels), so such a frame could name a thread the gateway never saw.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -32,8 +37,10 @@ pub struct RunFrames {
 
 /// What a client frame asks for.
 enum Asked {
-    /// Not a run frame (binary audio, ping, malformed: the agent answers).
+    /// Not a run frame (binary audio, ping, close).
     Other,
+    /// A text frame that is not a JSON object the gateway can read.
+    Unreadable,
     /// A run on a thread the agent makes.
     NewThread,
     /// A run on this thread.
@@ -59,7 +66,7 @@ impl RunFrames {
             return Asked::Other;
         };
         let Ok(Value::Object(json)) = serde_json::from_str::<Value>(text.as_str()) else {
-            return Asked::Other;
+            return Asked::Unreadable;
         };
         let (id, field) = if self.live {
             (json.get("thread_id"), "thread_id")
@@ -133,6 +140,9 @@ impl FrameInspector for RunFrames {
             match self.asked(frame) {
                 Asked::Other | Asked::NewThread => Verdict::Forward,
                 Asked::BadId(field) => Verdict::Refuse(format!("`{field}` must be a string")),
+                Asked::Unreadable => Verdict::Refuse(
+                    "a text frame on a run socket must be a JSON object (no NaN or Infinity, no lone surrogates, at most 128 levels deep)".into(),
+                ),
                 Asked::Thread(id) => self.run_on(id).await,
             }
         })
