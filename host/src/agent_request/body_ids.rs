@@ -63,10 +63,16 @@ pub fn thread_id(kind: BodyId, body: &[u8]) -> Result<Option<String>, String> {
                 _ => Ok(Some(root)),
             }
         }
-        BodyId::AgUiThread => match fields.ag_ui_thread_id {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(strip(&s).to_owned()).filter(|s| !s.is_empty())),
-            Some(_) => Err("`threadId` must be a string".into()),
+        // The AG-UI SDK's `RunAgentInput` also takes the field's Python
+        // name (`populate_by_name`), so `thread_id` names the thread too; a
+        // body giving both is refused rather than guessing which one wins.
+        BodyId::AgUiThread => match (fields.ag_ui_thread_id, fields.thread_id) {
+            (None | Some(Value::Null), None | Some(Value::Null)) => Ok(None),
+            (Some(id), None | Some(Value::Null)) => normalize(Some(&id), "threadId"),
+            (None | Some(Value::Null), Some(id)) => normalize(Some(&id), "thread_id"),
+            (Some(_), Some(_)) => {
+                Err("name the thread once: `threadId` or `thread_id`, not both".into())
+            }
         },
     }
 }
@@ -216,5 +222,32 @@ mod tests {
             Ok(None)
         );
         assert!(thread_id(BodyId::AgUiThread, br#"{"threadId": 9}"#).is_err());
+    }
+
+    #[test]
+    fn ag_ui_also_reads_the_python_name_and_refuses_both() {
+        let ag_ui = |body: &str| thread_id(BodyId::AgUiThread, body.as_bytes());
+        // `RunAgentInput` takes `thread_id` too: it names the thread.
+        assert_eq!(
+            ag_ui(r#"{"thread_id": " t-alice ", "runId": "r"}"#),
+            some("t-alice")
+        );
+        assert!(
+            ag_ui(r#"{"thread_id": 7}"#)
+                .unwrap_err()
+                .contains("thread_id")
+        );
+        assert!(
+            ag_ui(r#"{"threadId": "t-bob", "thread_id": "t-alice"}"#)
+                .unwrap_err()
+                .contains("not both")
+        );
+        assert!(ag_ui(r#"{"threadId": "t", "thread_id": "t"}"#).is_err());
+        // A null spelling is no id; the other one is the one checked.
+        assert_eq!(
+            ag_ui(r#"{"threadId": null, "thread_id": "t-alice"}"#),
+            some("t-alice")
+        );
+        assert_eq!(ag_ui(r#"{"threadId": null}"#), Ok(None));
     }
 }
