@@ -137,6 +137,78 @@ fn a_run_streams_through_the_gateway_with_the_token_in_the_bearer_subprotocol() 
     });
 }
 
+/// The text frame after one run frame naming `thread`: the error event a
+/// refusal gets, or the run's first chunk.
+async fn first_answer(socket: &mut Socket, text: &str, thread: &str) -> Value {
+    let frame = json!({"invoke_type": "fresh", "messages": [user_message(text)], "config": {"thread_id": thread}});
+    socket.send(Message::text(frame.to_string())).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(30), socket.next())
+        .await
+        .expect("an answer in time");
+    let Some(Ok(Message::Text(text))) = next else {
+        panic!("expected a text frame, got {next:?}")
+    };
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Whether the agent holds any message on `thread`.
+fn agent_has_messages(agent: &AgentflowServer, thread: &str) -> bool {
+    let r = get(
+        &format!("{}/v1/threads/{thread}/messages", agent.url()),
+        &[],
+    );
+    r.status == 200
+        && r.body["data"]["messages"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+}
+
+#[test]
+fn each_run_frame_is_put_to_the_authorizer_with_its_thread_id() {
+    // No tenancy: the authorizer alone decides per thread, as on invoke.
+    let agent = AgentflowServer::start(None);
+    let authorizer = json!({"path": plugins().access_echo, "config": {
+        "allow_id": "t-ok", "fail_id": "t-broken", "allow_unnamed": true}});
+    let server = Server::start(
+        json!({"agent": agent.url(), "auth": "jwt", "authorization": authorizer}),
+        &[("JWT_SECRET_KEY", SECRET)],
+    );
+    let bearer = format!("Bearer {}", token("alice"));
+    let (denied, failed) = runtime().block_on(async {
+        let (mut socket, _) = connect(
+            &ws_url(&server, "/v1/graph/ws"),
+            &[("authorization", &bearer)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("upgrade refused: {e}\n{}", server.logs()));
+        let denied = first_answer(&mut socket, "denied run", "t-other").await;
+        let failed = first_answer(&mut socket, "failing check", "t-broken").await;
+        // The socket stays open, and an allowed thread runs.
+        let chunks = run(&mut socket, "allowed run", "t-ok").await;
+        assert_eq!(echo_in(&chunks)["last_user_message"], "allowed run");
+        (denied, failed)
+    });
+    assert_eq!(denied["event"], "error", "{denied}");
+    let reason = denied["data"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(r#""resource_id":"t-other""#) && reason.contains(r#""action":"stream""#),
+        "the authorizer saw the frame's thread: {denied}"
+    );
+    assert_eq!(
+        failed["event"], "error",
+        "a failing check fails closed: {failed}"
+    );
+    assert!(
+        !agent_has_messages(&agent, "t-other"),
+        "a denied run reached the agent"
+    );
+    assert!(
+        !agent_has_messages(&agent, "t-broken"),
+        "a failed check reached the agent"
+    );
+    assert!(agent_has_messages(&agent, "t-ok"));
+}
+
 #[test]
 fn a_query_token_authenticates_an_upgrade() {
     let agent = AgentflowServer::start(None);
@@ -252,11 +324,16 @@ fn handshake_token_places_are_not_credentials_on_plain_http() {
 }
 
 /// A WebSocket agent stand-in: records each handshake (URI and headers),
-/// echoes frames back, and closes with 4001 "bye" when sent `close-me`.
+/// echoes frames back, and closes with 4001 "bye" when sent `{"close": "me"}`.
 struct EchoAgent {
     url: String,
     handshakes: Handshakes,
 }
+
+/// A text frame that is no run, echoed by the stand-in.
+const PING: &str = r#"{"ping": "text"}"#;
+/// The frame the stand-in answers by closing with 4001 "bye".
+const CLOSE_ME: &str = r#"{"close": "me"}"#;
 
 // The handshake callback's error type is tungstenite's, not ours.
 #[allow(clippy::result_large_err)]
@@ -283,7 +360,7 @@ async fn echo_agent() -> EchoAgent {
                 };
                 while let Some(Ok(message)) = socket.next().await {
                     match message {
-                        Message::Text(t) if t.as_str() == "close-me" => {
+                        Message::Text(t) if t.as_str() == CLOSE_ME => {
                             let frame = CloseFrame {
                                 code: CloseCode::from(4001),
                                 reason: "bye".into(),
@@ -321,11 +398,14 @@ fn the_agent_gets_the_identity_never_the_client_token_and_frames_and_closes_cros
         .await
         .unwrap_or_else(|e| panic!("upgrade refused: {e}\n{}", server.logs()));
 
+        // Text frames on a run socket are JSON objects (anything else is
+        // refused, never passed on unread); this one is no run and passes.
+        socket.send(Message::text(PING)).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Message::text(PING));
         socket.send(Message::text("ping-text")).await.unwrap();
-        assert_eq!(
-            socket.next().await.unwrap().unwrap(),
-            Message::text("ping-text")
-        );
+        let refused: Value =
+            serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(refused["event"], "error", "{refused}");
         socket
             .send(Message::binary(vec![0u8, 159, 255]))
             .await
@@ -334,7 +414,7 @@ fn the_agent_gets_the_identity_never_the_client_token_and_frames_and_closes_cros
             socket.next().await.unwrap().unwrap(),
             Message::binary(vec![0u8, 159, 255])
         );
-        socket.send(Message::text("close-me")).await.unwrap();
+        socket.send(Message::text(CLOSE_ME)).await.unwrap();
         match socket.next().await.unwrap().unwrap() {
             Message::Close(Some(f)) => {
                 assert_eq!((u16::from(f.code), f.reason.as_str()), (4001, "bye"))

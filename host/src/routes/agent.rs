@@ -51,7 +51,9 @@ pub async fn forward(
     let who = Some(&caller.identity);
     if target.is_websocket() {
         let client_ip = caller.client_ip.as_deref();
-        let inspector = grant.frame_inspector();
+        let live = target.route().pattern == "/v1/graph/live";
+        let authorization = caller.authorization.at_path(target.path().as_str());
+        let inspector = grant.frame_inspector(live, caller.identity.clone(), authorization);
         return upstream
             .forward_websocket(target, parts, who, client_ip, inspector)
             .await;

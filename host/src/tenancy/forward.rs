@@ -14,8 +14,9 @@ use super::{Tenancy, frames, listing, not_found};
 use crate::agent_request::AgentRequest;
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::pipeline::Authorization;
 use crate::plugins::Access;
-use crate::proxy::{ForwardAll, FrameInspector, Upstream};
+use crate::proxy::{FrameInspector, Upstream};
 use crate::store::ResourceKind;
 
 /// Largest agent answer read whole to find an id in it (invoke, memory
@@ -40,7 +41,7 @@ enum After {
     /// Memory list / search answered with the tenant's memories only.
     FilterMemories { search: bool },
     /// WebSocket run frames checked one by one.
-    Frames { live: bool },
+    Frames,
 }
 
 /// The tenancy side of one tenant's request.
@@ -164,8 +165,8 @@ impl Grant {
         self.set_after(After::FilterMemories { search });
     }
 
-    pub(super) fn inspect_frames(&mut self, live: bool) {
-        self.set_after(After::Frames { live });
+    pub(super) fn inspect_frames(&mut self) {
+        self.set_after(After::Frames);
     }
 
     /// The access the authorizer decides on: the request's, plus the
@@ -197,20 +198,20 @@ impl Grant {
         Ok(())
     }
 
-    /// What checks WebSocket frames for this request.
-    pub fn frame_inspector(&self) -> Arc<dyn FrameInspector> {
-        match &self.0 {
-            Some(g) => match g.after {
-                After::Frames { live } => Arc::new(frames::RunFrames::new(
-                    g.tenancy.clone(),
-                    g.tenant.clone(),
-                    g.bypass,
-                    live,
-                )),
-                _ => Arc::new(ForwardAll),
-            },
-            None => Arc::new(ForwardAll),
-        }
+    /// What checks the run frames of a WebSocket this grant allowed
+    /// (`live`: `/v1/graph/live`): the authorizer on every run naming a
+    /// thread, and tenancy when it is on.
+    pub fn frame_inspector(
+        &self,
+        live: bool,
+        who: Identity,
+        authorization: Authorization,
+    ) -> Arc<dyn FrameInspector> {
+        let tenant = self
+            .0
+            .as_ref()
+            .map(|g| frames::TenantFrames::new(g.tenancy.clone(), g.tenant.clone(), g.bypass));
+        Arc::new(frames::RunFrames::new(live, who, authorization, tenant))
     }
 
     /// Forwards `target` and applies what tenancy does with the answer.
@@ -251,10 +252,9 @@ impl Grant {
             return Ok(answer);
         }
         match g.after {
-            After::Relay
-            | After::Frames { .. }
-            | After::FilterThreads
-            | After::FilterMemories { .. } => Ok(answer),
+            After::Relay | After::Frames | After::FilterThreads | After::FilterMemories { .. } => {
+                Ok(answer)
+            }
             After::Release(kind, id) => {
                 // The agent deleted it: a registry failure here only leaves
                 // the owner recorded (it keeps the id), so the answer stands.

@@ -1,7 +1,8 @@
-//! WebSocket runs under tenancy: every client frame that starts a run is
-//! checked like an invoke (`/v1/graph/ws`: `config.thread_id`;
-//! `/v1/graph/live`: the control frame's `thread_id`), and the thread ids
-//! the agent reports are claimed as they pass (runs on a new thread).
+//! WebSocket runs: every client frame that starts a run on a named thread
+//! (`/v1/graph/ws`: `config.thread_id`; `/v1/graph/live`: the control
+//! frame's `thread_id`) is checked like an invoke on it, by the ownership
+//! policy (tenancy on) and the authorizer; with tenancy, the thread ids the
+//! agent reports are claimed as they pass (runs on a new thread).
 //! A refused frame never reaches the agent; the client gets an error event
 //! and the socket stays open, as with the agent's own refusals.
 //!
@@ -19,18 +20,30 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::Tenancy;
 use super::forward::event_thread_id;
+use crate::identity::Identity;
+use crate::pipeline::Authorization;
+use crate::plugins::Access;
 use crate::proxy::{FrameInspector, Verdict};
 use crate::store::ResourceKind;
 
 /// The `thread_id` a socket client sends to start a fresh thread.
 const NEW_THREAD: &str = "new";
 
-/// Checks one socket's run frames for one tenant.
+/// Checks one socket's run frames: each run on a named thread is put to
+/// the authorizer (as `graph`/`stream` with that `resource-id`), and, with
+/// tenancy on, to the ownership policy first.
 pub struct RunFrames {
+    live: bool,
+    who: Identity,
+    authorization: Authorization,
+    tenant: Option<TenantFrames>,
+}
+
+/// The tenancy side of a socket: whose runs these are.
+pub struct TenantFrames {
     tenancy: Arc<Tenancy>,
     tenant: String,
     bypass: bool,
-    live: bool,
     /// Threads already known to be this tenant's (no registry call again).
     mine: Mutex<HashSet<String>>,
 }
@@ -49,15 +62,84 @@ enum Asked {
     BadId(&'static str),
 }
 
-impl RunFrames {
-    /// The inspector of one socket.
-    pub fn new(tenancy: Arc<Tenancy>, tenant: String, bypass: bool, live: bool) -> RunFrames {
-        RunFrames {
+impl TenantFrames {
+    /// The tenancy side of one tenant's socket.
+    pub fn new(tenancy: Arc<Tenancy>, tenant: String, bypass: bool) -> TenantFrames {
+        TenantFrames {
             tenancy,
             tenant,
             bypass,
-            live,
             mine: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn known(&self, id: &str) -> bool {
+        self.mine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    fn remember(&self, id: String) {
+        self.mine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+    }
+
+    /// The recorded owner of `id`; another tenant's thread is refused as
+    /// "not found" (bypass roles pass).
+    async fn owner(&self, id: &str) -> Result<Option<String>, Verdict> {
+        if self.known(id) {
+            return Ok(Some(self.tenant.clone()));
+        }
+        match self.tenancy.owner(ResourceKind::Thread, id).await {
+            Ok(Some(owner)) if owner == self.tenant => {
+                self.remember(id.to_owned());
+                Ok(Some(owner))
+            }
+            Ok(Some(_)) if !self.bypass => Err(not_found(id)),
+            Ok(owner) => Ok(owner),
+            Err(e) => Err(Verdict::Refuse(e.to_string())),
+        }
+    }
+
+    /// Claims `id` (unowned, and the run allowed) for this tenant.
+    async fn claim(&self, id: &str) -> Result<(), Verdict> {
+        match self
+            .tenancy
+            .claim(ResourceKind::Thread, id, &self.tenant)
+            .await
+        {
+            Ok(owner) if owner == self.tenant => {
+                self.remember(id.to_owned());
+                Ok(())
+            }
+            Ok(_) if self.bypass => Ok(()),
+            Ok(_) => Err(not_found(id)),
+            Err(e) => Err(Verdict::Refuse(e.to_string())),
+        }
+    }
+}
+
+fn not_found(id: &str) -> Verdict {
+    Verdict::Refuse(format!("thread {id:?} not found"))
+}
+
+impl RunFrames {
+    /// The inspector of one socket (`live`: `/v1/graph/live`, whose
+    /// control frame names the thread at its root).
+    pub fn new(
+        live: bool,
+        who: Identity,
+        authorization: Authorization,
+        tenant: Option<TenantFrames>,
+    ) -> RunFrames {
+        RunFrames {
+            live,
+            who,
+            authorization,
+            tenant,
         }
     }
 
@@ -92,45 +174,35 @@ impl RunFrames {
         }
     }
 
-    fn known(&self, id: &str) -> bool {
-        self.mine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-    }
-
-    fn remember(&self, id: String) {
-        self.mine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
-    }
-
-    /// Checks a run on `id`, claiming it when unowned.
+    /// Checks a run on `id` in the order of an HTTP run: ownership (another
+    /// tenant's thread is "not found"), then the authorizer, then the
+    /// first-use claim of an unowned thread.
     async fn run_on(&self, id: String) -> Verdict {
-        if self.known(&id) {
-            return Verdict::Forward;
-        }
-        let owner = match self.tenancy.owner(ResourceKind::Thread, &id).await {
-            Ok(Some(owner)) => owner,
-            Ok(None) => match self
-                .tenancy
-                .claim(ResourceKind::Thread, &id, &self.tenant)
-                .await
-            {
+        let owner = match &self.tenant {
+            Some(t) => match t.owner(&id).await {
                 Ok(owner) => owner,
-                Err(e) => return Verdict::Refuse(e.to_string()),
+                Err(refused) => return refused,
             },
-            Err(e) => return Verdict::Refuse(e.to_string()),
+            None => None,
         };
-        if owner == self.tenant {
-            self.remember(id);
-            Verdict::Forward
-        } else if self.bypass {
-            Verdict::Forward
-        } else {
-            Verdict::Refuse(format!("thread {id:?} not found"))
+        let access = Access {
+            resource: "graph",
+            action: "stream",
+            resource_id: Some(id.clone()),
+            owner: owner.clone(),
+            tenant: self.tenant.as_ref().map(|t| t.tenant.clone()),
+        };
+        let decision = self.authorization.authorize(&self.who, &access).await;
+        crate::metrics::global().authz_result(decision.as_ref().map(|_| ()));
+        if let Err(e) = decision {
+            return Verdict::Refuse(e.to_string());
         }
+        if let (Some(t), None) = (&self.tenant, owner)
+            && let Err(refused) = t.claim(&id).await
+        {
+            return refused;
+        }
+        Verdict::Forward
     }
 }
 
@@ -148,14 +220,21 @@ impl FrameInspector for RunFrames {
         })
     }
 
+    /// The thread an agent event reports: with tenancy, claimed for the
+    /// caller when new (a run on a thread the agent made), refused when it
+    /// is another tenant's.
     fn inspect_reply<'a>(&'a self, frame: &'a Message) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
-            let Message::Text(text) = frame else {
+            let (Some(t), Message::Text(text)) = (&self.tenant, frame) else {
                 return Verdict::Forward;
             };
-            match event_thread_id(text.as_bytes()) {
-                Some(id) => self.run_on(id).await,
-                None => Verdict::Forward,
+            let Some(id) = event_thread_id(text.as_bytes()) else {
+                return Verdict::Forward;
+            };
+            match t.owner(&id).await {
+                Ok(Some(_)) => Verdict::Forward,
+                Ok(None) => t.claim(&id).await.err().unwrap_or(Verdict::Forward),
+                Err(refused) => refused,
             }
         })
     }

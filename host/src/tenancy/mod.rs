@@ -76,7 +76,7 @@ enum Use {
     /// `forget`: bulk delete by filter.
     Forget,
     /// A WebSocket run route: each frame is checked (see `frames`).
-    Socket { live: bool },
+    Socket,
 }
 
 impl Use {
@@ -84,8 +84,7 @@ impl Use {
         let id = access.resource_id.clone();
         let method = route.method;
         match (route.pattern, id) {
-            ("/v1/graph/ws", _) => Use::Socket { live: false },
-            ("/v1/graph/live", _) => Use::Socket { live: true },
+            ("/v1/graph/ws" | "/v1/graph/live", _) => Use::Socket,
             ("/v1/graph/invoke" | "/v1/graph/stream" | "/v1/ag-ui", Some(id)) => {
                 Use::Thread { id, creates: true }
             }
@@ -263,7 +262,7 @@ impl Tenancy {
                     "tenancy: `forget` deletes memories by filter across every tenant, so it is refused; delete your memories one by one (or set tenancy.agent_scopes_store when the agent scopes its store by user)".into(),
                 ));
             }
-            Use::Socket { live } => grant.inspect_frames(live),
+            Use::Socket => grant.inspect_frames(),
         }
         Ok(grant)
     }

@@ -7,10 +7,11 @@
 //! "resource_owner", "caller_tenant"}`).
 //! A request whose resource id is `fail_id` fails (an `Err`, as a plugin
 //! whose backend is down would), so tests can see how failures are answered.
+//! With `allow_unnamed`, a request naming no resource is allowed too.
 //! It never sends a cache hint, so every request reaches it.
 //!
 //! ```json
-//! {"allow_id": "t-ok", "fail_id": "t-broken"}
+//! {"allow_id": "t-ok", "fail_id": "t-broken", "allow_unnamed": false}
 //! ```
 
 use agentflow_plugin_sdk::{Access, Authorizer, AuthzOutcome, Identity, Request};
@@ -25,6 +26,9 @@ pub struct Config {
     /// The one resource id whose check fails.
     #[serde(default)]
     pub fail_id: Option<String>,
+    /// Also allow requests that name no resource (a WebSocket upgrade).
+    #[serde(default)]
+    pub allow_unnamed: bool,
 }
 
 /// The access-echo authorizer.
@@ -61,7 +65,9 @@ impl Authorizer for AccessEcho {
             ));
         }
         Ok(
-            if access.resource_id.is_some() && access.resource_id == self.0.allow_id {
+            if access.resource_id.is_none() && self.0.allow_unnamed
+                || access.resource_id.is_some() && access.resource_id == self.0.allow_id
+            {
                 AuthzOutcome::Allow
             } else {
                 AuthzOutcome::deny(describe(access))
