@@ -550,6 +550,44 @@ impl Accounts {
         }
     }
 
+    /// Whether a credential the account system issued is still good: its
+    /// login not ended, its API key not revoked, its account active. For a
+    /// caller authenticated long ago (an open WebSocket), so a revocation
+    /// reaches it too. Credentials from elsewhere (other JWTs, plugins) have
+    /// nothing here to revoke and pass.
+    pub async fn still_valid(&self, origin: &IdentityOrigin) -> Result<(), ApiError> {
+        let revoked = |detail: &str| ApiError::InvalidCredentials {
+            detail: detail.into(),
+            invalid_token: false,
+        };
+        let user_id = match origin {
+            IdentityOrigin::Account { user_id, login } => {
+                match self.store.get_family(login).await {
+                    Ok(f) if f.user_id == *user_id && !f.revoked => {}
+                    Ok(_) | Err(StoreError::NotFound) => {
+                        return Err(revoked("this login has ended"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                user_id
+            }
+            IdentityOrigin::ApiKey { user_id, key_id } => {
+                match self.store.get_api_key(key_id).await {
+                    Ok(k) if k.user_id == *user_id => {}
+                    Ok(_) | Err(StoreError::NotFound) => {
+                        return Err(revoked("this API key has been revoked"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                user_id
+            }
+            IdentityOrigin::Anonymous | IdentityOrigin::Jwt | IdentityOrigin::Plugin { .. } => {
+                return Ok(());
+            }
+        };
+        self.active_user(user_id).await.map(|_| ())
+    }
+
     /// Checks a verified access token (claim `type: "access"`) against the
     /// store: its login must exist, belong to its user and not be revoked,
     /// and the user must be active. Roles come from the account as it is now,

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::support::*;
 use crate::support_agentflow::*;
+use crate::tenancy::agent_messages;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -207,6 +208,112 @@ fn each_run_frame_is_put_to_the_authorizer_with_its_thread_id() {
         "a failed check reached the agent"
     );
     assert!(agent_has_messages(&agent, "t-ok"));
+}
+
+/// Revokes a credential (blocking HTTP).
+type Revoke<'a> = &'a dyn Fn();
+
+#[test]
+fn a_revoked_login_or_api_key_ends_its_open_socket_at_the_next_frame() {
+    let agent = AgentflowServer::start(None);
+    let server = Server::start(
+        json!({"agent": agent.url(), "auth": ["jwt", "api_key"]}),
+        &[
+            ("JWT_SECRET_KEY", SECRET),
+            ("AGENTFLOW_SUPERUSER", "admin"),
+            ("AGENTFLOW_SUPERUSER_PASSWORD", "admin-password-1"),
+        ],
+    );
+    let login = || {
+        let r = post(
+            &server.url("/v1/login"),
+            &[],
+            json!({"username": "admin", "password": "admin-password-1"}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r
+    };
+    let session = login();
+    let bearer = format!("Bearer {}", session.body["access_token"].as_str().unwrap());
+    let refresh = session.body["refresh_token"].clone();
+    // An API key of the same account, for the second socket.
+    let admin = format!("Bearer {}", login().body["access_token"].as_str().unwrap());
+    let created = post(
+        &server.url("/v1/api-keys"),
+        &[("authorization", &admin)],
+        json!({"name": "socket"}),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let key = created.body["key"].as_str().unwrap().to_owned();
+    let key_id = created.body["id"].as_str().unwrap().to_owned();
+
+    let revoke_login = || {
+        let out = post(
+            &server.url("/v1/logout"),
+            &[],
+            json!({"refresh_token": refresh}),
+        );
+        assert_eq!(out.status, 200, "{}", out.body);
+    };
+    let revoke_key = || {
+        let out = send(
+            "DELETE",
+            &server.url(&format!("/v1/api-keys/{key_id}")),
+            &[("authorization", &admin)],
+            None,
+        );
+        assert_eq!(out.status, 204, "{}", out.body);
+    };
+    // (thread, credential header, how it is revoked, the refusal's reason)
+    let cases: [(&str, (&str, &str), Revoke, &str); 2] = [
+        (
+            "t-rev-login",
+            ("authorization", &bearer),
+            &revoke_login,
+            "login has ended",
+        ),
+        (
+            "t-rev-key",
+            ("x-api-key", &key),
+            &revoke_key,
+            "API key has been revoked",
+        ),
+    ];
+    for (thread, credential, revoke, why) in cases {
+        let (refusal, closed) = runtime().block_on(async {
+            let (mut socket, _) = connect(&ws_url(&server, "/v1/graph/ws"), &[credential])
+                .await
+                .unwrap_or_else(|e| panic!("upgrade refused: {e}\n{}", server.logs()));
+            let chunks = run(&mut socket, "before revocation", thread).await;
+            assert_eq!(echo_in(&chunks)["last_user_message"], "before revocation");
+            tokio::task::block_in_place(revoke);
+            let refusal = first_answer(&mut socket, "after revocation", thread).await;
+            let closed = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("the gateway closes the socket");
+            (refusal, closed)
+        });
+        assert_eq!(refusal["event"], "error", "{thread}: {refusal}");
+        assert!(
+            refusal["data"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(why),
+            "{thread}: {refusal}"
+        );
+        match closed {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 1008, "{thread}: {f:?}")
+            }
+            other => panic!("{thread}: expected a 1008 close, got {other:?}"),
+        }
+        let messages = agent_messages(&agent, thread);
+        assert!(
+            messages.iter().any(|m| m == "before revocation")
+                && !messages.iter().any(|m| m == "after revocation"),
+            "{thread}: a run after revocation reached the agent: {messages:?}"
+        );
+    }
 }
 
 #[test]

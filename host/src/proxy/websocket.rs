@@ -136,6 +136,9 @@ pub enum Verdict {
     /// (`{"event":"error","data":{"reason":…}}`); the socket stays open, as
     /// the agent's own refusals of a run leave it open.
     Refuse(String),
+    /// Drop it, tell the client why, and close both sides (1008): the
+    /// caller may no longer use this socket at all (a revoked login).
+    End(String),
 }
 
 /// Looks at every client frame before the agent sees it, and at every agent
@@ -363,8 +366,18 @@ where
                 Verdict::Refuse(reason) if !is_close => {
                     let _ = notice_tx.send(refusal_event(&reason)).await;
                 }
+                Verdict::End(reason) if !is_close => {
+                    let _ = notice_tx.send(refusal_event(&reason)).await;
+                    let _ = notice_tx
+                        .send(close(CloseCode::Policy, "credentials no longer valid"))
+                        .await;
+                    let _ = agent_tx
+                        .send(close(CloseCode::Away, "client refused"))
+                        .await;
+                    return End::Closed;
+                }
                 // A close is never held back: the client is leaving anyway.
-                Verdict::Refuse(_) => {
+                Verdict::Refuse(_) | Verdict::End(_) => {
                     let _ = agent_tx.send(frame).await;
                 }
             }
@@ -394,10 +407,12 @@ where
             };
             let frame = match inspector.inspect_reply(&frame).await {
                 Verdict::Forward => frame,
-                Verdict::Refuse(reason) if !matches!(frame, Message::Close(_)) => {
+                Verdict::Refuse(reason) | Verdict::End(reason)
+                    if !matches!(frame, Message::Close(_)) =>
+                {
                     refusal_event(&reason)
                 }
-                Verdict::Refuse(_) => frame,
+                Verdict::Refuse(_) | Verdict::End(_) => frame,
             };
             let is_close = matches!(frame, Message::Close(_));
             if client_tx.send(frame).await.is_err() {

@@ -53,7 +53,13 @@ pub async fn forward(
         let client_ip = caller.client_ip.as_deref();
         let live = target.route().pattern == "/v1/graph/live";
         let authorization = caller.authorization.at_path(target.path().as_str());
-        let inspector = grant.frame_inspector(live, caller.identity.clone(), authorization);
+        let credential = crate::tenancy::Credential::new(
+            state.accounts.clone(),
+            caller.origin.clone(),
+            &caller.identity,
+        );
+        let inspector =
+            grant.frame_inspector(live, caller.identity.clone(), authorization, credential);
         return upstream
             .forward_websocket(target, parts, who, client_ip, inspector)
             .await;

@@ -200,18 +200,25 @@ impl Grant {
 
     /// What checks the run frames of a WebSocket this grant allowed
     /// (`live`: `/v1/graph/live`): the authorizer on every run naming a
-    /// thread, and tenancy when it is on.
+    /// thread, tenancy when it is on, and the caller's `credential`.
     pub fn frame_inspector(
         &self,
         live: bool,
         who: Identity,
         authorization: Authorization,
+        credential: frames::Credential,
     ) -> Arc<dyn FrameInspector> {
         let tenant = self
             .0
             .as_ref()
             .map(|g| frames::TenantFrames::new(g.tenancy.clone(), g.tenant.clone(), g.bypass));
-        Arc::new(frames::RunFrames::new(live, who, authorization, tenant))
+        Arc::new(frames::RunFrames::new(
+            live,
+            who,
+            authorization,
+            tenant,
+            credential,
+        ))
     }
 
     /// Forwards `target` and applies what tenancy does with the answer.

@@ -18,25 +18,87 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+use std::time::{Duration, Instant};
+
 use super::Tenancy;
 use super::forward::event_thread_id;
-use crate::identity::Identity;
+use crate::accounts::Accounts;
+use crate::error::ApiError;
+use crate::identity::{Identity, IdentityOrigin};
 use crate::pipeline::Authorization;
 use crate::plugins::Access;
 use crate::proxy::{FrameInspector, Verdict};
 use crate::store::ResourceKind;
+use crate::store::unix_now;
 
 /// The `thread_id` a socket client sends to start a fresh thread.
 const NEW_THREAD: &str = "new";
 
 /// Checks one socket's run frames: each run on a named thread is put to
 /// the authorizer (as `graph`/`stream` with that `resource-id`), and, with
-/// tenancy on, to the ownership policy first.
+/// tenancy on, to the ownership policy first; and the caller's credential
+/// is re-checked as frames pass, so a revocation reaches an open socket.
 pub struct RunFrames {
     live: bool,
     who: Identity,
     authorization: Authorization,
     tenant: Option<TenantFrames>,
+    credential: Credential,
+}
+
+/// How often the credential is re-checked on frames that start no run
+/// (audio on `/v1/graph/live`); a run frame always re-checks it.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The credential an open socket was authenticated with.
+pub struct Credential {
+    accounts: Arc<Accounts>,
+    origin: IdentityOrigin,
+    /// The token's `exp` (JWTs only).
+    expires_at: Option<u64>,
+    checked_at: Mutex<Option<Instant>>,
+}
+
+impl Credential {
+    /// The credential of `who`, authenticated as `origin`.
+    pub fn new(accounts: Arc<Accounts>, origin: IdentityOrigin, who: &Identity) -> Credential {
+        let expires_at = match origin {
+            IdentityOrigin::Jwt | IdentityOrigin::Account { .. } => {
+                who.claims.get("exp").and_then(Value::as_u64)
+            }
+            _ => None,
+        };
+        Credential {
+            accounts,
+            origin,
+            expires_at,
+            checked_at: Mutex::new(None),
+        }
+    }
+
+    /// `None` while the credential is good; else the verdict on the frame:
+    /// an ended credential ends the socket, a store that cannot answer
+    /// refuses the frame (fail closed) and leaves the socket open.
+    async fn recheck(&self, run: bool) -> Option<Verdict> {
+        let now = Instant::now();
+        {
+            let checked = self.checked_at.lock().unwrap_or_else(|e| e.into_inner());
+            if !run && checked.is_some_and(|at| now.duration_since(at) < RECHECK_EVERY) {
+                return None;
+            }
+        }
+        if self.expires_at.is_some_and(|exp| unix_now() >= exp) {
+            return Some(Verdict::End("your token has expired".into()));
+        }
+        match self.accounts.still_valid(&self.origin).await {
+            Ok(()) => {
+                *self.checked_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                None
+            }
+            Err(e @ ApiError::InvalidCredentials { .. }) => Some(Verdict::End(e.to_string())),
+            Err(e) => Some(Verdict::Refuse(e.to_string())),
+        }
+    }
 }
 
 /// The tenancy side of a socket: whose runs these are.
@@ -134,12 +196,14 @@ impl RunFrames {
         who: Identity,
         authorization: Authorization,
         tenant: Option<TenantFrames>,
+        credential: Credential,
     ) -> RunFrames {
         RunFrames {
             live,
             who,
             authorization,
             tenant,
+            credential,
         }
     }
 
@@ -209,7 +273,17 @@ impl RunFrames {
 impl FrameInspector for RunFrames {
     fn inspect<'a>(&'a self, frame: &'a Message) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
-            match self.asked(frame) {
+            let asked = self.asked(frame);
+            if !matches!(
+                frame,
+                Message::Close(_) | Message::Ping(_) | Message::Pong(_)
+            ) {
+                let run = matches!(asked, Asked::Thread(_) | Asked::NewThread);
+                if let Some(verdict) = self.credential.recheck(run).await {
+                    return verdict;
+                }
+            }
+            match asked {
                 Asked::Other | Asked::NewThread => Verdict::Forward,
                 Asked::BadId(field) => Verdict::Refuse(format!("`{field}` must be a string")),
                 Asked::Unreadable => Verdict::Refuse(

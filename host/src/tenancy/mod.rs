@@ -38,6 +38,7 @@ use crate::plugins::Access;
 use crate::store::{ResourceKind, Store, StoreError, unix_now};
 
 pub use forward::Grant;
+pub use frames::Credential;
 pub use settings::{TenancySettings, TenantKey};
 
 use cache::OwnerCache;
