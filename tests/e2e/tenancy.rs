@@ -720,6 +720,69 @@ fn websocket_frames_the_gateway_cannot_read_do_not_reach_the_agent() {
     );
 }
 
+#[test]
+fn a_thread_deleted_and_claimed_by_another_tenant_is_no_longer_an_open_sockets() {
+    let agent = AgentflowServer::start(None);
+    let gw = tenant_gateway(agent.url(), json!({"owner": "user_id"}));
+    let alice = auth_for("alice", &["user"], json!({}));
+    let bob = auth_for("bob", &["user"], json!({}));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = gw.url("/v1/graph/ws").replacen("http://", "ws://", 1);
+    let frame = |text: &str| {
+        Message::text(
+            json!({"invoke_type": "fresh", "messages": [user_message(text)], "config": {"thread_id": "t-handed-over"}})
+                .to_string(),
+        )
+    };
+    let refusal = rt.block_on(async {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", alice.parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        // Alice's socket run claims the thread.
+        socket.send(frame("alice on the socket")).await.unwrap();
+        loop {
+            if next_text(&mut socket).await["data"]["status"] == "done" {
+                break;
+            }
+        }
+        // Over HTTP she deletes it, and bob takes the id for himself.
+        tokio::task::block_in_place(|| {
+            let deleted = call(
+                &gw,
+                &alice,
+                "DELETE",
+                "/v1/threads/t-handed-over",
+                Some(json!({})),
+            );
+            assert_reached(&deleted, "alice deletes her thread");
+            let taken = invoke_on(&gw, &bob, "t-handed-over", "bob's own now");
+            assert_eq!(taken.status, 200, "{}", taken.body);
+        });
+        socket.send(frame("alice again")).await.unwrap();
+        next_text(&mut socket).await
+    });
+    assert_eq!(refusal["event"], "error", "{refusal}");
+    assert!(
+        refusal["data"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not found"),
+        "{refusal}"
+    );
+    let messages = agent_messages(&agent, "t-handed-over");
+    assert!(
+        !messages.iter().any(|m| m == "alice again"),
+        "alice's socket wrote into bob's thread: {messages:?}"
+    );
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

@@ -11,7 +11,6 @@
 //! takes what `serde_json` refuses (`NaN`, lone surrogates, nesting past
 //! 128 levels), so such a frame could name a thread the gateway never saw.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
@@ -106,8 +105,6 @@ pub struct TenantFrames {
     tenancy: Arc<Tenancy>,
     tenant: String,
     bypass: bool,
-    /// Threads already known to be this tenant's (no registry call again).
-    mine: Mutex<HashSet<String>>,
 }
 
 /// What a client frame asks for.
@@ -131,36 +128,17 @@ impl TenantFrames {
             tenancy,
             tenant,
             bypass,
-            mine: Mutex::new(HashSet::new()),
         }
-    }
-
-    fn known(&self, id: &str) -> bool {
-        self.mine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-    }
-
-    fn remember(&self, id: String) {
-        self.mine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
     }
 
     /// The recorded owner of `id`; another tenant's thread is refused as
-    /// "not found" (bypass roles pass).
+    /// "not found" (bypass roles pass). Looked up on every run, never
+    /// remembered per socket: a thread its owner deletes and another
+    /// tenant then claims must stop being this socket's at once (the
+    /// registry's own cache is kept current by claims and releases).
     async fn owner(&self, id: &str) -> Result<Option<String>, Verdict> {
-        if self.known(id) {
-            return Ok(Some(self.tenant.clone()));
-        }
         match self.tenancy.owner(ResourceKind::Thread, id).await {
-            Ok(Some(owner)) if owner == self.tenant => {
-                self.remember(id.to_owned());
-                Ok(Some(owner))
-            }
-            Ok(Some(_)) if !self.bypass => Err(not_found(id)),
+            Ok(Some(owner)) if owner != self.tenant && !self.bypass => Err(not_found(id)),
             Ok(owner) => Ok(owner),
             Err(e) => Err(Verdict::Refuse(e.to_string())),
         }
@@ -173,11 +151,7 @@ impl TenantFrames {
             .claim(ResourceKind::Thread, id, &self.tenant)
             .await
         {
-            Ok(owner) if owner == self.tenant => {
-                self.remember(id.to_owned());
-                Ok(())
-            }
-            Ok(_) if self.bypass => Ok(()),
+            Ok(owner) if owner == self.tenant || self.bypass => Ok(()),
             Ok(_) => Err(not_found(id)),
             Err(e) => Err(Verdict::Refuse(e.to_string())),
         }
