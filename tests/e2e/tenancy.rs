@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 use crate::support_agentflow::*;
+use crate::websocket::{Socket, connect, runtime, ws_url};
 
 /// The gateway in front of `agent` with built-in jwt and `tenancy`.
 pub fn tenant_gateway(agent: &str, tenancy: Value) -> Server {
@@ -589,17 +590,12 @@ fn websocket_runs_on_another_tenants_thread_are_refused() {
     );
     let before = agent_messages(&agent, "t-ws-alice");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = gw.url("/v1/graph/ws").replacen("http://", "ws://", 1);
+    let rt = runtime();
+    let url = ws_url(&gw, "/v1/graph/ws");
     let (refusal, new_thread) = rt.block_on(async {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = url.as_str().into_client_request().unwrap();
-        request.headers_mut().insert("authorization", bob.parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let (mut socket, _) = connect(&url, &[("authorization", &bob)])
+            .await
+            .unwrap();
         let frames = |text: &str, thread: &str| {
             Message::text(
                 json!({"invoke_type": "fresh", "messages": [user_message(text)], "config": {"thread_id": thread}})
@@ -683,19 +679,10 @@ fn websocket_frames_the_gateway_cannot_read_do_not_reach_the_agent() {
         run(&format!(r#", "x": {deep}"#)),
     ];
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = gw.url("/v1/graph/ws").replacen("http://", "ws://", 1);
+    let rt = runtime();
+    let url = ws_url(&gw, "/v1/graph/ws");
     let answers = rt.block_on(async {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = url.as_str().into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", bob.parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let (mut socket, _) = connect(&url, &[("authorization", &bob)]).await.unwrap();
         let mut answers = Vec::new();
         for frame in &frames {
             socket.send(Message::text(frame.clone())).await.unwrap();
@@ -726,12 +713,8 @@ fn a_thread_deleted_and_claimed_by_another_tenant_is_no_longer_an_open_sockets()
     let gw = tenant_gateway(agent.url(), json!({"owner": "user_id"}));
     let alice = auth_for("alice", &["user"], json!({}));
     let bob = auth_for("bob", &["user"], json!({}));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = gw.url("/v1/graph/ws").replacen("http://", "ws://", 1);
+    let rt = runtime();
+    let url = ws_url(&gw, "/v1/graph/ws");
     let frame = |text: &str| {
         Message::text(
             json!({"invoke_type": "fresh", "messages": [user_message(text)], "config": {"thread_id": "t-handed-over"}})
@@ -739,12 +722,7 @@ fn a_thread_deleted_and_claimed_by_another_tenant_is_no_longer_an_open_sockets()
         )
     };
     let refusal = rt.block_on(async {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = url.as_str().into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", alice.parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let (mut socket, _) = connect(&url, &[("authorization", &alice)]).await.unwrap();
         // Alice's socket run claims the thread.
         socket.send(frame("alice on the socket")).await.unwrap();
         loop {
@@ -782,9 +760,6 @@ fn a_thread_deleted_and_claimed_by_another_tenant_is_no_longer_an_open_sockets()
         "alice's socket wrote into bob's thread: {messages:?}"
     );
 }
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next text frame as JSON.
 async fn next_text(socket: &mut Socket) -> Value {

@@ -20,16 +20,16 @@ use crate::support::*;
 use crate::support_agentflow::*;
 use crate::tenancy::agent_messages;
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// An opened socket with its handshake response, or the HTTP refusal.
-type Connected = Result<(Socket, http::Response<Option<Vec<u8>>>), WsError>;
+pub type Connected = Result<(Socket, http::Response<Option<Vec<u8>>>), WsError>;
 
 /// Handshakes an agent stand-in saw: URI and headers.
 type Handshakes = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -50,13 +50,13 @@ fn token(user: &str) -> String {
 }
 
 /// `ws://` URL of `path` on the gateway.
-fn ws_url(server: &Server, path: &str) -> String {
+pub fn ws_url(server: &Server, path: &str) -> String {
     server.url(path).replacen("http://", "ws://", 1)
 }
 
 /// Opens a socket with extra handshake headers; the handshake response or
 /// the HTTP refusal.
-async fn connect(url: &str, headers: &[(&str, &str)]) -> Connected {
+pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Connected {
     let mut request = url.into_client_request().unwrap();
     for (k, v) in headers {
         request.headers_mut().insert(

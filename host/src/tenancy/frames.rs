@@ -12,12 +12,11 @@
 //! 128 levels), so such a frame could name a thread the gateway never saw.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
-
-use std::time::{Duration, Instant};
 
 use super::Tenancy;
 use super::forward::event_thread_id;
@@ -27,8 +26,7 @@ use crate::identity::{Identity, IdentityOrigin};
 use crate::pipeline::Authorization;
 use crate::plugins::Access;
 use crate::proxy::{FrameInspector, Verdict};
-use crate::store::ResourceKind;
-use crate::store::unix_now;
+use crate::store::{ResourceKind, unix_now};
 
 /// The `thread_id` a socket client sends to start a fresh thread.
 const NEW_THREAD: &str = "new";
